@@ -1,0 +1,12 @@
+"""l2o: learned optimisers for Keras 3 and TensorFlow.
+
+    import l2o
+    optimizer = l2o.load_optimizer("runs/quickstart")   # a meta-trained DMOptimizer
+    model.compile(optimizer=optimizer, loss=...)
+"""
+
+from l2o.runs import load_optimizer
+
+__version__ = "0.1.0"
+
+__all__ = ["load_optimizer", "__version__"]

@@ -1,0 +1,102 @@
+"""Everything that is specific to the TensorFlow backend.
+
+The optimiser and problem maths elsewhere in the package is written with
+``keras.ops``; this module holds what Keras has no portable spelling for:
+differentiation, graph compilation, while-loops with a per-step output, seeded
+random draws and TensorBoard writers. A JAX backend would replace this module.
+"""
+
+
+import tensorflow as tf
+
+
+def value_and_grad(fn, wrt):
+    """Returns ``g(*args) -> ((value, aux), grads)``, differentiating w.r.t. ``wrt``.
+
+    ``fn`` returns ``(value, aux)``; ``wrt`` is a list of tensors or variables
+    (or a callable returning one, evaluated at call time, for ``args`` that
+    should themselves be differentiated: pass ``wrt=None`` to differentiate
+    w.r.t. the first positional argument, a list of tensors).
+    """
+
+    def wrapped(*args):
+        targets = args[0] if wrt is None else wrt
+        with tf.GradientTape() as tape:
+            # Variables are watched already (and Keras variables cannot be).
+            tape.watch([t for t in tf.nest.flatten(targets) if tf.is_tensor(t)
+                        and not isinstance(t, tf.Variable) and not hasattr(t, "path")])
+            value, aux = fn(*args)
+        return (value, aux), tape.gradient(
+            value, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    return wrapped
+
+
+def stop_gradient(tensors):
+    return tf.nest.map_structure(tf.stop_gradient, tensors)
+
+
+def compile_fn(fn, jit_compile=False, relax_leading_dim=False):
+    """Compiles ``fn`` into a graph function, optionally with XLA.
+
+    ``relax_leading_dim`` lets one trace serve every unroll length: XLA needs
+    static loop bounds, so with ``jit_compile`` a trace per length is kept.
+    """
+    return tf.function(fn, jit_compile=bool(jit_compile),
+                       reduce_retracing=relax_leading_dim and not jit_compile)
+
+
+def scan(step, carry, xs):
+    """``carry, ys = scan(step, carry, xs)`` over the leading axis of ``xs``.
+
+    ``step(carry, x) -> (carry, y)``; ``ys`` stacks the ``y``. Unlike
+    ``tf.scan`` only the per-step outputs are stacked, not the whole carry
+    (which holds every inner parameter). A static length becomes the loop's
+    ``maximum_iterations`` so that XLA can differentiate through it. The first
+    step runs before the loop; it fixes the outputs' structure and dtypes.
+    """
+    static_length = tf.nest.flatten(xs)[0].shape[0]
+    length = static_length or tf.shape(tf.nest.flatten(xs)[0])[0]
+    carry, first_y = step(carry, tf.nest.map_structure(lambda t: t[0], xs))
+    arrays = tf.nest.map_structure(
+        lambda v: tf.TensorArray(v.dtype, size=length, element_shape=v.shape).write(0, v),
+        first_y)
+
+    def body(i, carry, arrays):
+        carry, y = step(carry, tf.nest.map_structure(lambda t: t[i], xs))
+        arrays = tf.nest.map_structure(lambda a, v: a.write(i, v), arrays, y)
+        return i + 1, carry, arrays
+
+    _, carry, arrays = tf.while_loop(
+        lambda i, *_: i < length, body, (tf.constant(1), carry, arrays),
+        maximum_iterations=None if static_length is None else static_length - 1)
+    return carry, tf.nest.map_structure(lambda a: a.stack(), arrays)
+
+
+def accelerator_available():
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+
+
+class ScalarLog:
+    """TensorBoard scalars under ``logdir``."""
+
+    def __init__(self, logdir):
+        self._writer = tf.summary.create_file_writer(logdir)
+
+    def write(self, step, scalars):
+        with self._writer.as_default():
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value, step=step)
+        self._writer.flush()
+
+
+def make_train_step(loss_fn, variables, optimizer, jit_compile=False):
+    """A compiled step ``batch -> loss`` that applies ``optimizer`` to ``variables``."""
+
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(variables, batch)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return tf.function(train_step, jit_compile=bool(jit_compile))

@@ -1,0 +1,31 @@
+"""Checkpoint files: named numpy arrays plus JSON metadata, written atomically.
+
+A write goes to a temporary file that is then renamed over the target, so a
+run killed mid-write leaves the previous checkpoint intact.
+"""
+
+import json
+import os
+
+import numpy as np
+
+
+def save(path, arrays, info):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = path + ".tmp.npz"
+    np.savez(temporary, __info__=np.array(json.dumps(info)), **arrays)
+    os.replace(temporary, path)
+
+
+def load(path):
+    """``(arrays, info)`` from a file written by ``save``."""
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files if key != "__info__"}
+        info = json.loads(str(data["__info__"]))
+    return arrays, info
+
+
+def prefixed(arrays, prefix):
+    """The entries of ``arrays`` under ``prefix/``, with the prefix removed."""
+    start = len(prefix) + 1
+    return {key[start:]: value for key, value in arrays.items() if key.startswith(prefix + "/")}

@@ -1,0 +1,176 @@
+"""Command-line entry points: l2o-train, l2o-resume, l2o-evaluate, l2o-baseline.
+
+Every command takes ``section/key=value`` overrides after its positional
+argument (values are YAML scalars or lists: ``strategy/num_periods=3``,
+``network/layers=[10,10]``, ``problems/0/kwargs/batch_size=32``). A bad key
+or value stops the command before it does or writes anything, with one line
+naming the key and exit status 2.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with file descriptor 2 muted.
+
+    Its C++ start-up lines (oneDNN notice, CUDA probing) are written before any
+    log level applies; they would bury a command's one-line error.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+OVERRIDES_HELP = "section/key=value overrides, e.g. strategy/num_periods=3"
+
+
+class UsageError(Exception):
+    """A command used wrongly, reported as one line."""
+
+
+def _entry(function):
+    def main(argv=None):
+        _import_tensorflow_quietly()
+        from l2o.config import ConfigError
+
+        try:
+            function(sys.argv[1:] if argv is None else argv)
+        except (ConfigError, UsageError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted: the last finished period is checkpointed; continue with "
+                  "resume.py", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    main.__doc__ = function.__doc__
+    return main
+
+
+def _parser(description, positional, positional_help):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(positional, help=positional_help)
+    parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    return parser
+
+
+def _train(trainer_config, directory):
+    from l2o import config as config_module
+    from l2o.strategies import STRATEGIES
+    from l2o.trainer import MetaTrainer
+
+    trainer = MetaTrainer(trainer_config)
+    strategy = STRATEGIES[trainer_config["strategy_constructor"]](**trainer_config["strategy"])
+    config_module.save(trainer_config, directory)
+    state = strategy.run(trainer, directory)
+    print(f"done: {state['period'] + 1} periods in {directory}; best validation meta-loss "
+          f"{state['best_validation']:.4g}")
+
+
+@_entry
+def train(argv):
+    """Meta-trains a learned optimiser from a config file."""
+    from l2o import config as config_module
+
+    parser = _parser("Meta-train a learned optimiser.", "config", "JSON or YAML config file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a directory that already holds a run")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config and stop")
+    args = parser.parse_intermixed_args(argv)
+    resolved = config_module.resolve(config_module.load_file(args.config), args.overrides)
+    if args.dry_run:
+        import json
+
+        print(json.dumps(resolved, indent=2))
+        return
+    directory = resolved["directory"]
+    if os.path.exists(os.path.join(directory, "config.json")):
+        if not args.overwrite:
+            raise UsageError(f"{directory} already holds a run: continue it with resume.py, "
+                             f"set directory=..., or pass --overwrite")
+        import shutil
+
+        shutil.rmtree(directory)
+    _train(resolved, directory)
+
+
+@_entry
+def resume(argv):
+    """Continues a run from its last finished period (overrides may extend it)."""
+    from l2o import config as config_module
+    from l2o.runs import read_config
+
+    args = _parser("Resume meta-training.", "directory", "run directory").parse_intermixed_args(argv)
+    resolved = config_module.resolve(read_config(args.directory), args.overrides)
+    resolved["directory"] = args.directory
+    _train(resolved, args.directory)
+
+
+def _evaluation_config(target, overrides):
+    """A run directory's (or a config file's) resolved config and output directory."""
+    from l2o import config as config_module
+    from l2o.runs import read_config
+
+    if os.path.isdir(target):
+        return config_module.resolve(read_config(target), overrides), target
+    resolved = config_module.resolve(config_module.load_file(target), overrides)
+    return resolved, resolved["directory"]
+
+
+@_entry
+def evaluate(argv):
+    """Evaluates a meta-trained optimiser against the baseline and plots both."""
+    parser = _parser("Evaluate a meta-trained optimiser.", "directory", "run directory")
+    parser.add_argument("--checkpoint", default="best", help="best, last or period_NNNN")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="do not run the baseline when its results are missing")
+    args = parser.parse_intermixed_args(argv)
+    resolved, directory = _evaluation_config(args.directory, args.overrides)
+    from l2o import evaluation
+    from l2o.runs import load_optimizer
+
+    load_optimizer(directory, args.checkpoint)  # fails early on a missing checkpoint
+    label = f"learned_{args.checkpoint}"
+    _report(label, evaluation.evaluate(
+        resolved, directory, label, lambda: load_optimizer(directory, args.checkpoint)))
+    if not args.no_baseline:
+        for label, spec in evaluation.baseline_specs(resolved):
+            if not os.path.exists(os.path.join(directory, "evaluation", f"{label}.json")):
+                _report(label, evaluation.evaluate(
+                    resolved, directory, label, evaluation.keras_optimizer_factory(spec)))
+    for path in evaluation.plot(directory):
+        print(f"plot: {path}")
+
+
+@_entry
+def baseline(argv):
+    """Evaluates Keras optimisers (a learning-rate grid) on a run's problems."""
+    args = _parser("Evaluate baseline Keras optimisers.", "target",
+                   "run directory, or a config file").parse_intermixed_args(argv)
+    resolved, directory = _evaluation_config(args.target, args.overrides)
+    from l2o import evaluation
+
+    for label, spec in evaluation.baseline_specs(resolved):
+        _report(label, evaluation.evaluate(
+            resolved, directory, label, evaluation.keras_optimizer_factory(spec)))
+    for path in evaluation.plot(directory):
+        print(f"plot: {path}")
+
+
+def _report(label, summary):
+    for index, result in enumerate(summary["problems"]):
+        parts = [f"final train loss {result['final_train_loss_mean']:.4g} "
+                 f"± {result['final_train_loss_std']:.2g}"]
+        if "final_validation_accuracy_mean" in result:
+            parts.append(f"validation accuracy {result['final_validation_accuracy_mean']:.3f}")
+        print(f"{label} problem {index}: " + ", ".join(parts))

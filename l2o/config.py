@@ -1,0 +1,320 @@
+"""Run configuration: defaults, loading, command-line overrides and validation.
+
+A config is plain data (JSON or YAML). ``DEFAULTS`` below holds every top-level
+default; the defaults of a section that depends on a choice (``network`` on
+``constructor``, ``strategy`` on ``strategy_constructor``, a problem's
+``kwargs`` on its ``target``) are the keyword defaults of the class chosen, so
+each lives in exactly one place. ``resolve`` merges the file over the defaults,
+applies ``section/key=value`` overrides, fills the dependent defaults and
+validates every key before any work starts; errors are ``ConfigError`` naming
+the key.
+"""
+
+import copy
+import difflib
+import inspect
+import json
+import os
+
+import yaml
+
+DEFAULTS = {
+    # Learned optimiser: a name from l2o.optimizers.CONSTRUCTORS.
+    "constructor": "DM",
+    # Keyword arguments of the learned optimiser's update rule.
+    "network": {},
+    # Inner problems meta-trained on; `target` names a class in l2o.problems.
+    "problems": [{"target": "mlp_classifier", "args": [], "kwargs": {}}],
+    # How inner losses become the meta-loss (see l2o/estimators/tbptt.py).
+    "loss_args": {
+        "scale_objective": True,
+        "use_log_objective": True,
+        "obj_train_max_multiplier": -1.0,
+        "epsilon": 1e-10,
+        "use_numerator_epsilon": False,
+    },
+    # Meta-optimiser: any Keras optimiser, as keras.optimizers.get accepts it.
+    "optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.001}},
+    "training": {
+        "seed": 0,
+        # Independent inner trajectories per problem per strategy epoch.
+        "epochs": 1,
+        # Truncations (meta-updates) per trajectory.
+        "depth": 5,
+        # Meta-updates on the same truncation before the trajectory moves on.
+        "repeat": 1,
+        # Keep trajectories alive across strategy epochs instead of restarting.
+        "persistent": False,
+        # Weights of the per-step terms of the meta-loss: sum, mean or final.
+        "unroll_weights": "mean",
+        # Differentiate through the inner gradients (False: the DM paper's
+        # cheaper first-order approximation).
+        "second_order": True,
+        # XLA for the unroll: true, false, or auto (false on CPU, where it
+        # measured slower; true on accelerators).
+        "jit_compile": "auto",
+    },
+    "strategy_constructor": "Simple",
+    "strategy": {},
+    "evaluation": {
+        "steps": 100,
+        "repeats": 10,
+        "seed": 1000,
+        # Problems to evaluate on; null means the training problems.
+        "problems": None,
+        # Every how many steps validation loss and accuracy are measured.
+        "validation_every": 10,
+        # Keras optimiser for baseline.py, and an optional learning-rate grid.
+        "baseline": {"class_name": "Adam", "config": {"learning_rate": 0.001},
+                     "learning_rates": []},
+    },
+    "directory": "runs/dm",
+}
+
+CHOICES = {
+    "training/unroll_weights": ("sum", "mean", "final"),
+    "training/jit_compile": ("auto", True, False),
+}
+POSITIVE_INTS = {
+    "training/epochs", "training/depth", "training/repeat",
+    "evaluation/steps", "evaluation/repeats", "evaluation/validation_every",
+}
+NON_NEGATIVE = {"loss_args/epsilon"}
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names the key."""
+
+
+def load_file(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as handle:
+        text = handle.read()
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                          f"{str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    return data
+
+
+def parse_override(text):
+    """``"a/b/0/c=value"`` -> (["a", "b", 0, "c"], parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form section/key=value")
+    path, raw = text.split("=", 1)
+    keys = [int(k) if k.isdigit() else k for k in path.strip("/").split("/")]
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def resolve(base=None, overrides=(), fill_from_defaults=True):
+    """The validated, fully resolved config.
+
+    ``base`` is a mapping (a loaded file, or a run's ``config.json``);
+    ``overrides`` are ``section/key=value`` strings, applied in order.
+    """
+    config = _merge(copy.deepcopy(DEFAULTS), base or {}) if fill_from_defaults \
+        else copy.deepcopy(base)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(config, keys, value)
+    _fill_dependent_defaults(config)
+    validate(config)
+    return config
+
+
+def _merge(defaults, update):
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict) and defaults[key]:
+            defaults[key] = _merge(defaults[key], value)
+        else:
+            defaults[key] = copy.deepcopy(value)
+    return defaults
+
+
+def _set_path(config, keys, value):
+    node = config
+    for depth, key in enumerate(keys):
+        name = "/".join(str(k) for k in keys[:depth + 1])
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not isinstance(key, int) or not 0 <= key < len(node):
+                raise ConfigError(f"{name}: no such list entry (the list has {len(node)})")
+        elif isinstance(node, dict):
+            if isinstance(key, int):
+                key = str(key)
+            if key not in node and not last:
+                if depth == 0:
+                    raise ConfigError(_unknown(name, key, node))
+                node[key] = {}
+        else:
+            raise ConfigError(f"{name}: cannot set a key inside a {type(node).__name__} value")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
+
+
+def _unknown(name, key, known):
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else \
+        f"; valid keys: {', '.join(sorted(str(k) for k in known))}"
+    return f"{name}: unknown key{hint}"
+
+
+def signature_defaults(cls):
+    """Keyword defaults of ``cls.__init__``: the single source of those defaults."""
+    defaults = {}
+    for name, parameter in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        default = parameter.default
+        defaults[name] = list(default) if isinstance(default, tuple) else default
+    return defaults
+
+
+def _registries():
+    from l2o.optimizers import CONSTRUCTORS
+    from l2o.problems import PROBLEMS
+    from l2o.strategies import STRATEGIES
+    return CONSTRUCTORS, PROBLEMS, STRATEGIES
+
+
+def _fill_dependent_defaults(config):
+    constructors, problems, strategies = _registries()
+    _check_choice("constructor", config.get("constructor"), constructors)
+    _check_choice("strategy_constructor", config.get("strategy_constructor"), strategies)
+    for section, cls in (("network", constructors[config["constructor"]].rule_class),
+                         ("strategy", strategies[config["strategy_constructor"]])):
+        if not isinstance(config.get(section), dict):
+            raise ConfigError(f"{section}: must be a mapping")
+        config[section] = _merge(signature_defaults(cls), config[section])
+    for field in ("problems", "evaluation/problems"):
+        specs = config["problems"] if field == "problems" else config["evaluation"]["problems"]
+        if specs is None and field != "problems":
+            continue
+        if not isinstance(specs, list) or not specs:
+            raise ConfigError(f"{field}: must be a non-empty list of problems")
+        for index, spec in enumerate(specs):
+            _fill_problem(f"{field}/{index}", spec, problems)
+
+
+def _fill_problem(name, spec, problems):
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{name}: a problem is a mapping with target, args and kwargs")
+    for key in spec:
+        if key not in ("target", "args", "kwargs"):
+            raise ConfigError(_unknown(f"{name}/{key}", key, ("target", "args", "kwargs")))
+    _check_choice(f"{name}/target", spec.get("target"), problems)
+    spec.setdefault("args", [])
+    if not isinstance(spec.get("kwargs", {}), dict):
+        raise ConfigError(f"{name}/kwargs: must be a mapping")
+    if not isinstance(spec["args"], list):
+        raise ConfigError(f"{name}/args: must be a list")
+    spec["kwargs"] = _merge(signature_defaults(problems[spec["target"]]), spec.get("kwargs", {}))
+
+
+def _check_choice(name, value, options):
+    if value not in options:
+        close = difflib.get_close_matches(str(value), list(options), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(options)}"
+        raise ConfigError(f"{name}: unknown value {value!r}; {hint}")
+
+
+def validate(config):
+    """Checks every key against the defaults' keys and types; raises ConfigError."""
+    constructors, problems, strategies = _registries()
+    reference = copy.deepcopy(DEFAULTS)
+    reference["network"] = signature_defaults(constructors[config["constructor"]].rule_class)
+    reference["strategy"] = signature_defaults(strategies[config["strategy_constructor"]])
+    _check_tree("", config, reference)
+    for field, specs in (("problems", config["problems"]),
+                         ("evaluation/problems", config["evaluation"]["problems"] or [])):
+        for index, spec in enumerate(specs):
+            _check_tree(f"{field}/{index}/kwargs/", spec["kwargs"],
+                        signature_defaults(problems[spec["target"]]))
+    for name, options in CHOICES.items():
+        value = _get(config, name)
+        if not any(type(value) is type(option) and value == option for option in options):
+            raise ConfigError(f"{name}: {value!r} is not one of "
+                              f"{', '.join(json.dumps(option) for option in options)}")
+    for name in POSITIVE_INTS:
+        if _get(config, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {_get(config, name)}")
+    for name in NON_NEGATIVE:
+        if _get(config, name) < 0:
+            raise ConfigError(f"{name}: must be non-negative, got {_get(config, name)}")
+    for name in ("optimizer", "evaluation/baseline"):
+        _check_keras_optimizer(name, _get(config, name))
+    strategies[config["strategy_constructor"]].validate_config(config["strategy"])
+    constructors[config["constructor"]].rule_class.validate_config(config["network"])
+    return config
+
+
+def _get(config, name):
+    node = config
+    for key in name.split("/"):
+        node = node[key]
+    return node
+
+
+def _check_tree(prefix, values, reference):
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in reference:
+            raise ConfigError(_unknown(name, key, reference))
+        expected = reference[key]
+        if isinstance(expected, dict) and expected and key not in ("config", "kwargs"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: must be a mapping")
+            _check_tree(f"{name}/", value, expected)
+        elif name not in CHOICES:
+            values[key] = check_type(name, value, expected)
+
+
+def check_type(name, value, default):
+    """``value`` converted to the type of ``default``, or a ConfigError naming ``name``."""
+    if default is None:
+        return value
+    kind = type(default)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind in (list, tuple):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {type(value).__name__} "
+                          f"{value!r}")
+    return value
+
+
+def _check_keras_optimizer(name, spec):
+    import keras
+
+    spec = {k: v for k, v in spec.items() if k != "learning_rates"}
+    try:
+        keras.optimizers.get(copy.deepcopy(spec))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{name}: not a usable Keras optimiser ({str(error).splitlines()[0]})") \
+            from None
+
+
+def save(config, directory):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "config.json")
+    with open(path + ".tmp", "w") as handle:
+        json.dump(config, handle, indent=2)
+    os.replace(path + ".tmp", path)

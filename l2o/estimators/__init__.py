@@ -1,0 +1,7 @@
+"""Meta-gradient estimators: how a truncation of inner training becomes a meta-gradient."""
+
+from l2o.estimators.tbptt import TBPTT
+
+ESTIMATORS = {"tbptt": TBPTT}
+
+__all__ = ["ESTIMATORS", "TBPTT"]

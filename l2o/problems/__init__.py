@@ -1,0 +1,22 @@
+"""Inner problems: pure losses, deterministic data streams and equivalent Keras models."""
+
+from l2o.config import ConfigError
+from l2o.problems.base import Problem
+from l2o.problems.classifiers import ConvClassifier, MLPClassifier
+from l2o.problems.datasets import DataError
+from l2o.problems.quadratic import Quadratic
+
+# ``target`` in a config's problem names one of these.
+PROBLEMS = {"quadratic": Quadratic, "mlp_classifier": MLPClassifier,
+            "conv_classifier": ConvClassifier}
+
+
+def build(spec, field="problems/0"):
+    """The problem a resolved config entry describes; data errors name the key."""
+    try:
+        return PROBLEMS[spec["target"]](*spec["args"], **spec["kwargs"])
+    except DataError as error:
+        raise ConfigError(f"{field}/kwargs/{error}") from None
+
+
+__all__ = ["PROBLEMS", "Problem", "Quadratic", "MLPClassifier", "ConvClassifier", "build"]

@@ -1,0 +1,153 @@
+"""Small image classifiers: an MLP and a convolutional net, trained with cross-entropy."""
+
+import functools
+
+import keras
+import numpy as np
+from keras import ops
+
+from l2o.problems import datasets
+from l2o.problems.base import Problem, rng
+
+
+class Classifier(Problem):
+    """Shared data handling, loss and Keras twin of the classifiers.
+
+    Batches: each pass over the training data is a fresh permutation drawn
+    from (seed, pass), shuffled within windows of ``shuffle_buffer`` examples
+    (1: no shuffling); the last incomplete batch of a pass is dropped.
+    """
+
+    def __init__(self, activation, dataset, batch_size, shuffle_buffer, data_dir,
+                 validation_split):
+        self.activation = activation
+        self.batch_size = int(batch_size)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.data = datasets.load(dataset, data_dir, validation_split)
+        self.input_shape = self.data["x_train"].shape[1:]
+        self.classes = self.data["classes"]
+        if not 1 <= self.batch_size <= len(self.data["y_train"]):
+            raise datasets.DataError(
+                f"batch_size: must be between 1 and the {len(self.data['y_train'])} "
+                f"training examples of {dataset!r}, got {batch_size}")
+        if self.shuffle_buffer < 1:
+            raise datasets.DataError(f"shuffle_buffer: must be at least 1, got {shuffle_buffer}")
+
+    def param_shapes(self):
+        raise NotImplementedError
+
+    def logits(self, params, images):
+        raise NotImplementedError
+
+    def keras_layers(self):
+        raise NotImplementedError
+
+    def init(self, seed):
+        """Glorot-uniform kernels and zero biases, as Keras initialises its layers."""
+        generator, params = rng(seed, 0), []
+        for shape in self.param_shapes():
+            if len(shape) == 1:
+                params.append(np.zeros(shape, np.float32))
+                continue
+            receptive = int(np.prod(shape[:-2]))
+            limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+            params.append(generator.uniform(-limit, limit, shape).astype(np.float32))
+        return params
+
+    def loss(self, params, batch):
+        images, labels = batch
+        return ops.mean(ops.sparse_categorical_crossentropy(
+            labels, self.logits(params, images), from_logits=True))
+
+    def accuracy(self, params, batch):
+        images, labels = batch
+        predictions = ops.argmax(self.logits(params, images), axis=-1)
+        return ops.mean(ops.cast(predictions == ops.cast(labels, predictions.dtype), "float32"))
+
+    @functools.lru_cache(maxsize=8)
+    def _permutation(self, seed, data_pass):
+        count = len(self.data["y_train"])
+        order = np.arange(count)
+        if self.shuffle_buffer > 1:
+            generator = rng(seed, 1, data_pass)
+            window = min(self.shuffle_buffer, count)
+            order = generator.permutation(count) if window >= count else np.concatenate(
+                [generator.permutation(order[k:k + window]) for k in range(0, count, window)])
+        return order
+
+    def batches(self, seed, start, count):
+        per_pass = len(self.data["y_train"]) // self.batch_size
+        indices = np.concatenate([
+            self._permutation(seed, step // per_pass)[
+                (step % per_pass) * self.batch_size:(step % per_pass + 1) * self.batch_size]
+            for step in range(start, start + count)])
+        shape = (count, self.batch_size)
+        return (self.data["x_train"][indices].reshape(shape + self.input_shape),
+                self.data["y_train"][indices].reshape(shape))
+
+    def validation_batch(self):
+        return self.data["x_val"], self.data["y_val"]
+
+    def build_model(self, params):
+        model = keras.Sequential([keras.Input(self.input_shape)] + self.keras_layers())
+        model.set_weights(params)
+        return model
+
+
+class MLPClassifier(Classifier):
+    """Fully connected classifier: hidden ``layers`` with ``activation``, then logits."""
+
+    def __init__(self, layers=(20,), activation="sigmoid", dataset="digits", batch_size=128,
+                 shuffle_buffer=16384, data_dir=None, validation_split=0.2):
+        self.layers = [int(u) for u in layers]
+        super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
+                         validation_split)
+
+    def param_shapes(self):
+        sizes = [int(np.prod(self.input_shape))] + self.layers + [self.classes]
+        return [shape for n_in, n_out in zip(sizes[:-1], sizes[1:])
+                for shape in ((n_in, n_out), (n_out,))]
+
+    def logits(self, params, images):
+        hidden = ops.reshape(images, (ops.shape(images)[0], -1))
+        activation = keras.activations.get(self.activation)
+        for index in range(0, len(params), 2):
+            hidden = ops.matmul(hidden, params[index]) + params[index + 1]
+            if index + 2 < len(params):
+                hidden = activation(hidden)
+        return hidden
+
+    def keras_layers(self):
+        return ([keras.layers.Flatten()]
+                + [keras.layers.Dense(u, activation=self.activation) for u in self.layers]
+                + [keras.layers.Dense(self.classes)])
+
+
+class ConvClassifier(Classifier):
+    """Strided 'same' convolutions (one per entry of ``filters``), global average pool, logits."""
+
+    def __init__(self, filters=(16, 32), kernel_size=3, activation="relu", dataset="digits",
+                 batch_size=128, shuffle_buffer=16384, data_dir=None, validation_split=0.2):
+        self.filters = [int(f) for f in filters]
+        self.kernel_size = int(kernel_size)
+        super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
+                         validation_split)
+
+    def param_shapes(self):
+        channels = [self.input_shape[-1]] + self.filters
+        shapes = [shape for c_in, c_out in zip(channels[:-1], channels[1:])
+                  for shape in ((self.kernel_size, self.kernel_size, c_in, c_out), (c_out,))]
+        return shapes + [(channels[-1], self.classes), (self.classes,)]
+
+    def logits(self, params, images):
+        activation = keras.activations.get(self.activation)
+        hidden = images
+        for index in range(0, len(params) - 2, 2):
+            hidden = activation(ops.conv(hidden, params[index], strides=2, padding="same")
+                                + params[index + 1])
+        return ops.matmul(ops.mean(hidden, axis=(1, 2)), params[-2]) + params[-1]
+
+    def keras_layers(self):
+        return ([keras.layers.Conv2D(f, self.kernel_size, strides=2, padding="same",
+                                     activation=self.activation) for f in self.filters]
+                + [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(self.classes)])

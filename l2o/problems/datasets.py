@@ -1,0 +1,110 @@
+"""Image classification data as in-memory arrays, from three kinds of source.
+
+- ``digits``: scikit-learn's embedded 8x8 digits (offline; the default).
+- a folder in MNIST's IDX format (MNIST, Fashion-MNIST, KMNIST, notMNIST):
+  ``train-*`` and ``t10k-*`` files, gzipped or not; with only one split present
+  it is divided into training and validation deterministically.
+- any other name is a TensorFlow Datasets name, loaded from ``data_dir``.
+
+Images come back as float32 in [0, 1], shaped (N, height, width, channels);
+labels as int32.
+"""
+
+import functools
+import gzip
+import os
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data set that cannot be loaded; the message says which and why."""
+
+
+def load(dataset, data_dir=None, validation_split=0.2):
+    """``{"x_train", "y_train", "x_val", "y_val", "classes"}`` for ``dataset``."""
+    if dataset == "digits":
+        return _split(*_digits(), validation_split)
+    if os.sep in dataset or dataset.startswith(".") or os.path.isdir(dataset):
+        return _idx_folder(dataset, validation_split)
+    return _tfds(dataset, data_dir)
+
+
+@functools.lru_cache(maxsize=None)
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.images[..., None].astype(np.float32) / 16.0,
+            digits.target.astype(np.int32))
+
+
+def _split(images, labels, validation_split):
+    """Deterministic split: a fixed permutation, the last ``validation_split`` to validation."""
+    order = np.random.default_rng(0).permutation(len(labels))
+    cut = len(labels) - int(round(validation_split * len(labels)))
+    return {"x_train": images[order[:cut]], "y_train": labels[order[:cut]],
+            "x_val": images[order[cut:]], "y_val": labels[order[cut:]],
+            "classes": int(labels.max()) + 1}
+
+
+def _read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    magic = int.from_bytes(data[:4], "big")
+    dims = magic & 0xFF
+    if magic >> 8 != 0x08 or dims not in (1, 3):
+        raise DataError(f"dataset: {path} is not an IDX file of unsigned bytes")
+    shape = [int.from_bytes(data[4 + 4 * k:8 + 4 * k], "big") for k in range(dims)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _find(folder, prefix, kind):
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(prefix) and kind in name:
+            return os.path.join(folder, name)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _idx_split(folder, prefix):
+    images, labels = _find(folder, prefix, "images"), _find(folder, prefix, "labels")
+    if images is None or labels is None:
+        return None
+    x, y = _read_idx(images), _read_idx(labels)
+    if len(x) != len(y):
+        raise DataError(f"dataset: {images} has {len(x)} images but {labels} {len(y)} labels")
+    return x[..., None].astype(np.float32) / 255.0, y.astype(np.int32)
+
+
+def _idx_folder(folder, validation_split):
+    if not os.path.isdir(folder):
+        raise DataError(f"dataset: no such folder {folder!r} (expected an MNIST-format IDX "
+                        f"folder, 'digits', or a TensorFlow Datasets name)")
+    train, test = _idx_split(folder, "train"), _idx_split(folder, "t10k")
+    if train is None and test is None:
+        raise DataError(f"dataset: {folder!r} holds no IDX image/label files "
+                        f"(train-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], ...)")
+    if train is not None and test is not None:
+        return {"x_train": train[0], "y_train": train[1], "x_val": test[0], "y_val": test[1],
+                "classes": int(max(train[1].max(), test[1].max())) + 1}
+    return _split(*(train or test), validation_split)
+
+
+@functools.lru_cache(maxsize=None)
+def _tfds(name, data_dir):
+    try:
+        import tensorflow_datasets as tfds
+
+        train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
+                                              as_supervised=True, data_dir=data_dir,
+                                              download=True))
+    except Exception as error:  # tfds raises many unrelated types for a missing set
+        raise DataError(f"dataset: TensorFlow Datasets could not load {name!r} "
+                        f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                        f"offline, use 'digits' or an MNIST-format IDX folder") from None
+    scale = 255.0 if train[0].dtype == np.uint8 else 1.0
+    return {"x_train": train[0].astype(np.float32) / scale, "y_train": train[1].astype(np.int32),
+            "x_val": test[0].astype(np.float32) / scale, "y_val": test[1].astype(np.int32),
+            "classes": int(train[1].max()) + 1}

@@ -1,0 +1,55 @@
+"""The quadratic of Andrychowicz et al. (2016), section 3.1."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from l2o.problems.base import Problem, rng
+
+
+class Quadratic(Problem):
+    """f(x) = ||W x - y||^2 with W (dim x dim) and y drawn i.i.d. N(0, 1) per instance.
+
+    The instance (W, y) is the "batch": every step of stream ``seed`` carries
+    the same W and y, and ``init(seed)`` draws x ~ N(0, 1) for that instance.
+    """
+
+    def __init__(self, dim=10):
+        self.dim = int(dim)
+
+    def _instance(self, seed):
+        generator = rng(seed, 1)
+        return (generator.standard_normal((self.dim, self.dim)).astype(np.float32),
+                generator.standard_normal((self.dim,)).astype(np.float32))
+
+    def init(self, seed):
+        return [rng(seed, 0).standard_normal((self.dim,)).astype(np.float32)]
+
+    def loss(self, params, batch):
+        w, y = batch
+        return ops.sum(ops.square(ops.matmul(w, params[0]) - y))
+
+    def batches(self, seed, start, count):
+        w, y = self._instance(seed)
+        return np.broadcast_to(w, (count,) + w.shape), np.broadcast_to(y, (count,) + y.shape)
+
+    def build_model(self, params):
+        model = QuadraticModel(self.dim)
+        model.build((None, self.dim, self.dim))
+        model.set_weights(params)
+        return model
+
+
+class QuadraticModel(keras.Model):
+    """x as a Keras weight; called on W it gives W x; fit with loss ``sum_squared_error``."""
+
+    def __init__(self, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.x = self.add_weight(shape=(dim,), initializer="random_normal", name="x")
+
+    def call(self, w):
+        return ops.einsum("bij,j->bi", w, self.x)
+
+
+def sum_squared_error(y_true, y_pred):
+    return ops.sum(ops.square(y_pred - y_true), axis=-1)

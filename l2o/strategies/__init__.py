@@ -1,0 +1,9 @@
+"""Meta-training strategies: the schedule of epochs, unroll lengths and validation."""
+
+from l2o.strategies.base import Strategy
+from l2o.strategies.simple import SimpleStrategy
+
+# ``strategy_constructor`` in a config names one of these.
+STRATEGIES = {"Simple": SimpleStrategy}
+
+__all__ = ["STRATEGIES", "SimpleStrategy", "Strategy"]

@@ -1,0 +1,105 @@
+"""What every strategy shares: the run directory, checkpoints, logs and progress.
+
+A run directory holds
+    config.json              the resolved config (resume.py reads it back)
+    checkpoints/last.npz     everything needed to resume after the last period
+    checkpoints/best.npz     meta-weights of the best validation so far
+    checkpoints/period_NNNN.npz   meta-weights after each period
+    summary.jsonl            one JSON line per period
+    tensorboard/             the same scalars for TensorBoard
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from l2o import backend, checkpoints
+from l2o.config import ConfigError
+
+
+class Strategy:
+    """Base class: subclasses define ``run_periods``; keyword defaults are the config's."""
+
+    def __init__(self, **options):
+        self.options = {k: v for k, v in options.items() if not k.startswith("__")}
+
+    @classmethod
+    def validate_config(cls, strategy):
+        """Raises ConfigError naming ``strategy/<key>`` for a value out of range."""
+
+    def run(self, trainer, directory):
+        """Trains in ``directory``, resuming after its last finished period if any."""
+        self.trainer, self.directory = trainer, directory
+        self.log = backend.ScalarLog(os.path.join(directory, "tensorboard"))
+        self.state = {"period": -1, "best_validation": float("inf")}
+        last = os.path.join(directory, "checkpoints", "last.npz")
+        if os.path.exists(last):
+            arrays, info = checkpoints.load(last)
+            trainer.load_state_arrays(arrays, info["trainer"])
+            self.state = info["strategy"]
+        self.run_periods()
+        return self.state
+
+    def progress(self, total, description):
+        return tqdm(total=total, desc=description, unit="trunc", mininterval=1.0,
+                    dynamic_ncols=True, leave=False)
+
+    def train_period(self, period, sample_unroll):
+        """Runs ``epochs_per_period`` epochs; returns (mean meta-loss, inner steps/s)."""
+        trainer = self.trainer
+        training = trainer.config["training"]
+        truncations = (self.options["epochs_per_period"] * len(trainer.problems)
+                       * training["epochs"] * training["depth"])
+        started, inner_steps, losses = time.perf_counter(), 0, []
+        with self.progress(truncations, f"period {period + 1}") as bar:
+            def on_truncation(meta_loss, steps):
+                nonlocal inner_steps
+                inner_steps += steps
+                bar.set_postfix(meta_loss=f"{meta_loss:.4f}", refresh=False)
+                bar.update(1)
+
+            for epoch in range(self.options["epochs_per_period"]):
+                losses.append(trainer.train_epoch(period, epoch, sample_unroll, on_truncation))
+        return float(np.nanmean(losses)), inner_steps / (time.perf_counter() - started)
+
+    def finish_period(self, period, metrics):
+        """Checkpoints and logs a finished period (``metrics`` includes validation)."""
+        improved = metrics["validation_meta_loss"] < self.state["best_validation"]
+        self.state = dict(self.state, period=period,
+                          best_validation=min(self.state["best_validation"],
+                                              metrics["validation_meta_loss"]))
+        folder = os.path.join(self.directory, "checkpoints")
+        weights = {f"meta/{k}": v for k, v in self.trainer.meta_weights().items()}
+        meta_info = {"period": period, **metrics}
+        checkpoints.save(os.path.join(folder, f"period_{period:04d}.npz"), weights, meta_info)
+        if improved:
+            checkpoints.save(os.path.join(folder, "best.npz"), weights, meta_info)
+        arrays, trainer_info = self.trainer.state_arrays()
+        checkpoints.save(os.path.join(folder, "last.npz"), arrays,
+                         {"strategy": self.state, "trainer": trainer_info, **meta_info})
+        record = {"period": period, **metrics, "best": improved}
+        with open(os.path.join(self.directory, "summary.jsonl"), "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.log.write(period, {k: v for k, v in metrics.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        tqdm.write(f"period {period + 1}: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+            + (" (best)" if improved else ""))
+
+
+def unroll_sampler(distribution):
+    """``generator -> length`` for an int (fixed) or a float p in (0, 1) (geometric, mean 1/p)."""
+    if isinstance(distribution, int):
+        return lambda generator: distribution
+    return lambda generator: int(generator.geometric(distribution))
+
+
+def check_unroll_distribution(name, value):
+    fixed = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    geometric = isinstance(value, float) and 0.0 < value < 1.0
+    if not (fixed or geometric):
+        raise ConfigError(f"{name}: an int >= 1 (fixed length) or a float in (0, 1) "
+                          f"(geometric with that p), got {value!r}")
