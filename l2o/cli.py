@@ -64,13 +64,11 @@ def _parser(description, positional, positional_help):
 
 
 def _train(trainer_config, directory):
-    from l2o import config as config_module
     from l2o.strategies import STRATEGIES
     from l2o.trainer import MetaTrainer
 
     trainer = MetaTrainer(trainer_config)
     strategy = STRATEGIES[trainer_config["strategy_constructor"]](**trainer_config["strategy"])
-    config_module.save(trainer_config, directory)
     state = strategy.run(trainer, directory)
     print(f"done: {state['period'] + 1} periods in {directory}; best validation meta-loss "
           f"{state['best_validation']:.4g}")

@@ -75,6 +75,8 @@ CHOICES = {
     "training/unroll_weights": ("sum", "mean", "final"),
     "training/jit_compile": ("auto", True, False),
 }
+# Keys whose values may take more than one type; their own checks validate them.
+UNTYPED = {"training/jit_compile", "strategy/unroll_distribution"}
 POSITIVE_INTS = {
     "training/epochs", "training/depth", "training/repeat",
     "evaluation/steps", "evaluation/repeats", "evaluation/validation_every",
@@ -111,6 +113,11 @@ def parse_override(text):
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-8 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     return keys, value
 
 
@@ -275,7 +282,7 @@ def _check_tree(prefix, values, reference):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: must be a mapping")
             _check_tree(f"{name}/", value, expected)
-        elif name not in CHOICES:
+        elif name not in UNTYPED:
             values[key] = check_type(name, value, expected)
 
 

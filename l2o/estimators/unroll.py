@@ -49,7 +49,7 @@ def exploded(losses, initial_loss, loss_args):
     if multiplier <= 0:
         return ops.logical_not(finite)
     ceiling = initial_loss + (multiplier - 1.0) * ops.abs(initial_loss)
-    return ops.logical_or(ops.logical_not(finite), ops.max(losses) > ceiling)
+    return ops.logical_or(ops.logical_not(finite), ops.max(losses) > ops.cast(ceiling, losses.dtype))
 
 
 def unroll(rule, problem, meta_weights, params, state, batches, second_order=True):

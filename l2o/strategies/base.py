@@ -16,7 +16,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from l2o import backend, checkpoints
+from l2o import backend, checkpoints, config
 from l2o.config import ConfigError
 
 
@@ -33,6 +33,7 @@ class Strategy:
     def run(self, trainer, directory):
         """Trains in ``directory``, resuming after its last finished period if any."""
         self.trainer, self.directory = trainer, directory
+        config.save(trainer.config, directory)
         self.log = backend.ScalarLog(os.path.join(directory, "tensorboard"))
         self.state = {"period": -1, "best_validation": float("inf")}
         last = os.path.join(directory, "checkpoints", "last.npz")

@@ -1,0 +1,68 @@
+"""Config resolution: defaults, overrides, and errors that name the key."""
+
+import pytest
+
+from l2o.config import ConfigError, parse_override, resolve
+
+
+def test_defaults_resolve_with_dependent_sections():
+    config = resolve({})
+    assert config["network"]["layers"] == [20, 20]
+    assert config["network"]["preprocess_p"] == 10.0
+    assert config["strategy"]["num_periods"] >= 1
+    assert config["problems"][0]["kwargs"]["dataset"] == "digits"
+
+
+def test_overrides_parse_yaml_values_and_reach_into_lists():
+    config = resolve({}, ["strategy/epochs_per_period=5", "problems/0/kwargs/batch_size=32",
+                          "network/layers=[10, 10]", "loss_args/epsilon=1e-8",
+                          "training/jit_compile=false", "strategy/unroll_distribution=0.05"])
+    assert config["strategy"]["epochs_per_period"] == 5
+    assert config["problems"][0]["kwargs"]["batch_size"] == 32
+    assert config["network"]["layers"] == [10, 10]
+    assert config["loss_args"]["epsilon"] == 1e-8
+    assert config["training"]["jit_compile"] is False
+    assert config["strategy"]["unroll_distribution"] == 0.05
+
+
+def test_int_accepted_where_float_expected():
+    assert resolve({}, ["network/output_scale=1"])["network"]["output_scale"] == 1.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("strategy/epochs_per_perod=5", "strategy/epochs_per_perod: unknown key; did you mean "
+                                    "'epochs_per_period'"),
+    ("trainng/depth=3", "trainng: unknown key; did you mean 'training'"),
+    ("problems/0/kwargs/batch_szie=3", "problems/0/kwargs/batch_szie: unknown key; did you "
+                                       "mean 'batch_size'"),
+    ("training/depth=abc", "training/depth: expected int, got str"),
+    ("training/persistent=3", "training/persistent: expected bool"),
+    ("training/depth=0", "training/depth: must be at least 1"),
+    ("strategy/num_periods=0", "strategy/num_periods: must be at least 1"),
+    ("strategy/unroll_distribution=1.5", "strategy/unroll_distribution: an int >= 1"),
+    ("training/unroll_weights=median", "training/unroll_weights: 'median' is not one of"),
+    ("constructor=DN", "constructor: unknown value 'DN'; choose from DM"),
+    ("constructor=DMM", "constructor: unknown value 'DMM'; did you mean 'DM'"),
+    ("problems/0/target=mlp", "problems/0/target: unknown value 'mlp'"),
+    ("problems/3/kwargs/batch_size=3", "problems/3: no such list entry"),
+    ("network/layers=[0]", "network/layers: must be a non-empty list of positive ints"),
+    ("optimizer/class_name=Adamm", "optimizer: not a usable Keras optimiser"),
+    ("evaluation/baseline/config/learning_rat=0.1", "evaluation/baseline: not a usable Keras"),
+    ("loss_args/epsilon=-1", "loss_args/epsilon: must be non-negative"),
+    ("no_equals_sign", "is not of the form section/key=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as raised:
+        resolve({}, [override])
+    assert message in str(raised.value)
+
+
+def test_unknown_key_in_file_section():
+    with pytest.raises(ConfigError, match="loss_args/scale: unknown key; valid keys: epsilon"):
+        resolve({"loss_args": {"scale": True}})
+
+
+def test_parse_override_keeps_strings():
+    assert parse_override("directory=runs/x") == (["directory"], "runs/x")
+    assert parse_override("problems/0/kwargs/layers=[20, 20]") == (
+        ["problems", 0, "kwargs", "layers"], [20, 20])
