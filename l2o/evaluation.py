@@ -39,8 +39,9 @@ def curves(problem, make_optimizer, steps, repeats, seed, validation_every, desc
         result["validation_step"] = np.array(checkpoints)
         result["validation_loss"] = np.zeros((repeats, len(checkpoints)))
         result["validation_accuracy"] = np.zeros((repeats, len(checkpoints)))
-    validation = validation and tuple(ops.convert_to_tensor(v) for v in validation)
-    for repeat in tqdm(range(repeats), desc=description, leave=False, mininterval=1.0):
+        validation = tuple(ops.convert_to_tensor(v) for v in validation)
+    for repeat in tqdm(range(repeats), desc=description, leave=False, mininterval=1.0,
+                       disable=None):
         run_seed = seed + repeat
         model = problem.build_model(problem.init(run_seed))
         variables = model.trainable_variables

@@ -46,7 +46,7 @@ class Strategy:
 
     def progress(self, total, description):
         return tqdm(total=total, desc=description, unit="trunc", mininterval=1.0,
-                    dynamic_ncols=True, leave=False)
+                    dynamic_ncols=True, leave=False, disable=None)
 
     def train_period(self, period, sample_unroll):
         """Runs ``epochs_per_period`` epochs; returns (mean meta-loss, inner steps/s)."""
