@@ -31,6 +31,11 @@ def _import_tensorflow_quietly():
         os.close(saved)
 
 OVERRIDES_HELP = "section/key=value overrides, e.g. strategy/num_periods=3"
+INTERRUPTED = dict.fromkeys(("train", "resume"), ": the last finished period is checkpointed; "
+                                                 "continue with resume.py")
+# What resume may change: the schedule ahead, evaluation, compilation. Anything else
+# (network, problems, seed, ...) would not match the checkpoint.
+RESUMABLE = ("strategy/", "evaluation/", "training/jit_compile=")
 
 
 class UsageError(Exception):
@@ -39,17 +44,23 @@ class UsageError(Exception):
 
 def _entry(function):
     def main(argv=None):
+        import json
+        import zipfile
+
         _import_tensorflow_quietly()
-        from l2o.config import ConfigError
+        from l2o.config import ConfigError, first_line
 
         try:
             function(sys.argv[1:] if argv is None else argv)
         except (ConfigError, UsageError) as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+        except (OSError, json.JSONDecodeError, zipfile.BadZipFile) as error:
+            # Unreadable or damaged files: name them, without a traceback.
+            print(f"error: {type(error).__name__}: {first_line(error)}", file=sys.stderr)
+            raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("interrupted: the last finished period is checkpointed; continue with "
-                  "resume.py", file=sys.stderr)
+            print(f"interrupted{INTERRUPTED.get(function.__name__, '')}", file=sys.stderr)
             raise SystemExit(130) from None
 
     main.__doc__ = function.__doc__
@@ -63,12 +74,10 @@ def _parser(description, positional, positional_help):
     return parser
 
 
-def _train(trainer_config, directory):
+def _train(trainer, directory):
     from l2o.strategies import STRATEGIES
-    from l2o.trainer import MetaTrainer
 
-    trainer = MetaTrainer(trainer_config)
-    strategy = STRATEGIES[trainer_config["strategy_constructor"]](**trainer_config["strategy"])
+    strategy = STRATEGIES[trainer.config["strategy_constructor"]](**trainer.config["strategy"])
     state = strategy.run(trainer, directory)
     print(f"done: {state['period'] + 1} periods in {directory}; best validation meta-loss "
           f"{state['best_validation']:.4g}")
@@ -92,14 +101,20 @@ def train(argv):
         print(json.dumps(resolved, indent=2))
         return
     directory = resolved["directory"]
-    if os.path.exists(os.path.join(directory, "config.json")):
-        if not args.overwrite:
-            raise UsageError(f"{directory} already holds a run: continue it with resume.py, "
-                             f"set directory=..., or pass --overwrite")
+    holds_run = os.path.exists(os.path.join(directory, "config.json"))
+    if holds_run and not args.overwrite:
+        raise UsageError(f"{directory} already holds a run: continue it with resume.py, "
+                         f"set directory=..., or pass --overwrite")
+    from l2o.trainer import MetaTrainer
+
+    trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
+    if holds_run:
+        if os.path.abspath(directory) in (os.getcwd(), os.path.abspath(os.sep)):
+            raise UsageError(f"--overwrite would delete {directory}; choose a run directory")
         import shutil
 
         shutil.rmtree(directory)
-    _train(resolved, directory)
+    _train(trainer, directory)
 
 
 @_entry
@@ -109,9 +124,15 @@ def resume(argv):
     from l2o.runs import read_config
 
     args = _parser("Resume meta-training.", "directory", "run directory").parse_intermixed_args(argv)
+    for override in args.overrides:
+        if not override.startswith(RESUMABLE):
+            raise UsageError(f"{override.split('=')[0]}: cannot change on resume (only "
+                             f"{', '.join(k.rstrip('=') for k in RESUMABLE)}); start a new run")
     resolved = config_module.resolve(read_config(args.directory), args.overrides)
     resolved["directory"] = args.directory
-    _train(resolved, args.directory)
+    from l2o.trainer import MetaTrainer
+
+    _train(MetaTrainer(resolved), args.directory)
 
 
 def _evaluation_config(target, overrides):
@@ -143,7 +164,7 @@ def evaluate(argv):
         resolved, directory, label, lambda: load_optimizer(directory, args.checkpoint)))
     if not args.no_baseline:
         for label, spec in evaluation.baseline_specs(resolved):
-            if not os.path.exists(os.path.join(directory, "evaluation", f"{label}.json")):
+            if not evaluation.has_result(resolved, directory, label):
                 _report(label, evaluation.evaluate(
                     resolved, directory, label, evaluation.keras_optimizer_factory(spec)))
     for path in evaluation.plot(directory):

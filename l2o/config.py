@@ -15,6 +15,7 @@ import difflib
 import inspect
 import json
 import os
+import re
 
 import yaml
 
@@ -88,16 +89,34 @@ class ConfigError(ValueError):
     """A config key or value that cannot be used; the message names the key."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2's floats: ``1e-3`` is a number, not the string YAML 1.1 makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def yaml_load(text):
+    return yaml.load(text, Loader=_Loader)
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_file(path):
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     with open(path) as handle:
         text = handle.read()
     try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if path.endswith(".json") else yaml_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
-                          f"{str(error).splitlines()[0]}") from None
+                          f"{first_line(error)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections")
     return data
@@ -110,25 +129,19 @@ def parse_override(text):
     path, raw = text.split("=", 1)
     keys = [int(k) if k.isdigit() else k for k in path.strip("/").split("/")]
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-8 (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
     return keys, value
 
 
-def resolve(base=None, overrides=(), fill_from_defaults=True):
+def resolve(base=None, overrides=()):
     """The validated, fully resolved config.
 
     ``base`` is a mapping (a loaded file, or a run's ``config.json``);
     ``overrides`` are ``section/key=value`` strings, applied in order.
     """
-    config = _merge(copy.deepcopy(DEFAULTS), base or {}) if fill_from_defaults \
-        else copy.deepcopy(base)
+    config = _merge(copy.deepcopy(DEFAULTS), base or {})
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(config, keys, value)
@@ -196,6 +209,9 @@ def _registries():
 
 def _fill_dependent_defaults(config):
     constructors, problems, strategies = _registries()
+    for section in ("loss_args", "optimizer", "training", "evaluation"):
+        if not isinstance(config.get(section), dict):
+            raise ConfigError(f"{section}: must be a mapping, got {config.get(section)!r}")
     _check_choice("constructor", config.get("constructor"), constructors)
     _check_choice("strategy_constructor", config.get("strategy_constructor"), strategies)
     for section, cls in (("network", constructors[config["constructor"]].rule_class),
@@ -220,16 +236,25 @@ def _fill_problem(name, spec, problems):
         if key not in ("target", "args", "kwargs"):
             raise ConfigError(_unknown(f"{name}/{key}", key, ("target", "args", "kwargs")))
     _check_choice(f"{name}/target", spec.get("target"), problems)
-    spec.setdefault("args", [])
-    if not isinstance(spec.get("kwargs", {}), dict):
+    if not isinstance(spec.setdefault("kwargs", {}), dict):
         raise ConfigError(f"{name}/kwargs: must be a mapping")
-    if not isinstance(spec["args"], list):
+    if not isinstance(spec.setdefault("args", []), list):
         raise ConfigError(f"{name}/args: must be a list")
-    spec["kwargs"] = _merge(signature_defaults(problems[spec["target"]]), spec.get("kwargs", {}))
+    defaults = signature_defaults(problems[spec["target"]])
+    if len(spec["args"]) > len(defaults):
+        raise ConfigError(f"{name}/args: {spec['target']} takes at most {len(defaults)} "
+                          f"arguments ({', '.join(defaults)})")
+    # Positional arguments become keyword arguments, so each is checked by name.
+    for key, value in zip(defaults, spec["args"]):
+        if key in spec["kwargs"]:
+            raise ConfigError(f"{name}/kwargs/{key}: given in args too")
+        spec["kwargs"][key] = value
+    spec["args"] = []
+    spec["kwargs"] = _merge(defaults, spec["kwargs"])
 
 
 def _check_choice(name, value, options):
-    if value not in options:
+    if not isinstance(value, str) or value not in options:
         close = difflib.get_close_matches(str(value), list(options), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(options)}"
         raise ConfigError(f"{name}: unknown value {value!r}; {hint}")
@@ -247,6 +272,7 @@ def validate(config):
         for index, spec in enumerate(specs):
             _check_tree(f"{field}/{index}/kwargs/", spec["kwargs"],
                         signature_defaults(problems[spec["target"]]))
+            problems[spec["target"]].validate_config(f"{field}/{index}/kwargs/", spec["kwargs"])
     for name, options in CHOICES.items():
         value = _get(config, name)
         if not any(type(value) is type(option) and value == option for option in options):
@@ -258,8 +284,17 @@ def validate(config):
     for name in NON_NEGATIVE:
         if _get(config, name) < 0:
             raise ConfigError(f"{name}: must be non-negative, got {_get(config, name)}")
-    for name in ("optimizer", "evaluation/baseline"):
-        _check_keras_optimizer(name, _get(config, name))
+    if not isinstance(config["directory"], str) or not config["directory"].strip():
+        raise ConfigError(f"directory: must be a non-empty path, got {config['directory']!r}")
+    _check_keras_optimizer("optimizer", config["optimizer"])
+    baseline = config["evaluation"]["baseline"]
+    rates = baseline["learning_rates"]
+    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+        raise ConfigError(f"evaluation/baseline/learning_rates: must be positive numbers, "
+                          f"got {rates!r}")
+    baseline["learning_rates"] = [float(r) for r in rates]
+    _check_keras_optimizer("evaluation/baseline",
+                           {"class_name": baseline["class_name"], "config": baseline["config"]})
     strategies[config["strategy_constructor"]].validate_config(config["strategy"])
     constructors[config["constructor"]].rule_class.validate_config(config["network"])
     return config
@@ -308,15 +343,38 @@ def check_type(name, value, default):
     return value
 
 
+def check_units(name, value):
+    """A non-empty list of positive ints (layer sizes, filter counts)."""
+    if not value or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
+                            for u in value):
+        raise ConfigError(f"{name}: must be a non-empty list of positive ints, got {value!r}")
+
+
+def check_range(name, value, low=None, high=None):
+    """``low < value <= high`` (either bound optional)."""
+    if (low is not None and not value > low) or (high is not None and not value <= high):
+        bounds = " and ".join(part for part in (low is not None and f"above {low}",
+                                                high is not None and f"at most {high}") if part)
+        raise ConfigError(f"{name}: must be {bounds}, got {value!r}")
+
+
+def check_keras_name(name, value, kind):
+    """A name that ``keras.<kind>.get`` (activations, initializers) accepts."""
+    import keras
+
+    try:
+        getattr(keras, kind).get(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{name}: unknown {kind[:-1]} {value!r}") from None
+
+
 def _check_keras_optimizer(name, spec):
     import keras
 
-    spec = {k: v for k, v in spec.items() if k != "learning_rates"}
     try:
         keras.optimizers.get(copy.deepcopy(spec))
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"{name}: not a usable Keras optimiser ({str(error).splitlines()[0]})") \
-            from None
+        raise ConfigError(f"{name}: not a usable Keras optimiser ({first_line(error)})") from None
 
 
 def save(config, directory):

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 from tqdm.auto import tqdm
 
-from l2o import backend, problems
+from l2o import backend, checkpoints, problems
 
 
 def evaluation_problems(config):
@@ -73,12 +73,31 @@ def summarise(result):
     return summary
 
 
+def settings_of(config):
+    """What makes two evaluations comparable: steps, seeds and problems."""
+    settings = config["evaluation"]
+    return {"steps": settings["steps"], "repeats": settings["repeats"], "seed": settings["seed"],
+            "validation_every": settings["validation_every"],
+            "evaluated_on": settings["problems"] or config["problems"]}
+
+
+def has_result(config, directory, label):
+    """True if ``label`` was already evaluated here with the same settings."""
+    path = os.path.join(directory, "evaluation", f"{label}.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as handle:
+        try:
+            summary = json.load(handle)
+        except ValueError:
+            return False
+    return all(summary.get(key) == value for key, value in settings_of(config).items())
+
+
 def evaluate(config, directory, label, make_optimizer):
     """Runs ``make_optimizer()`` on every evaluation problem; writes and returns the summary."""
     settings = config["evaluation"]
-    arrays, summary = {}, {"label": label, "steps": settings["steps"],
-                           "repeats": settings["repeats"], "seed": settings["seed"],
-                           "problems": []}
+    arrays, summary = {}, {"label": label, **settings_of(config), "problems": []}
     for index, problem in enumerate(evaluation_problems(config)):
         result = curves(problem, make_optimizer, settings["steps"], settings["repeats"],
                         settings["seed"], settings["validation_every"],
@@ -86,10 +105,10 @@ def evaluate(config, directory, label, make_optimizer):
         arrays.update({f"problem{index}/{key}": value for key, value in result.items()})
         summary["problems"].append(summarise(result))
     folder = os.path.join(directory, "evaluation")
-    os.makedirs(folder, exist_ok=True)
-    np.savez(os.path.join(folder, f"{label}.npz"), **arrays)
-    with open(os.path.join(folder, f"{label}.json"), "w") as handle:
+    checkpoints.save(os.path.join(folder, f"{label}.npz"), arrays, summary)
+    with open(os.path.join(folder, f"{label}.json.tmp"), "w") as handle:
         json.dump(summary, handle, indent=2)
+    os.replace(os.path.join(folder, f"{label}.json.tmp"), os.path.join(folder, f"{label}.json"))
     return summary
 
 
@@ -118,9 +137,11 @@ def plot(directory):
     import matplotlib.pyplot as plt
 
     folder = os.path.join(directory, "evaluation")
-    labels = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(folder, "*.npz")))
+    labels = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(folder, "*.npz"))
+                    if not p.endswith(".tmp.npz"))
     labels.sort(key=lambda label: not label.startswith("learned"))
-    results = {label: dict(np.load(os.path.join(folder, f"{label}.npz"))) for label in labels}
+    results = {label: checkpoints.load(os.path.join(folder, f"{label}.npz"))[0]
+               for label in labels}
     problem_count = 1 + max(int(key.split("/")[0][7:]) for r in results.values() for key in r)
     written = []
     for index in range(problem_count):

@@ -62,8 +62,7 @@ class MetaTrainer:
     def new_trajectory(self, problem_index, seed):
         problem = self.problems[problem_index]
         params = [ops.convert_to_tensor(p) for p in problem.init(seed)]
-        first_batch = backend.stop_gradient(
-            [ops.convert_to_tensor(b[0]) for b in problem.batches(seed, 0, 1)])
+        first_batch = [ops.convert_to_tensor(b[0]) for b in problem.batches(seed, 0, 1)]
         return Trajectory(seed=seed, params=params, state=self.rule.init_state(params),
                           initial_loss=self.estimators[problem_index].initial_loss(
                               params, tuple(first_batch)))
@@ -92,11 +91,10 @@ class MetaTrainer:
                     length = sample_unroll(rng(*keys, depth))
                     batches = problem.batches(trajectory.seed, trajectory.step, length)
                     for _ in range(training["repeat"]):
-                        meta_loss, grads, params, state, _, exploded = estimator.estimate(
-                            trajectory.params, trajectory.state, batches,
-                            trajectory.initial_loss)
-                        usable = bool(np.isfinite(float(meta_loss))) and all(
-                            bool(ops.all(ops.isfinite(g))) for g in grads)
+                        meta_loss, grads, usable, params, state, _, exploded = \
+                            estimator.estimate(trajectory.params, trajectory.state, batches,
+                                               trajectory.initial_loss)
+                        usable = bool(usable)
                         if usable:
                             self.meta_optimizer.apply(grads, variables)
                             meta_losses.append(float(meta_loss))
@@ -153,12 +151,13 @@ class MetaTrainer:
         self.trajectories = {}
         for entry in info["trajectories"]:
             key = f"trajectory/{entry['problem']}_{entry['slot']}"
-            fresh = self.new_trajectory(entry["problem"], entry["seed"])
-            count = len(fresh.params)
-            flat = [ops.convert_to_tensor(arrays[f"{key}/{k}"])
-                    for k in range(count + len(keras.tree.flatten(fresh.state)))]
+            count = len(self.problems[entry["problem"]].init(entry["seed"]))
+            params = [ops.convert_to_tensor(arrays[f"{key}/{k}"]) for k in range(count)]
+            structure = self.rule.init_state(params)
+            flat = [ops.convert_to_tensor(arrays[f"{key}/{count + k}"])
+                    for k in range(len(keras.tree.flatten(structure)))]
             self.trajectories[(entry["problem"], entry["slot"])] = Trajectory(
-                seed=entry["seed"], params=flat[:count],
-                state=keras.tree.pack_sequence_as(fresh.state, flat[count:]),
+                seed=entry["seed"], params=params,
+                state=keras.tree.pack_sequence_as(structure, flat),
                 initial_loss=ops.convert_to_tensor(arrays[f"{key}/initial_loss"]),
                 step=entry["step"])

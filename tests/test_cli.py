@@ -54,3 +54,9 @@ def test_evaluate_of_a_missing_checkpoint(tmp_path):
 def test_missing_config_file(tmp_path):
     assert_one_clear_error(run_command("train.py", str(tmp_path / "nope.yaml")),
                            "config file not found")
+
+
+def test_resume_refuses_overrides_that_do_not_match_the_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config(tmp_path)))
+    assert_one_clear_error(run_command("resume.py", str(tmp_path), "network/layers=[4]"),
+                           "network/layers: cannot change on resume")

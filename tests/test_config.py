@@ -39,13 +39,21 @@ def test_int_accepted_where_float_expected():
     ("training/persistent=3", "training/persistent: expected bool"),
     ("training/depth=0", "training/depth: must be at least 1"),
     ("strategy/num_periods=0", "strategy/num_periods: must be at least 1"),
-    ("strategy/unroll_distribution=1.5", "strategy/unroll_distribution: an int >= 1"),
+    ("strategy/unroll_distribution=1.5", "strategy/unroll_distribution: an int >= 2"),
     ("training/unroll_weights=median", "training/unroll_weights: 'median' is not one of"),
     ("constructor=DN", "constructor: unknown value 'DN'; choose from DM"),
     ("constructor=DMM", "constructor: unknown value 'DMM'; did you mean 'DM'"),
     ("problems/0/target=mlp", "problems/0/target: unknown value 'mlp'"),
     ("problems/3/kwargs/batch_size=3", "problems/3: no such list entry"),
+    ("problems/0/kwargs/layers=[a]", "problems/0/kwargs/layers: must be a non-empty list"),
+    ("problems/0/kwargs/activation=foo", "problems/0/kwargs/activation: unknown activation"),
+    ("problems/0/kwargs/validation_split=1.5", "problems/0/kwargs/validation_split: must be"),
+    ("network/kernel_initializer=nope", "network/kernel_initializer: unknown initializer"),
+    ("evaluation/baseline/learning_rates=[1e-3, x]", "evaluation/baseline/learning_rates: must be"),
+    ("directory=", "directory: must be a non-empty path"),
+    ("constructor=[1]", "constructor: unknown value"),
     ("network/layers=[0]", "network/layers: must be a non-empty list of positive ints"),
+    ("network/preprocess_p=100", "network/preprocess_p: must be above 0.0 and at most 80.0"),
     ("optimizer/class_name=Adamm", "optimizer: not a usable Keras optimiser"),
     ("evaluation/baseline/config/learning_rat=0.1", "evaluation/baseline: not a usable Keras"),
     ("loss_args/epsilon=-1", "loss_args/epsilon: must be non-negative"),
@@ -66,3 +74,22 @@ def test_parse_override_keeps_strings():
     assert parse_override("directory=runs/x") == (["directory"], "runs/x")
     assert parse_override("problems/0/kwargs/layers=[20, 20]") == (
         ["problems", 0, "kwargs", "layers"], [20, 20])
+
+
+def test_yaml_files_read_exponent_floats(tmp_path):
+    from l2o.config import load_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text("optimizer: {class_name: Adam, config: {learning_rate: 1e-3}}\n"
+                    "loss_args: {epsilon: 1e-10}\n")
+    config = resolve(load_file(str(path)), ["evaluation/baseline/learning_rates=[1e-3, 1]"])
+    assert config["optimizer"]["config"]["learning_rate"] == 0.001
+    assert config["loss_args"]["epsilon"] == 1e-10
+    assert config["evaluation"]["baseline"]["learning_rates"] == [0.001, 1.0]
+
+
+def test_problem_args_bind_by_position():
+    config = resolve({"problems": [{"target": "quadratic", "args": [7]}]})
+    assert config["problems"][0] == {"target": "quadratic", "args": [], "kwargs": {"dim": 7}}
+    with pytest.raises(ConfigError, match="problems/0/args: quadratic takes at most 1"):
+        resolve({"problems": [{"target": "quadratic", "args": [7, 8]}]})

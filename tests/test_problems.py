@@ -70,5 +70,5 @@ def test_missing_folder_error_names_the_key():
 
 def test_batch_size_larger_than_data_is_rejected():
     spec = {"target": "mlp_classifier", "args": [], "kwargs": {"batch_size": 100000}}
-    with pytest.raises(ConfigError, match="problems/2/kwargs/batch_size: must be between"):
+    with pytest.raises(ConfigError, match="problems/2/kwargs/batch_size: must be at most the"):
         build(spec, "problems/2")

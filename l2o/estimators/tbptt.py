@@ -18,8 +18,10 @@ from l2o.estimators.unroll import exploded, meta_loss, unroll
 class TBPTT:
     """Meta-gradients and plain unrolls of one problem, compiled once.
 
-    ``estimate`` returns ``(meta_loss, grads, params, state, losses, exploded)``
-    for a truncation; ``evaluate`` the same without the gradients.
+    ``estimate`` returns ``(meta_loss, grads, usable, params, state, losses,
+    exploded)`` for a truncation, ``usable`` saying whether the meta-loss and
+    every gradient are finite; ``evaluate`` returns ``(meta_loss, params,
+    state, losses, exploded)``.
     """
 
     def __init__(self, rule, problem, meta_variables, loss_args, unroll_weights,
@@ -42,7 +44,8 @@ class TBPTT:
         def estimate(params, state, batches, initial_loss):
             (value, (params, state, losses, blew_up)), grads = with_grads(
                 params, state, batches, initial_loss)
-            return value, grads, params, state, losses, blew_up
+            usable = ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in [value, *grads]]))
+            return value, grads, usable, params, state, losses, blew_up
 
         def evaluate(params, state, batches, initial_loss):
             value, (params, state, losses, blew_up) = scored_unroll(

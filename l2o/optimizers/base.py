@@ -12,7 +12,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import ConfigError
 
 
 class UpdateRule:
@@ -21,9 +20,6 @@ class UpdateRule:
     Subclasses define ``init_meta_weights``, ``init_state`` and ``update``; the
     keyword defaults of ``__init__`` are the config's ``network`` defaults.
     """
-
-    def get_config(self):
-        return dict(self.config)
 
     def init_meta_weights(self, seed):
         """Initial meta-weights: ``{name: numpy array}``, float32."""
@@ -53,25 +49,6 @@ def unflatten_like(vector, like):
     pieces = ops.split(vector, np.cumsum(sizes)[:-1].tolist(), axis=0) if len(like) > 1 \
         else [vector]
     return [ops.reshape(p, t.shape) for p, t in zip(pieces, like)]
-
-
-def check_positive(name, value):
-    if not value > 0:
-        raise ConfigError(f"network/{name}: must be positive, got {value!r}")
-
-
-def check_activation(name, value):
-    try:
-        keras.activations.get(value)
-    except ValueError:
-        raise ConfigError(f"network/{name}: unknown activation {value!r}") from None
-
-
-def check_layers(layers):
-    if not layers or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
-                              for u in layers):
-        raise ConfigError(f"network/layers: must be a non-empty list of positive ints, "
-                          f"got {layers!r}")
 
 
 class LearnedOptimizer(keras.optimizers.Optimizer):

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.optimizers.base import (LearnedOptimizer, UpdateRule, check_activation, check_layers,
-                                 check_positive, flatten_all, unflatten_like)
+from l2o.config import check_keras_name, check_range, check_units
+from l2o.optimizers.base import LearnedOptimizer, UpdateRule, flatten_all, unflatten_like
 from l2o.optimizers.cells import dense, init_dense, init_lstm, lstm
 
 
@@ -60,10 +60,14 @@ class DMRule(UpdateRule):
 
     @classmethod
     def validate_config(cls, network):
-        check_layers(network["layers"])
-        check_positive("preprocess_p", network["preprocess_p"])
+        check_units("network/layers", network["layers"])
+        # e^p must stay finite in float32.
+        check_range("network/preprocess_p", network["preprocess_p"], 0.0, 80.0)
+        check_range("network/output_scale", network["output_scale"], 0.0)
         for key in ("activation", "recurrent_activation"):
-            check_activation(key, network[key])
+            check_keras_name(f"network/{key}", network[key], "activations")
+        for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
+            check_keras_name(f"network/{key}", network[key], "initializers")
 
     def init_meta_weights(self, seed):
         weights, input_dim = {}, 2

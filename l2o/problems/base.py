@@ -14,6 +14,10 @@ import numpy as np
 
 
 class Problem:
+    @classmethod
+    def validate_config(cls, prefix, kwargs):
+        """Raises ConfigError naming ``<prefix><key>`` for a value out of range."""
+
     def init(self, seed):
         """Initial parameters: a list of float32 numpy arrays."""
         raise NotImplementedError

@@ -1,11 +1,10 @@
 """Small image classifiers: an MLP and a convolutional net, trained with cross-entropy."""
 
-import functools
-
 import keras
 import numpy as np
 from keras import ops
 
+from l2o.config import ConfigError, check_keras_name, check_range, check_units
 from l2o.problems import datasets
 from l2o.problems.base import Problem, rng
 
@@ -26,12 +25,20 @@ class Classifier(Problem):
         self.data = datasets.load(dataset, data_dir, validation_split)
         self.input_shape = self.data["x_train"].shape[1:]
         self.classes = self.data["classes"]
-        if not 1 <= self.batch_size <= len(self.data["y_train"]):
+        if self.batch_size > len(self.data["y_train"]):
             raise datasets.DataError(
-                f"batch_size: must be between 1 and the {len(self.data['y_train'])} "
+                f"batch_size: must be at most the {len(self.data['y_train'])} "
                 f"training examples of {dataset!r}, got {batch_size}")
-        if self.shuffle_buffer < 1:
-            raise datasets.DataError(f"shuffle_buffer: must be at least 1, got {shuffle_buffer}")
+        self._permutations = {}
+
+    @classmethod
+    def validate_config(cls, prefix, kwargs):
+        check_keras_name(f"{prefix}activation", kwargs["activation"], "activations")
+        check_range(f"{prefix}batch_size", kwargs["batch_size"], 0)
+        check_range(f"{prefix}shuffle_buffer", kwargs["shuffle_buffer"], 0)
+        check_range(f"{prefix}validation_split", kwargs["validation_split"], 0.0, 0.9)
+        if kwargs["data_dir"] is not None and not isinstance(kwargs["data_dir"], str):
+            raise ConfigError(f"{prefix}data_dir: must be a path or null")
 
     def param_shapes(self):
         raise NotImplementedError
@@ -64,8 +71,14 @@ class Classifier(Problem):
         predictions = ops.argmax(self.logits(params, images), axis=-1)
         return ops.mean(ops.cast(predictions == ops.cast(labels, predictions.dtype), "float32"))
 
-    @functools.lru_cache(maxsize=8)
     def _permutation(self, seed, data_pass):
+        if (seed, data_pass) not in self._permutations:
+            if len(self._permutations) > 8:
+                self._permutations.clear()
+            self._permutations[(seed, data_pass)] = self._draw_permutation(seed, data_pass)
+        return self._permutations[(seed, data_pass)]
+
+    def _draw_permutation(self, seed, data_pass):
         count = len(self.data["y_train"])
         order = np.arange(count)
         if self.shuffle_buffer > 1:
@@ -103,6 +116,11 @@ class MLPClassifier(Classifier):
         super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
                          validation_split)
 
+    @classmethod
+    def validate_config(cls, prefix, kwargs):
+        super().validate_config(prefix, kwargs)
+        check_units(f"{prefix}layers", kwargs["layers"])
+
     def param_shapes(self):
         sizes = [int(np.prod(self.input_shape))] + self.layers + [self.classes]
         return [shape for n_in, n_out in zip(sizes[:-1], sizes[1:])
@@ -132,6 +150,12 @@ class ConvClassifier(Classifier):
         self.kernel_size = int(kernel_size)
         super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
                          validation_split)
+
+    @classmethod
+    def validate_config(cls, prefix, kwargs):
+        super().validate_config(prefix, kwargs)
+        check_units(f"{prefix}filters", kwargs["filters"])
+        check_range(f"{prefix}kernel_size", kwargs["kernel_size"], 0)
 
     def param_shapes(self):
         channels = [self.input_shape[-1]] + self.filters

@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from l2o.config import first_line
+
 
 class DataError(ValueError):
     """A data set that cannot be loaded; the message says which and why."""
@@ -102,7 +104,7 @@ def _tfds(name, data_dir):
                                               download=True))
     except Exception as error:  # tfds raises many unrelated types for a missing set
         raise DataError(f"dataset: TensorFlow Datasets could not load {name!r} "
-                        f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                        f"({type(error).__name__}: {first_line(error)[:200]}); "
                         f"offline, use 'digits' or an MNIST-format IDX folder") from None
     scale = 255.0 if train[0].dtype == np.uint8 else 1.0
     return {"x_train": train[0].astype(np.float32) / scale, "y_train": train[1].astype(np.int32),

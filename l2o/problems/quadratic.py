@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from l2o.config import check_range
 from l2o.problems.base import Problem, rng
 
 
@@ -16,6 +17,10 @@ class Quadratic(Problem):
 
     def __init__(self, dim=10):
         self.dim = int(dim)
+
+    @classmethod
+    def validate_config(cls, prefix, kwargs):
+        check_range(f"{prefix}dim", kwargs["dim"], 0)
 
     def _instance(self, seed):
         generator = rng(seed, 1)

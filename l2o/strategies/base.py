@@ -33,16 +33,35 @@ class Strategy:
     def run(self, trainer, directory):
         """Trains in ``directory``, resuming after its last finished period if any."""
         self.trainer, self.directory = trainer, directory
-        config.save(trainer.config, directory)
-        self.log = backend.ScalarLog(os.path.join(directory, "tensorboard"))
         self.state = {"period": -1, "best_validation": float("inf")}
         last = os.path.join(directory, "checkpoints", "last.npz")
         if os.path.exists(last):
             arrays, info = checkpoints.load(last)
             trainer.load_state_arrays(arrays, info["trainer"])
             self.state = info["strategy"]
+        config.save(trainer.config, directory)
+        self._drop_summaries_after(self.state["period"])
+        self.log = backend.ScalarLog(os.path.join(directory, "tensorboard"))
         self.run_periods()
         return self.state
+
+    def _drop_summaries_after(self, period):
+        """Forgets summary lines of periods that a kill cut short of their checkpoint."""
+        path = os.path.join(self.directory, "summary.jsonl")
+        if not os.path.exists(path):
+            return
+        with open(path) as handle:
+            lines = [line for line in handle if line.strip()]
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line)["period"] <= period:
+                    kept.append(line)
+            except (ValueError, KeyError):  # a line torn by a kill
+                continue
+        with open(path + ".tmp", "w") as handle:
+            handle.writelines(kept)
+        os.replace(path + ".tmp", path)
 
     def progress(self, total, description):
         return tqdm(total=total, desc=description, unit="trunc", mininterval=1.0,
@@ -78,29 +97,35 @@ class Strategy:
         checkpoints.save(os.path.join(folder, f"period_{period:04d}.npz"), weights, meta_info)
         if improved:
             checkpoints.save(os.path.join(folder, "best.npz"), weights, meta_info)
-        arrays, trainer_info = self.trainer.state_arrays()
-        checkpoints.save(os.path.join(folder, "last.npz"), arrays,
-                         {"strategy": self.state, "trainer": trainer_info, **meta_info})
+        # Logs first: a kill before last.npz lands makes resume redo this period and
+        # drop its summary line, while the reverse order would lose the line.
         record = {"period": period, **metrics, "best": improved}
         with open(os.path.join(self.directory, "summary.jsonl"), "a") as handle:
             handle.write(json.dumps(record) + "\n")
         self.log.write(period, {k: v for k, v in metrics.items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        arrays, trainer_info = self.trainer.state_arrays()
+        checkpoints.save(os.path.join(folder, "last.npz"), arrays,
+                         {"strategy": self.state, "trainer": trainer_info, **meta_info})
         tqdm.write(f"period {period + 1}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             + (" (best)" if improved else ""))
 
 
 def unroll_sampler(distribution):
-    """``generator -> length`` for an int (fixed) or a float p in (0, 1) (geometric, mean 1/p)."""
+    """``generator -> length`` for an int (fixed) or a float p in (0, 1) (geometric, mean 1/p).
+
+    Geometric draws below 2 become 2: the first loss of a truncation is taken
+    before any learned update, so a 1-step truncation has no meta-gradient.
+    """
     if isinstance(distribution, int):
         return lambda generator: distribution
-    return lambda generator: int(generator.geometric(distribution))
+    return lambda generator: max(2, int(generator.geometric(distribution)))
 
 
 def check_unroll_distribution(name, value):
-    fixed = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    fixed = isinstance(value, int) and not isinstance(value, bool) and value >= 2
     geometric = isinstance(value, float) and 0.0 < value < 1.0
     if not (fixed or geometric):
-        raise ConfigError(f"{name}: an int >= 1 (fixed length) or a float in (0, 1) "
+        raise ConfigError(f"{name}: an int >= 2 (fixed length) or a float in (0, 1) "
                           f"(geometric with that p), got {value!r}")
