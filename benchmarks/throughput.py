@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py [--truncations 30] [--fit-steps 300]
 
-(a) Inner steps per second of TBPTT meta-training on the reference config
+(a) Inner steps per second (median of interleaved rounds) of TBPTT meta-training on the reference config
     (MLP 784-20-10 sigmoid on MNIST, batch 128, unroll 20, DM 20-20), through
     the toolkit's MetaTrainer with jit_compile off and on, next to a minimal
     hand-written tf.function of the same maths (python-unrolled loop, nested
@@ -20,13 +20,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from l2o.config import resolve  # noqa: E402
-from l2o.optimizers import DMOptimizer  # noqa: E402
-from l2o.trainer import MetaTrainer  # noqa: E402
+from l2o.config import resolve
+from l2o.optimizers import DMOptimizer
+from l2o.trainer import MetaTrainer
 
 MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "..", "shared", "data", "mnist")
@@ -37,17 +37,13 @@ REFERENCE = [f"problems/0/kwargs/dataset={MNIST}", "problems/0/kwargs/layers=[20
              "training/depth=1", "training/epochs=1"]
 
 
-def toolkit_rate(jit_compile, truncations):
+def toolkit(jit_compile):
+    """``run(epoch)``: one truncation through the toolkit's MetaTrainer."""
     trainer = MetaTrainer(resolve({}, REFERENCE + [f"training/jit_compile={jit_compile}"]))
-    fixed = lambda generator: UNROLL  # noqa: E731
-    trainer.train_epoch(0, 0, fixed)  # traces and compiles
-    started = time.perf_counter()
-    for epoch in range(truncations):
-        trainer.train_epoch(0, epoch + 1, fixed)
-    return truncations * UNROLL / (time.perf_counter() - started)
+    return lambda epoch: trainer.train_epoch(0, epoch, lambda generator: UNROLL)
 
 
-def handwritten_rate(truncations):
+def handwritten():
     """The same meta-training step written directly against TensorFlow."""
     trainer = MetaTrainer(resolve({}, REFERENCE))
     problem = trainer.problems[0]
@@ -102,11 +98,21 @@ def handwritten_rate(truncations):
         initial = mlp_loss(params, xs[0], ys[0])
         truncation(params, state, tf.constant(xs), tf.constant(ys), initial)
 
-    run(0)
-    started = time.perf_counter()
-    for epoch in range(truncations):
-        run(epoch + 1)
-    return truncations * UNROLL / (time.perf_counter() - started)
+    return run
+
+
+def rates(runners, truncations, rounds):
+    """Inner steps/s of each runner: median over ``rounds`` interleaved rounds."""
+    for run in runners.values():
+        run(0)  # traces and compiles
+    samples = {name: [] for name in runners}
+    for round_index in range(rounds):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            for epoch in range(truncations):
+                run(1 + round_index * truncations + epoch)
+            samples[name].append(truncations * UNROLL / (time.perf_counter() - started))
+    return {name: float(np.median(values)) for name, values in samples.items()}
 
 
 def fit_step_ms(make_optimizer, steps):
@@ -125,18 +131,20 @@ def fit_step_ms(make_optimizer, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--truncations", type=int, default=30)
+    parser.add_argument("--truncations", type=int, default=20, help="per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fit-steps", type=int, default=300)
     args = parser.parse_args()
-    handwritten = handwritten_rate(args.truncations)
-    rates = {"hand-written tf.function": handwritten,
-             "l2o MetaTrainer, jit_compile=false": toolkit_rate(False, args.truncations),
-             "l2o MetaTrainer, jit_compile=true": toolkit_rate(True, args.truncations)}
-    print(f"(a) TBPTT meta-training, reference config, {args.truncations} truncations of "
-          f"{UNROLL} steps\n")
+    measured = rates({"hand-written tf.function": handwritten(),
+                      "l2o MetaTrainer, jit_compile=false": toolkit(False),
+                      "l2o MetaTrainer, jit_compile=true": toolkit(True)},
+                     args.truncations, args.rounds)
+    print(f"(a) TBPTT meta-training, reference config: median of {args.rounds} interleaved "
+          f"rounds of {args.truncations} truncations of {UNROLL} steps\n")
     print("| implementation | inner steps / s | ratio to hand-written |\n| --- | --- | --- |")
-    for name, rate in rates.items():
-        print(f"| {name} | {rate:.1f} | {rate / handwritten:.2f} |")
+    reference = measured["hand-written tf.function"]
+    for name, rate in measured.items():
+        print(f"| {name} | {rate:.1f} | {rate / reference:.2f} |")
     adam = fit_step_ms(lambda: keras.optimizers.Adam(0.001), args.fit_steps)
     dm = fit_step_ms(lambda: DMOptimizer(), args.fit_steps)
     print(f"\n(b) model.fit, MLP 784-20-10, batch 128, {args.fit_steps} steps\n")

@@ -9,4 +9,4 @@ from l2o.runs import load_optimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["load_optimizer", "__version__"]
+__all__ = ["__version__", "load_optimizer"]

@@ -5,14 +5,13 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 import l2o
 from l2o import checkpoints, cli
 from l2o.config import resolve
 from l2o.strategies import STRATEGIES
 from l2o.trainer import MetaTrainer
-
-from conftest import tiny_config
 
 
 def train_in_process(config, overrides=()):

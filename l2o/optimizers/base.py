@@ -13,7 +13,6 @@ import numpy as np
 from keras import ops
 
 
-
 class UpdateRule:
     """A learned update rule: network hyperparameters in, pure maths out.
 

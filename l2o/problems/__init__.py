@@ -19,4 +19,4 @@ def build(spec, field="problems/0"):
         raise ConfigError(f"{field}/kwargs/{error}") from None
 
 
-__all__ = ["PROBLEMS", "Problem", "Quadratic", "MLPClassifier", "ConvClassifier", "build"]
+__all__ = ["PROBLEMS", "ConvClassifier", "MLPClassifier", "Problem", "Quadratic", "build"]

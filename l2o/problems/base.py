@@ -32,11 +32,11 @@ class Problem:
 
     def validation_batch(self):
         """Held-out data for validation loss and accuracy, or None."""
-        return None
+        return
 
     def accuracy(self, params, batch):
         """Classification accuracy, or None where it means nothing."""
-        return None
+        return
 
     def build_model(self, params):
         """A ``keras.Model`` computing the same function, its weights set to ``params``."""

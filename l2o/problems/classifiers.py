@@ -1,5 +1,7 @@
 """Small image classifiers: an MLP and a convolutional net, trained with cross-entropy."""
 
+import itertools
+
 import keras
 import numpy as np
 from keras import ops
@@ -123,7 +125,7 @@ class MLPClassifier(Classifier):
 
     def param_shapes(self):
         sizes = [int(np.prod(self.input_shape))] + self.layers + [self.classes]
-        return [shape for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        return [shape for n_in, n_out in itertools.pairwise(sizes)
                 for shape in ((n_in, n_out), (n_out,))]
 
     def logits(self, params, images):
@@ -159,7 +161,7 @@ class ConvClassifier(Classifier):
 
     def param_shapes(self):
         channels = [self.input_shape[-1]] + self.filters
-        shapes = [shape for c_in, c_out in zip(channels[:-1], channels[1:])
+        shapes = [shape for c_in, c_out in itertools.pairwise(channels)
                   for shape in ((self.kernel_size, self.kernel_size, c_in, c_out), (c_out,))]
         return shapes + [(channels[-1], self.classes), (self.classes,)]
 

@@ -32,7 +32,7 @@ def load(dataset, data_dir=None, validation_split=0.2):
     return _tfds(dataset, data_dir)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits():
     from sklearn.datasets import load_digits
 
@@ -44,7 +44,7 @@ def _digits():
 def _split(images, labels, validation_split):
     """Deterministic split: a fixed permutation, the last ``validation_split`` to validation."""
     order = np.random.default_rng(0).permutation(len(labels))
-    cut = len(labels) - int(round(validation_split * len(labels)))
+    cut = len(labels) - round(validation_split * len(labels))
     return {"x_train": images[order[:cut]], "y_train": labels[order[:cut]],
             "x_val": images[order[cut:]], "y_val": labels[order[cut:]],
             "classes": int(labels.max()) + 1}
@@ -69,7 +69,7 @@ def _find(folder, prefix, kind):
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _idx_split(folder, prefix):
     images, labels = _find(folder, prefix, "images"), _find(folder, prefix, "labels")
     if images is None or labels is None:
@@ -94,7 +94,7 @@ def _idx_folder(folder, validation_split):
     return _split(*(train or test), validation_split)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tfds(name, data_dir):
     try:
         import tensorflow_datasets as tfds
