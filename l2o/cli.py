@@ -188,8 +188,8 @@ def baseline(argv):
 
 def _report(label, summary):
     for index, result in enumerate(summary["problems"]):
-        parts = [f"final train loss {result['final_train_loss_mean']:.4g} "
-                 f"± {result['final_train_loss_std']:.2g}"]
+        parts = [(f"final train loss {result['final_train_loss_mean']:.4g} "
+                  f"± {result['final_train_loss_std']:.2g}")]
         if "final_validation_accuracy_mean" in result:
             parts.append(f"validation accuracy {result['final_validation_accuracy_mean']:.3f}")
         print(f"{label} problem {index}: " + ", ".join(parts))
