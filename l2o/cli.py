@@ -100,14 +100,14 @@ def train(argv):
 
         print(json.dumps(resolved, indent=2))
         return
+    from l2o.trainer import MetaTrainer
+
+    trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
     directory = resolved["directory"]
     holds_run = os.path.exists(os.path.join(directory, "config.json"))
     if holds_run and not args.overwrite:
         raise UsageError(f"{directory} already holds a run: continue it with resume.py, "
                          f"set directory=..., or pass --overwrite")
-    from l2o.trainer import MetaTrainer
-
-    trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
     if holds_run:
         if os.path.abspath(directory) in (os.getcwd(), os.path.abspath(os.sep)):
             raise UsageError(f"--overwrite would delete {directory}; choose a run directory")
