@@ -2,8 +2,9 @@
 
 The optimiser and problem maths elsewhere in the package is written with
 ``keras.ops``; this module holds what Keras has no portable spelling for:
-differentiation, graph compilation, while-loops with a per-step output, seeded
-random draws and TensorBoard writers. A JAX backend would replace this module.
+differentiation, graph compilation, while-loops with a per-step output,
+TensorBoard writers and the compiled Keras training step used in evaluation.
+A JAX backend would replace this module.
 """
 
 
@@ -13,10 +14,8 @@ import tensorflow as tf
 def value_and_grad(fn, wrt):
     """Returns ``g(*args) -> ((value, aux), grads)``, differentiating w.r.t. ``wrt``.
 
-    ``fn`` returns ``(value, aux)``; ``wrt`` is a list of tensors or variables
-    (or a callable returning one, evaluated at call time, for ``args`` that
-    should themselves be differentiated: pass ``wrt=None`` to differentiate
-    w.r.t. the first positional argument, a list of tensors).
+    ``fn`` returns ``(value, aux)``; ``wrt`` is a list of variables, or None to
+    differentiate w.r.t. the first positional argument (a list of tensors).
     """
 
     def wrapped(*args):

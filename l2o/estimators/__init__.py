@@ -2,6 +2,4 @@
 
 from l2o.estimators.tbptt import TBPTT
 
-ESTIMATORS = {"tbptt": TBPTT}
-
-__all__ = ["ESTIMATORS", "TBPTT"]
+__all__ = ["TBPTT"]
