@@ -129,6 +129,10 @@ def keras_optimizer_factory(spec):
     return lambda: keras.optimizers.get(copy.deepcopy(spec))
 
 
+# Red (C3) is kept for the learned optimiser.
+BASELINE_COLOURS = [f"C{k}" for k in range(10) if k != 3]
+
+
 def plot(directory):
     """One PNG per problem under ``<run>/evaluation``: mean curves with min-max bands."""
     import matplotlib
@@ -160,7 +164,8 @@ def plot(directory):
                 values = result[prefix + key]
                 x = (result[prefix + "validation_step"] if key.startswith("validation")
                      else np.arange(1, values.shape[1] + 1))
-                colour = "C3" if label.startswith("learned") else f"C{rank % 10}"
+                colour = "C3" if label.startswith("learned") else BASELINE_COLOURS[
+                    rank % len(BASELINE_COLOURS)]
                 width = 2.2 if label.startswith("learned") else 1.4
                 axis.plot(x, np.mean(values, axis=0), color=colour, linewidth=width,
                           label=f"{label} (n={values.shape[0]})")
