@@ -17,6 +17,14 @@ def save(path, arrays, info):
     os.replace(temporary, path)
 
 
+def write_text(path, text):
+    """Replaces ``path`` with ``text`` atomically (a temporary file renamed over it)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def load(path):
     """``(arrays, info)`` from a file written by ``save``."""
     with np.load(path) as data:

@@ -8,8 +8,10 @@ naming the key and exit status 2.
 """
 
 import argparse
+import json
 import os
 import sys
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -44,9 +46,6 @@ class UsageError(Exception):
 
 def _entry(function):
     def main(argv=None):
-        import json
-        import zipfile
-
         _import_tensorflow_quietly()
         from l2o.config import ConfigError, first_line
 
@@ -96,8 +95,6 @@ def train(argv):
     args = parser.parse_intermixed_args(argv)
     resolved = config_module.resolve(config_module.load_file(args.config), args.overrides)
     if args.dry_run:
-        import json
-
         print(json.dumps(resolved, indent=2))
         return
     from l2o.trainer import MetaTrainer

@@ -378,8 +378,6 @@ def _check_keras_optimizer(name, spec):
 
 
 def save(config, directory):
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "config.json")
-    with open(path + ".tmp", "w") as handle:
-        json.dump(config, handle, indent=2)
-    os.replace(path + ".tmp", path)
+    from l2o import checkpoints
+
+    checkpoints.write_text(os.path.join(directory, "config.json"), json.dumps(config, indent=2))

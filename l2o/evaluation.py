@@ -106,9 +106,7 @@ def evaluate(config, directory, label, make_optimizer):
         summary["problems"].append(summarise(result))
     folder = os.path.join(directory, "evaluation")
     checkpoints.save(os.path.join(folder, f"{label}.npz"), arrays, summary)
-    with open(os.path.join(folder, f"{label}.json.tmp"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    os.replace(os.path.join(folder, f"{label}.json.tmp"), os.path.join(folder, f"{label}.json"))
+    checkpoints.write_text(os.path.join(folder, f"{label}.json"), json.dumps(summary, indent=2))
     return summary
 
 

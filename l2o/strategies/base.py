@@ -59,9 +59,7 @@ class Strategy:
                     kept.append(line)
             except (ValueError, KeyError):  # a line torn by a kill
                 continue
-        with open(path + ".tmp", "w") as handle:
-            handle.writelines(kept)
-        os.replace(path + ".tmp", path)
+        checkpoints.write_text(path, "".join(kept))
 
     def progress(self, total, description):
         return tqdm(total=total, desc=description, unit="trunc", mininterval=1.0,
