@@ -190,13 +190,21 @@ def _unknown(name, key, known):
 
 
 def signature_defaults(cls):
-    """Keyword defaults of ``cls.__init__``: the single source of those defaults."""
+    """Keyword defaults of ``cls.__init__``: the single source of those defaults.
+
+    A constructor that takes ``**kwargs`` passes them on to its base class, so
+    the base classes' keyword defaults count too.
+    """
     defaults = {}
-    for name, parameter in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+    for klass in reversed(cls.__mro__):
+        if "__init__" not in vars(klass) or klass is object:
             continue
-        default = parameter.default
-        defaults[name] = list(default) if isinstance(default, tuple) else default
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
+                                                    parameter.VAR_KEYWORD):
+                continue
+            default = parameter.default
+            defaults[name] = list(default) if isinstance(default, tuple) else default
     return defaults
 
 
@@ -356,6 +364,12 @@ def check_range(name, value, low=None, high=None):
         bounds = " and ".join(part for part in (low is not None and f"above {low}",
                                                 high is not None and f"at most {high}") if part)
         raise ConfigError(f"{name}: must be {bounds}, got {value!r}")
+
+
+def check_fraction(name, value):
+    """``0 < value < 1`` (decay rates, probabilities of a choice)."""
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{name}: must be strictly between 0 and 1, got {value!r}")
 
 
 def check_keras_name(name, value, kind):

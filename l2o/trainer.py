@@ -66,7 +66,7 @@ class MetaTrainer:
         problem = self.problems[problem_index]
         params = [ops.convert_to_tensor(p) for p in problem.init(seed)]
         first_batch = [ops.convert_to_tensor(b[0]) for b in problem.batches(seed, 0, 1)]
-        return Trajectory(seed=seed, params=params, state=self.rule.init_state(params),
+        return Trajectory(seed=seed, params=params, state=self.rule.init_state(params, seed),
                           initial_loss=self.estimators[problem_index].initial_loss(
                               params, tuple(first_batch)))
 
@@ -155,7 +155,7 @@ class MetaTrainer:
             key = f"trajectory/{entry['problem']}_{entry['slot']}"
             count = len(self.problems[entry["problem"]].init(entry["seed"]))
             params = [ops.convert_to_tensor(arrays[f"{key}/{k}"]) for k in range(count)]
-            structure = self.rule.init_state(params)
+            structure = self.rule.init_state(params, entry["seed"])
             flat = [ops.convert_to_tensor(arrays[f"{key}/{count + k}"])
                     for k in range(len(keras.tree.flatten(structure)))]
             self.trajectories[(entry["problem"], entry["slot"])] = Trajectory(

@@ -24,8 +24,12 @@ class UpdateRule:
         """Initial meta-weights: ``{name: numpy array}``, float32."""
         raise NotImplementedError
 
-    def init_state(self, params):
-        """Optimiser state for the list ``params`` (a pytree of tensors)."""
+    def init_state(self, params, seed):
+        """Optimiser state for the list ``params`` (a pytree of tensors).
+
+        ``seed`` feeds any random initial state (learning rates drawn per
+        coordinate); it is called eagerly, so numpy may draw them.
+        """
         raise NotImplementedError
 
     def update(self, meta_weights, grads, params, state):
@@ -76,29 +80,37 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self._state_structures, self._state_slots = [], []
-        for variable in variables:
-            initial = self.rule.init_state([ops.zeros(variable.shape, variable.dtype)])
-            flat = keras.tree.flatten(initial)
-            slots = [self.add_variable(shape=value.shape, dtype=value.dtype,
-                                       initializer="zeros",
-                                       name=f"{variable.name}_state_{k}")
-                     for k, value in enumerate(flat)]
-            for slot, value in zip(slots, flat):
-                slot.assign(value)
-            self._state_structures.append(initial)
-            self._state_slots.append(slots)
+        self._variables = list(variables)
+        self._state_structure = self.rule.init_state(
+            [ops.zeros(v.shape, v.dtype) for v in variables], self.seed)
+        flat = keras.tree.flatten(self._state_structure)
+        # The initial values are the variables' initializers, not assignments: an
+        # assignment made while a tf.function traces ``apply`` would rerun every call.
+        self._state_slots = [
+            self.add_variable(shape=value.shape, dtype=value.dtype, name=f"l2o_state_{k}",
+                              initializer=lambda shape, dtype, value=value: value)
+            for k, value in enumerate(flat)]
 
-    def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        slots = self._state_slots[index]
-        state = keras.tree.pack_sequence_as(self._state_structures[index],
-                                            [ops.convert_to_tensor(s) for s in slots])
-        meta = {k: ops.convert_to_tensor(v, variable.dtype) for k, v in self.meta_weights.items()}
-        updates, new_state = self.rule.update(meta, [gradient], [ops.convert_to_tensor(variable)],
-                                              state)
-        self.assign_add(variable, ops.cast(learning_rate, variable.dtype) * updates[0])
-        for slot, value in zip(slots, keras.tree.flatten(new_state)):
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """One call of the pure rule over every variable.
+
+        Keras documents this as the collective update a backend may override;
+        the hierarchical rules need all variables at once, and one call over
+        the concatenated coordinates is faster than one per variable. A
+        variable without a gradient in this step gets a zero gradient.
+        """
+        given = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
+        grads = [given.get(index, ops.zeros(v.shape, v.dtype))
+                 for index, v in enumerate(self._variables)]
+        dtype = self._variables[0].dtype
+        state = keras.tree.pack_sequence_as(
+            self._state_structure, [ops.convert_to_tensor(s) for s in self._state_slots])
+        meta = {k: ops.convert_to_tensor(v, dtype) for k, v in self.meta_weights.items()}
+        updates, new_state = self.rule.update(
+            meta, grads, [ops.convert_to_tensor(v) for v in self._variables], state)
+        for variable, update in zip(self._variables, updates):
+            self.assign_add(variable, ops.cast(learning_rate, variable.dtype) * update)
+        for slot, value in zip(self._state_slots, keras.tree.flatten(new_state)):
             self.assign(slot, value)
 
     def get_config(self):

@@ -54,3 +54,31 @@ def init_dense(prefix, input_dim, units, seed, kernel_initializer="glorot_unifor
 
 def dense(weights, prefix, inputs):
     return ops.matmul(inputs, weights[f"{prefix}/kernel"]) + weights[f"{prefix}/bias"]
+
+
+def init_gru(prefix, input_dim, units, seed, kernel_initializer="glorot_uniform",
+             recurrent_initializer="orthogonal", bias_initializer="zeros"):
+    """Meta-weights of one GRU layer as Keras builds it (``reset_after=True``)."""
+    return {
+        f"{prefix}/kernel": np.asarray(
+            seeded_initializer(kernel_initializer, seed)((input_dim, 3 * units)), np.float32),
+        f"{prefix}/recurrent_kernel": np.asarray(
+            seeded_initializer(recurrent_initializer, seed + 1)((units, 3 * units)), np.float32),
+        f"{prefix}/bias": np.array(
+            seeded_initializer(bias_initializer, seed + 2)((2, 3 * units)), np.float32),
+    }
+
+
+def gru(weights, prefix, inputs, hidden, activation="tanh", recurrent_activation="sigmoid"):
+    """One GRU step (gates update, reset, candidate; reset applied after the matmul)."""
+    activation = keras.activations.get(activation)
+    recurrent_activation = keras.activations.get(recurrent_activation)
+    bias = weights[f"{prefix}/bias"]
+    x_z, x_r, x_h = ops.split(ops.matmul(inputs, weights[f"{prefix}/kernel"]) + bias[0], 3,
+                              axis=-1)
+    h_z, h_r, h_h = ops.split(
+        ops.matmul(hidden, weights[f"{prefix}/recurrent_kernel"]) + bias[1], 3, axis=-1)
+    update = recurrent_activation(x_z + h_z)
+    reset = recurrent_activation(x_r + h_r)
+    candidate = activation(x_h + reset * h_h)
+    return update * hidden + (1.0 - update) * candidate

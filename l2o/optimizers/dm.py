@@ -24,9 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import check_keras_name, check_range, check_units
-from l2o.optimizers.base import LearnedOptimizer, UpdateRule, flatten_all, unflatten_like
-from l2o.optimizers.cells import dense, init_dense, init_lstm, lstm
+from l2o.config import check_range
+from l2o.optimizers.base import LearnedOptimizer, flatten_all, unflatten_like
+from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
 
 
 def log_sign_preprocess(grad, p):
@@ -43,60 +43,34 @@ def log_sign_preprocess(grad, p):
     return ops.stack([first, second], axis=-1)
 
 
-class DMRule(UpdateRule):
-    """The pure DM update; see the module docstring for the equations."""
+class DMRule(CoordinatewiseLSTM):
+    """The pure DM update; see the module docstring for the equations.
 
-    def __init__(self, layers=(20, 20), preprocess_p=10.0, output_scale=0.1,
-                 activation="tanh", recurrent_activation="sigmoid",
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", unit_forget_bias=True):
-        self.config = {k: v for k, v in locals().items() if k != "self"}
-        self.config["layers"] = list(layers)
-        self.layers = list(layers)
+    ``**cell`` are the LSTM options of ``CoordinatewiseLSTM`` (``layers``,
+    activations, initialisers, ``unit_forget_bias``).
+    """
+
+    input_features = 2
+
+    def __init__(self, preprocess_p=10.0, output_scale=0.1, **cell):
+        super().__init__(**cell)
         self.preprocess_p = float(preprocess_p)
         self.output_scale = float(output_scale)
-        self.activation = activation
-        self.recurrent_activation = recurrent_activation
 
     @classmethod
     def validate_config(cls, network):
-        check_units("network/layers", network["layers"])
+        super().validate_config(network)
         # e^p must stay finite in float32.
         check_range("network/preprocess_p", network["preprocess_p"], 0.0, 80.0)
         check_range("network/output_scale", network["output_scale"], 0.0)
-        for key in ("activation", "recurrent_activation"):
-            check_keras_name(f"network/{key}", network[key], "activations")
-        for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
-            check_keras_name(f"network/{key}", network[key], "initializers")
 
-    def init_meta_weights(self, seed):
-        weights, input_dim = {}, 2
-        for index, units in enumerate(self.layers):
-            weights.update(init_lstm(
-                f"lstm_{index}", input_dim, units, seed + 10 * index,
-                self.config["kernel_initializer"], self.config["recurrent_initializer"],
-                self.config["bias_initializer"], self.config["unit_forget_bias"]))
-            input_dim = units
-        weights.update(init_dense("output", input_dim, 1, seed + 10 * len(self.layers),
-                                  self.config["kernel_initializer"]))
-        return weights
-
-    def init_state(self, params):
-        coordinates = sum(int(np.prod(p.shape)) for p in params)
-        dtype = params[0].dtype
-        return [(ops.zeros((coordinates, units), dtype), ops.zeros((coordinates, units), dtype))
-                for units in self.layers]
+    def init_state(self, params, seed):
+        return self.init_lstm_state(params)
 
     def update(self, meta_weights, grads, params, state):
         features = log_sign_preprocess(flatten_all(grads), self.preprocess_p)
-        new_state = []
-        for index, (hidden, cell) in enumerate(state):
-            hidden, cell = lstm(meta_weights, f"lstm_{index}", features, hidden, cell,
-                                self.activation, self.recurrent_activation)
-            new_state.append((hidden, cell))
-            features = hidden
-        steps = self.output_scale * dense(meta_weights, "output", features)[:, 0]
-        return unflatten_like(steps, params), new_state
+        outputs, state = self.lstm_stack(meta_weights, features, state)
+        return unflatten_like(self.output_scale * outputs[:, 0], params), state
 
 
 @keras.saving.register_keras_serializable(package="l2o")

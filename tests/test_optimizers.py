@@ -1,0 +1,152 @@
+"""Every learned optimiser: Keras façade == pure update, serialisation, meta-gradients."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from l2o.config import DEFAULTS
+from l2o.estimators import TBPTT
+from l2o.optimizers import CONSTRUCTORS
+from l2o.optimizers.cells import gru
+from l2o.problems import MLPClassifier, Quadratic
+
+# Small networks, and learning rates large enough that a mismatch would show.
+NETWORKS = {"DM": {}, "RNNProp": {},
+            "ScaleBasic": {"init_lr": [0.01, 0.1]},
+            "ScaleHierarchical": {"init_lr": [0.01, 0.1]}}
+SMALL = {"DM": {"layers": [6, 5]}, "RNNProp": {"layers": [6, 5]},
+         "ScaleBasic": {"layers": [6], "timescales": 2},
+         "ScaleHierarchical": {"param_units": 4, "tensor_units": 3, "global_units": 2,
+                               "timescales": 3, "init_lr": [0.01, 0.1]}}
+
+
+def gradients(problem, params, batch):
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = problem.loss(params, batch)
+    return tape.gradient(loss, params)
+
+
+@pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))
+def test_model_fit_matches_functional_update(constructor):
+    """Acceptance: the optimiser in model.fit == its pure update for 5 steps (1e-5)."""
+    optimizer_class = CONSTRUCTORS[constructor]
+    rule = optimizer_class.rule_class(**NETWORKS[constructor])
+    problem = MLPClassifier(layers=[16], dataset="digits", batch_size=32, shuffle_buffer=1)
+    params = problem.init(seed=4)
+    meta_weights = {k: 3.0 * v for k, v in rule.init_meta_weights(seed=7).items()}
+    images, labels = problem.batches(seed=0, start=0, count=5)
+
+    model = problem.build_model(params)
+    model.compile(optimizer=optimizer_class(meta_weights=meta_weights,
+                                            network=NETWORKS[constructor], seed=3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images.reshape((-1,) + problem.input_shape), labels.reshape(-1), batch_size=32,
+              epochs=1, shuffle=False, verbose=0)
+
+    meta = {k: ops.convert_to_tensor(v) for k, v in meta_weights.items()}
+    current = [ops.convert_to_tensor(p) for p in params]
+    state = rule.init_state(current, 3)
+    for step in range(5):
+        updates, state = rule.update(meta, gradients(problem, current,
+                                                     (images[step], labels[step])),
+                                     current, state)
+        current = [p + u for p, u in zip(current, updates)]
+    moved = max(float(np.max(np.abs(ops.convert_to_numpy(c) - p)))
+                for c, p in zip(current, params))
+    assert moved > 1e-3, "the optimiser should move the weights visibly"
+    for got, expected in zip(model.get_weights(), current):
+        np.testing.assert_allclose(got, ops.convert_to_numpy(expected), atol=1e-5)
+
+
+@pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))
+def test_config_round_trip_and_saved_model(constructor, tmp_path):
+    optimizer_class = CONSTRUCTORS[constructor]
+    optimizer = optimizer_class(network=SMALL[constructor], seed=2, learning_rate=0.5)
+    restored = optimizer_class.from_config(optimizer.get_config())
+    assert restored.network == SMALL[constructor]
+    assert float(restored.learning_rate) == 0.5
+    for key, value in optimizer.meta_weights.items():
+        np.testing.assert_array_equal(restored.meta_weights[key], value)
+    assert isinstance(keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)),
+                      optimizer_class)
+
+    problem = MLPClassifier(layers=[4], dataset="digits", batch_size=16)
+    model = problem.build_model(problem.init(0))
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images, labels = problem.batches(0, 0, 1)
+    model.fit(images[0], labels[0], verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.optimizer, optimizer_class)
+    for key, value in optimizer.meta_weights.items():
+        np.testing.assert_array_equal(loaded.optimizer.meta_weights[key], value)
+
+
+@pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))
+def test_tbptt_gradient_matches_finite_differences(constructor):
+    """Acceptance: 3-step unroll on the quadratic, float64, relative error < 1e-3."""
+    rule, problem = CONSTRUCTORS[constructor].rule_class(**SMALL[constructor]), Quadratic(dim=10)
+    variables = {k: keras.Variable(v.astype(np.float64), dtype="float64", name=k.replace("/", "_"))
+                 for k, v in rule.init_meta_weights(seed=1).items()}
+    estimator = TBPTT(rule, problem, variables, DEFAULTS["loss_args"], "mean")
+    params = [ops.convert_to_tensor(p.astype(np.float64)) for p in problem.init(5)]
+    batches = tuple(b.astype(np.float64) for b in problem.batches(5, 0, 3))
+    initial = estimator.initial_loss(params, tuple(b[0] for b in batches))
+
+    value, grads, *_ = estimator.estimate(params, rule.init_state(params, 0), batches, initial)
+    names = list(variables)
+    analytic = {n: ops.convert_to_numpy(g) for n, g in zip(names, grads)}
+    base = {n: ops.convert_to_numpy(v) for n, v in variables.items()}
+
+    def loss_at(point):
+        for n in names:
+            variables[n].assign(point[n])
+        return float(estimator.evaluate(params, rule.init_state(params, 0), batches,
+                                        initial)[0])
+
+    generator, h = np.random.default_rng(0), 1e-6
+    directions = [{n: generator.standard_normal(v.shape) for n, v in base.items()}]
+    for name in ("output/kernel", names[0]):  # plus single coordinates
+        directions.append({n: np.zeros_like(v) for n, v in base.items()})
+        directions[-1][name].flat[0] = 1.0
+    for direction in directions:
+        finite = (loss_at({n: base[n] + h * direction[n] for n in names})
+                  - loss_at({n: base[n] - h * direction[n] for n in names})) / (2 * h)
+        exact = sum(float(np.sum(analytic[n] * direction[n])) for n in names)
+        assert abs(exact) > 1e-8
+        assert abs(exact - finite) / abs(finite) < 1e-3, (exact, finite)
+    assert float(value) == pytest.approx(loss_at(base), rel=1e-12)
+
+
+def test_gru_cell_matches_keras():
+    from l2o.optimizers.cells import init_gru
+
+    weights = init_gru("g", 3, 4, seed=1, bias_initializer="random_normal")
+    cell = keras.layers.GRUCell(4)
+    cell.build((None, 3))
+    cell.set_weights([weights["g/kernel"], weights["g/recurrent_kernel"], weights["g/bias"]])
+    generator = np.random.default_rng(0)
+    x, h = generator.standard_normal((5, 3)).astype(np.float32), \
+        generator.standard_normal((5, 4)).astype(np.float32)
+    expected, _ = cell(x, h)
+    got = gru({k: ops.convert_to_tensor(v) for k, v in weights.items()}, "g", x, h)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rnnprop_first_step_by_hand():
+    """At t = 1, m_hat = g and v_hat = g^2: both inputs are sign(g) (up to epsilon)."""
+    rule = CONSTRUCTORS["RNNProp"].rule_class(layers=[3])
+    meta = {k: ops.convert_to_tensor(v) for k, v in rule.init_meta_weights(0).items()}
+    grads = [ops.convert_to_tensor(np.array([2.0, -0.001], np.float32))]
+    same_signs = [ops.convert_to_tensor(np.array([1.0, -1.0], np.float32))]
+    params = [ops.zeros((2,))]
+    first, _ = rule.update(meta, grads, params, rule.init_state(params, 0))
+    second, _ = rule.update(meta, same_signs, params, rule.init_state(params, 0))
+    np.testing.assert_allclose(ops.convert_to_numpy(first[0]), ops.convert_to_numpy(second[0]),
+                               rtol=1e-5)
+    assert np.all(np.abs(ops.convert_to_numpy(first[0])) < 0.1)  # alpha bounds the step
