@@ -54,6 +54,15 @@ DEFAULTS = {
         # XLA for the unroll: true, false, or auto (false on CPU, where it
         # measured slower; true on accelerators).
         "jit_compile": "auto",
+        # Random scaling of Lv et al.: each trajectory's loss is f(c * theta) with
+        # c = exp(U(-s, s)) per coordinate (0: off).
+        "parameter_scale_spread": 0.0,
+        # Imitation: Keras optimisers ({class_name, config}) to imitate, the
+        # probability that a truncation imitates one (times the strategy's
+        # annealing_schedule), and an optimiser for those updates (null: `optimizer`).
+        "teachers": [],
+        "p_teacher": 0.0,
+        "imitation_optimizer": None,
     },
     "strategy_constructor": "Simple",
     "strategy": {},
@@ -77,12 +86,13 @@ CHOICES = {
     "training/jit_compile": ("auto", True, False),
 }
 # Keys whose values may take more than one type; their own checks validate them.
-UNTYPED = {"training/jit_compile", "strategy/unroll_distribution"}
+UNTYPED = {"training/jit_compile", "strategy/unroll_distribution", "strategy/schedule",
+           "strategy/annealing_schedule"}
 POSITIVE_INTS = {
     "training/epochs", "training/depth", "training/repeat",
     "evaluation/steps", "evaluation/repeats", "evaluation/validation_every",
 }
-NON_NEGATIVE = {"loss_args/epsilon"}
+NON_NEGATIVE = {"loss_args/epsilon", "training/parameter_scale_spread"}
 
 
 class ConfigError(ValueError):
@@ -295,6 +305,15 @@ def validate(config):
     if not isinstance(config["directory"], str) or not config["directory"].strip():
         raise ConfigError(f"directory: must be a non-empty path, got {config['directory']!r}")
     _check_keras_optimizer("optimizer", config["optimizer"])
+    training = config["training"]
+    for index, spec in enumerate(training["teachers"]):
+        _check_keras_optimizer(f"training/teachers/{index}", spec)
+    if training["imitation_optimizer"] is not None:
+        _check_keras_optimizer("training/imitation_optimizer", training["imitation_optimizer"])
+    if not 0.0 <= training["p_teacher"] <= 1.0:
+        raise ConfigError(f"training/p_teacher: must be a probability, got {training['p_teacher']}")
+    if training["p_teacher"] > 0 and not training["teachers"]:
+        raise ConfigError("training/p_teacher: is positive but training/teachers is empty")
     baseline = config["evaluation"]["baseline"]
     rates = baseline["learning_rates"]
     if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
@@ -385,6 +404,9 @@ def check_keras_name(name, value, kind):
 def _check_keras_optimizer(name, spec):
     import keras
 
+    if not isinstance(spec, dict) or set(spec) - {"class_name", "config"}:
+        raise ConfigError(f"{name}: a Keras optimiser is {{class_name: ..., config: {{...}}}}, "
+                          f"got {spec!r}")
     try:
         keras.optimizers.get(copy.deepcopy(spec))
     except (ValueError, TypeError) as error:

@@ -19,18 +19,24 @@ from keras import ops
 
 from l2o import backend, problems
 from l2o.estimators import TBPTT
+from l2o.imitation import Teacher
 from l2o.optimizers import CONSTRUCTORS
 from l2o.problems.base import rng
 
 
 @dataclasses.dataclass
 class Trajectory:
-    """One inner training run in progress."""
+    """One inner training run in progress.
+
+    ``scales`` (one tensor per parameter, or None) make its loss f(scales * theta):
+    the random scaling of Lv et al., ``training/parameter_scale_spread``.
+    """
 
     seed: int
     params: list
     state: object
     initial_loss: object
+    scales: list = None
     step: int = 0
 
 
@@ -53,6 +59,17 @@ class MetaTrainer:
         # Compiled: an eager Keras apply costs several milliseconds per truncation.
         self._apply_meta_gradients = backend.compile_fn(
             lambda grads: self.meta_optimizer.apply(grads, list(self.meta_variables.values())))
+        self.imitation_optimizer = self.meta_optimizer
+        if training["imitation_optimizer"] is not None:
+            self.imitation_optimizer = keras.optimizers.get(
+                copy.deepcopy(training["imitation_optimizer"]))
+            self.imitation_optimizer.build(list(self.meta_variables.values()))
+        self._apply_imitation_gradients = self._apply_meta_gradients \
+            if training["imitation_optimizer"] is None else backend.compile_fn(
+                lambda grads: self.imitation_optimizer.apply(
+                    grads, list(self.meta_variables.values())))
+        self.teachers = [[Teacher(spec, problem) for spec in training["teachers"]]
+                         for problem in self.problems]
         jit_compile = resolve_jit(training["jit_compile"])
         self.estimators = [
             TBPTT(self.rule, problem, self.meta_variables, config["loss_args"],
@@ -62,54 +79,103 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ trajectories
 
-    def new_trajectory(self, problem_index, seed):
+    def scales(self, problem_index, seed):
+        """exp(U(-s, s)) per coordinate for ``parameter_scale_spread`` s > 0, else None."""
+        spread = self.config["training"]["parameter_scale_spread"]
+        if spread <= 0:
+            return None
+        generator = rng(seed, 2)
+        return [ops.convert_to_tensor(np.exp(generator.uniform(-spread, spread, p.shape))
+                                      .astype(np.float32))
+                for p in self.problems[problem_index].init(seed)]
+
+    def new_trajectory(self, problem_index, seed, scaled=False):
+        """A fresh trajectory; ``scaled`` applies ``parameter_scale_spread`` (training only)."""
         problem = self.problems[problem_index]
-        params = [ops.convert_to_tensor(p) for p in problem.init(seed)]
-        first_batch = [ops.convert_to_tensor(b[0]) for b in problem.batches(seed, 0, 1)]
+        scales = self.scales(problem_index, seed) if scaled else None
+        # Starting from theta_0 / scales keeps the scaled problem's starting point f(theta_0).
+        initial = [ops.convert_to_tensor(p) for p in problem.init(seed)]
+        params = initial if scales is None else [p / s for p, s in zip(initial, scales)]
+        first_batch = tuple(ops.convert_to_tensor(b[0]) for b in problem.batches(seed, 0, 1))
         return Trajectory(seed=seed, params=params, state=self.rule.init_state(params, seed),
                           initial_loss=self.estimators[problem_index].initial_loss(
-                              params, tuple(first_batch)))
+                              initial, first_batch),
+                          scales=scales)
 
     def _trajectory(self, keys, problem_index, slot):
         if self.config["training"]["persistent"] and (problem_index, slot) in self.trajectories:
             return self.trajectories[(problem_index, slot)]
-        return self.new_trajectory(problem_index, int(rng(*keys).integers(2 ** 31)))
+        return self.new_trajectory(problem_index, int(rng(*keys).integers(2 ** 31)), scaled=True)
 
     # ------------------------------------------------------------------ training
 
-    def train_epoch(self, period, epoch, sample_unroll, on_truncation=lambda **_: None):
-        """One strategy epoch over every problem; returns the mean meta-loss.
+    def train_epoch(self, period, epoch, sample_unroll, imitation_probability=0.0,
+                    on_truncation=lambda **_: None):
+        """One strategy epoch over every problem.
 
-        ``sample_unroll(generator)`` draws each truncation's length;
+        ``sample_unroll(generator)`` draws each truncation's length; with
+        probability ``imitation_probability`` a truncation imitates a teacher
+        (drawn uniformly) instead of lowering the meta-loss.
         ``on_truncation(meta_loss=..., steps=...)`` is called after each one.
+        Returns ``{"meta_loss": [...], "imitation_loss": [...]}`` of the applied updates.
         """
         training, seed = self.config["training"], self.config["training"]["seed"]
-        meta_losses = []
+        losses = {"meta_loss": [], "imitation_loss": []}
         for problem_index, (problem, estimator) in enumerate(zip(self.problems, self.estimators)):
             for slot in range(training["epochs"]):
                 keys = (seed, period, epoch, problem_index, slot)
                 trajectory = self._trajectory(keys, problem_index, slot)
                 for depth in range(training["depth"]):
-                    length = sample_unroll(rng(*keys, depth))
+                    generator = rng(*keys, depth)
+                    length = sample_unroll(generator)
+                    imitating = generator.uniform() < imitation_probability
+                    teacher = self.teachers[problem_index][
+                        int(generator.integers(len(self.teachers[problem_index])))] \
+                        if imitating else None
                     batches = problem.batches(trajectory.seed, trajectory.step, length)
+                    exploded = False
                     for _ in range(training["repeat"]):
-                        meta_loss, grads, usable, params, state, _, exploded = \
-                            estimator.estimate(trajectory.params, trajectory.state, batches,
-                                               trajectory.initial_loss)
+                        if imitating:
+                            targets = teacher.targets(self._scaled(trajectory), batches)
+                            value, grads, usable, params, state = estimator.imitate(
+                                trajectory.params, trajectory.state, batches,
+                                self._unscaled(trajectory, targets), trajectory.scales)
+                            apply, kind = self._apply_imitation_gradients, "imitation_loss"
+                        else:
+                            value, grads, usable, params, state, _, exploded = \
+                                estimator.estimate(trajectory.params, trajectory.state,
+                                                   batches, trajectory.initial_loss,
+                                                   trajectory.scales)
+                            apply, kind = self._apply_meta_gradients, "meta_loss"
                         usable = bool(usable)
                         if usable:
-                            self._apply_meta_gradients(grads)
-                            meta_losses.append(float(meta_loss))
-                    on_truncation(meta_loss=float(meta_loss), steps=length)
+                            apply(grads)
+                            losses[kind].append(float(value))
+                    on_truncation(meta_loss=float(value), steps=length)
                     if bool(exploded) or not usable:
                         trajectory = self.new_trajectory(
-                            problem_index, int(rng(*keys, depth, 1).integers(2 ** 31)))
+                            problem_index, int(rng(*keys, depth, 1).integers(2 ** 31)),
+                            scaled=True)
                         continue
                     trajectory.params, trajectory.state = params, state
                     trajectory.step += length
                 if training["persistent"]:
                     self.trajectories[(problem_index, slot)] = trajectory
-        return float(np.mean(meta_losses)) if meta_losses else float("nan")
+        return losses
+
+    @staticmethod
+    def _scaled(trajectory):
+        """The parameters the problem sees: scales * theta."""
+        if trajectory.scales is None:
+            return trajectory.params
+        return [s * p for s, p in zip(trajectory.scales, trajectory.params)]
+
+    @staticmethod
+    def _unscaled(trajectory, targets):
+        """Teacher targets (in the problem's coordinates) in the trajectory's coordinates."""
+        if trajectory.scales is None:
+            return targets
+        return [t / ops.convert_to_numpy(s)[None] for t, s in zip(targets, trajectory.scales)]
 
     def validate(self, unroll, seed, repeat):
         """Meta-loss and final inner loss of ``unroll``-step runs from fixed seeds."""
@@ -135,6 +201,9 @@ class MetaTrainer:
         arrays = {f"meta/{name}": value for name, value in self.meta_weights().items()}
         for index, variable in enumerate(self.meta_optimizer.variables):
             arrays[f"meta_optimizer/{index}"] = np.asarray(variable.numpy())
+        if self.imitation_optimizer is not self.meta_optimizer:
+            for index, variable in enumerate(self.imitation_optimizer.variables):
+                arrays[f"imitation_optimizer/{index}"] = np.asarray(variable.numpy())
         trajectories = []
         for (problem_index, slot), trajectory in sorted(self.trajectories.items()):
             key = f"trajectory/{problem_index}_{slot}"
@@ -150,6 +219,9 @@ class MetaTrainer:
             variable.assign(arrays[f"meta/{name}"])
         for index, variable in enumerate(self.meta_optimizer.variables):
             variable.assign(arrays[f"meta_optimizer/{index}"])
+        if self.imitation_optimizer is not self.meta_optimizer:
+            for index, variable in enumerate(self.imitation_optimizer.variables):
+                variable.assign(arrays[f"imitation_optimizer/{index}"])
         self.trajectories = {}
         for entry in info["trajectories"]:
             key = f"trajectory/{entry['problem']}_{entry['slot']}"
@@ -160,6 +232,7 @@ class MetaTrainer:
                     for k in range(len(keras.tree.flatten(structure)))]
             self.trajectories[(entry["problem"], entry["slot"])] = Trajectory(
                 seed=entry["seed"], params=params,
+                scales=self.scales(entry["problem"], entry["seed"]),
                 state=keras.tree.pack_sequence_as(structure, flat),
                 initial_loss=ops.convert_to_tensor(arrays[f"{key}/initial_loss"]),
                 step=entry["step"])

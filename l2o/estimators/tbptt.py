@@ -20,8 +20,10 @@ class TBPTT:
 
     ``estimate`` returns ``(meta_loss, grads, usable, params, state, losses,
     exploded)`` for a truncation, ``usable`` saying whether the meta-loss and
-    every gradient are finite; ``evaluate`` returns ``(meta_loss, params,
-    state, losses, exploded)``.
+    every gradient are finite; ``imitate`` returns ``(imitation_loss, grads,
+    usable, params, state)`` for a truncation scored against teacher
+    parameters; ``evaluate`` returns ``(meta_loss, params, state, losses,
+    exploded)``.
     """
 
     def __init__(self, rule, problem, meta_variables, loss_args, unroll_weights,
@@ -31,21 +33,34 @@ class TBPTT:
         self.loss_args, self.unroll_weights = loss_args, unroll_weights
         self.second_order = second_order
 
-        def scored_unroll(params, state, batches, initial_loss):
-            meta = {name: ops.convert_to_tensor(v) for name, v in self.meta_variables.items()}
-            params, state, losses = unroll(rule, problem, meta, params, state, batches,
-                                           second_order)
+        variables = list(meta_variables.values())
+
+        def meta_weights():
+            return {name: ops.convert_to_tensor(v) for name, v in self.meta_variables.items()}
+
+        def scored_unroll(params, state, batches, initial_loss, scales=None):
+            params, state, losses, _ = unroll(rule, problem, meta_weights(), params, state,
+                                              batches, second_order, scales)
             value = meta_loss(losses, initial_loss, loss_args, unroll_weights)
             return value, (params, state, losses, exploded(losses, initial_loss, loss_args))
 
-        with_grads = backend.value_and_grad(scored_unroll,
-                                            wrt=list(meta_variables.values()))
+        def imitation_unroll(params, state, batches, targets, scales=None):
+            params, state, _, distances = unroll(rule, problem, meta_weights(), params, state,
+                                                 batches, second_order, scales, targets)
+            return ops.mean(distances), (params, state)
 
-        def estimate(params, state, batches, initial_loss):
-            (value, (params, state, losses, blew_up)), grads = with_grads(
-                params, state, batches, initial_loss)
-            usable = ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in [value, *grads]]))
-            return value, grads, usable, params, state, losses, blew_up
+        def finite(value, grads):
+            return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in [value, *grads]]))
+
+        def estimate(params, state, batches, initial_loss, scales=None):
+            (value, (params, state, losses, blew_up)), grads = backend.value_and_grad(
+                scored_unroll, variables)(params, state, batches, initial_loss, scales)
+            return value, grads, finite(value, grads), params, state, losses, blew_up
+
+        def imitate(params, state, batches, targets, scales=None):
+            (value, (params, state)), grads = backend.value_and_grad(
+                imitation_unroll, variables)(params, state, batches, targets, scales)
+            return value, grads, finite(value, grads), params, state
 
         def evaluate(params, state, batches, initial_loss):
             value, (params, state, losses, blew_up) = scored_unroll(
@@ -53,5 +68,6 @@ class TBPTT:
             return value, params, state, losses, blew_up
 
         self.estimate = backend.compile_fn(estimate, jit_compile, relax_leading_dim=True)
+        self.imitate = backend.compile_fn(imitate, jit_compile, relax_leading_dim=True)
         self.evaluate = backend.compile_fn(evaluate, jit_compile, relax_leading_dim=True)
         self.initial_loss = backend.compile_fn(problem.loss, jit_compile)

@@ -13,12 +13,18 @@ and, following ``loss_args``, phi(f) = r or log(r) with
                                             with use_numerator_epsilon)
     r = f + eps_n                         (scale_objective off)
 
-where f_0 is the loss at the start of the trajectory, held constant. With
+where f_0 is the loss at the start of the trajectory, held constant.
+
+Imitation truncations score instead the mean over steps of the squared
+distance per coordinate between the learned optimiser's parameters after
+each step and a teacher's (a Keras optimiser run from the same parameters on
+the same batches): (1/n) sum_t ||theta_t - theta_t^teacher||^2 / #coordinates. With
 ``obj_train_max_multiplier`` m > 0, an unroll in which some f_t exceeds
 f_0 + (m - 1)|f_0| is reported as exploded, and the trainer restarts that
 trajectory rather than learning from it.
 """
 
+import numpy as np
 from keras import ops
 
 from l2o import backend
@@ -52,21 +58,42 @@ def exploded(losses, initial_loss, loss_args):
     return ops.logical_or(ops.logical_not(finite), ops.max(losses) > ops.cast(ceiling, losses.dtype))
 
 
-def unroll(rule, problem, meta_weights, params, state, batches, second_order=True):
+def imitation_distance(params, targets):
+    """Mean squared distance per coordinate between two lists of parameters."""
+    total = sum(ops.sum(ops.square(p - t)) for p, t in zip(params, targets))
+    return total / sum(int(np.prod(p.shape)) for p in params)
+
+
+def unroll(rule, problem, meta_weights, params, state, batches, second_order=True,
+           scales=None, targets=None):
     """Runs the inner loop over the leading axis of ``batches``.
 
-    Returns ``(params, state, losses)``: the final parameters and optimiser
-    state, and f_1..f_n.
+    Returns ``(params, state, losses, distances)``: the final parameters and
+    optimiser state, f_1..f_n, and, when ``targets`` (parameter lists stacked
+    along the same axis) are given, the distance of each step's new parameters
+    to that step's target (else None). ``scales``, one tensor per parameter,
+    makes the inner loss f(scales * theta): the random scaling of Lv et al.
     """
-    loss_and_grads = backend.value_and_grad(lambda p, b: (problem.loss(p, b), None), wrt=None)
 
-    def step(carry, batch):
+    def scaled_loss(params, batch):
+        if scales is not None:
+            params = [s * p for s, p in zip(scales, params)]
+        return problem.loss(params, batch), None
+
+    loss_and_grads = backend.value_and_grad(scaled_loss, wrt=None)
+
+    def step(carry, inputs):
         params, state = carry
+        batch, target = inputs if targets is not None else (inputs, None)
         (loss, _), grads = loss_and_grads(params, batch)
         if not second_order:
             grads = backend.stop_gradient(grads)
         updates, state = rule.update(meta_weights, grads, params, state)
-        return ([p + u for p, u in zip(params, updates)], state), loss
+        params = [p + u for p, u in zip(params, updates)]
+        outputs = loss if target is None else (loss, imitation_distance(params, target))
+        return (params, state), outputs
 
-    (params, state), losses = backend.scan(step, (list(params), state), batches)
-    return params, state, losses
+    xs = batches if targets is None else (batches, list(targets))
+    (params, state), outputs = backend.scan(step, (list(params), state), xs)
+    losses, distances = outputs if targets is not None else (outputs, None)
+    return params, state, losses, distances

@@ -21,14 +21,51 @@ from l2o.config import ConfigError
 
 
 class Strategy:
-    """Base class: subclasses define ``run_periods``; keyword defaults are the config's."""
+    """Base class: subclasses define ``run_periods``; keyword defaults are the config's.
 
-    def __init__(self, **options):
-        self.options = {k: v for k, v in options.items() if not k.startswith("__")}
+    Options every strategy has: ``epochs_per_period``; validation after each
+    period on ``validation_repeat`` fresh runs per problem of
+    ``validation_unroll`` steps from seeds ``validation_seed``,
+    ``validation_seed + 1``, ...; and ``annealing_schedule``, the factor on
+    ``training/p_teacher`` in period i: a float a gives exp(-a i), a list gives
+    its i-th entry (the last one repeated).
+    """
+
+    def __init__(self, epochs_per_period=10, validation_unroll=50, validation_seed=12345,
+                 validation_repeat=2, annealing_schedule=0.0, **options):
+        self.options = {"epochs_per_period": epochs_per_period,
+                        "validation_unroll": validation_unroll,
+                        "validation_seed": validation_seed,
+                        "validation_repeat": validation_repeat,
+                        "annealing_schedule": annealing_schedule, **options}
 
     @classmethod
     def validate_config(cls, strategy):
         """Raises ConfigError naming ``strategy/<key>`` for a value out of range."""
+        for key in ("epochs_per_period", "validation_unroll", "validation_repeat"):
+            if strategy[key] < 1:
+                raise ConfigError(f"strategy/{key}: must be at least 1, got {strategy[key]}")
+        schedule = strategy["annealing_schedule"]
+        entries = schedule if isinstance(schedule, list) else [schedule]
+        if not entries or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                  and x >= 0 for x in entries) or (
+                isinstance(schedule, list) and max(entries) > 1):
+            raise ConfigError(f"strategy/annealing_schedule: a rate a >= 0 (exp(-a i)) or a "
+                              f"non-empty list of probabilities, got {schedule!r}")
+
+    def imitation_factor(self, period):
+        schedule = self.options["annealing_schedule"]
+        if isinstance(schedule, list):
+            return float(schedule[min(period, len(schedule) - 1)])
+        return float(np.exp(-schedule * period))
+
+    def period_metrics(self, period, sample_unroll):
+        """Trains one period and validates; the metrics ``finish_period`` records."""
+        metrics = self.train_period(period, sample_unroll)
+        metrics.update(self.trainer.validate(self.options["validation_unroll"],
+                                             self.options["validation_seed"],
+                                             self.options["validation_repeat"]))
+        return metrics
 
     def run(self, trainer, directory):
         """Trains in ``directory``, resuming after its last finished period if any."""
@@ -66,22 +103,29 @@ class Strategy:
                     dynamic_ncols=True, leave=False, disable=None)
 
     def train_period(self, period, sample_unroll):
-        """Runs ``epochs_per_period`` epochs; returns (mean meta-loss, inner steps/s)."""
+        """Runs ``epochs_per_period`` epochs; returns the period's training metrics."""
         trainer = self.trainer
         training = trainer.config["training"]
         truncations = (self.options["epochs_per_period"] * len(trainer.problems)
                        * training["epochs"] * training["depth"])
-        started, inner_steps, losses = time.perf_counter(), 0, []
+        imitation = training["p_teacher"] * self.imitation_factor(period)
+        started, inner_steps = time.perf_counter(), 0
+        losses = {"meta_loss": [], "imitation_loss": []}
         with self.progress(truncations, f"period {period + 1}") as bar:
             def on_truncation(meta_loss, steps):
                 nonlocal inner_steps
                 inner_steps += steps
-                bar.set_postfix(meta_loss=f"{meta_loss:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{meta_loss:.4f}", refresh=False)
                 bar.update(1)
 
             for epoch in range(self.options["epochs_per_period"]):
-                losses.append(trainer.train_epoch(period, epoch, sample_unroll, on_truncation))
-        return float(np.nanmean(losses)), inner_steps / (time.perf_counter() - started)
+                for kind, values in trainer.train_epoch(period, epoch, sample_unroll, imitation,
+                                                        on_truncation).items():
+                    losses[kind].extend(values)
+        metrics = {f"train_{kind}": float(np.mean(values))
+                   for kind, values in losses.items() if values}
+        metrics["inner_steps_per_second"] = inner_steps / (time.perf_counter() - started)
+        return metrics
 
     def finish_period(self, period, metrics):
         """Checkpoints and logs a finished period (``metrics`` includes validation)."""

@@ -1,0 +1,103 @@
+"""The Curriculum strategy: stages of growing unroll length.
+
+Stage i trains with truncations of ``schedule[i]`` steps (a list), or
+``base * power**i`` (``{base: 50, power: 2}``). Within a stage, periods run
+as in the Simple strategy, each followed by validation at the fixed horizon
+``validation_unroll``. The exact rules:
+
+- A period improves its stage if its validation meta-loss is below the best
+  of the stage so far.
+- A stage ends after a period that did not improve it, once it has run at
+  least ``min_periods`` periods, or after ``max_periods`` periods.
+- A stage improved the run if its best validation meta-loss is below the best
+  before the stage began.
+- After a stage ends, the run stops if ``max_stages`` > 0 stages have run, if
+  ``max_stages`` = 0 and the stage did not improve the run, or if a list
+  schedule has no next entry. Otherwise the meta-weights go back to the best
+  checkpoint and the next stage begins.
+
+All of this is kept in the strategy state saved with every checkpoint, so a
+run resumed mid-stage continues exactly where it stopped.
+"""
+
+import numpy as np
+
+from l2o import checkpoints
+from l2o.config import ConfigError
+from l2o.strategies.base import Strategy
+
+
+class CurriculumStrategy(Strategy):
+    def __init__(self, schedule=None, min_periods=2, max_periods=10, max_stages=0, **options):
+        super().__init__(schedule=schedule or {"base": 50, "power": 2}, min_periods=min_periods,
+                         max_periods=max_periods, max_stages=max_stages, **options)
+
+    @classmethod
+    def validate_config(cls, strategy):
+        super().validate_config(strategy)
+        schedule = strategy["schedule"]
+        if schedule is None:
+            strategy["schedule"] = schedule = {"base": 50, "power": 2}
+        valid_list = isinstance(schedule, list) and schedule and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in schedule)
+        valid_growth = isinstance(schedule, dict) and set(schedule) == {"base", "power"} and \
+            isinstance(schedule["base"], int) and schedule["base"] >= 2 and \
+            isinstance(schedule["power"], (int, float)) and schedule["power"] >= 1
+        if not (valid_list or valid_growth):
+            raise ConfigError(f"strategy/schedule: a list of unroll lengths >= 2 or "
+                              f"{{base: int >= 2, power: >= 1}}, got {schedule!r}")
+        if not 1 <= strategy["min_periods"] <= strategy["max_periods"]:
+            raise ConfigError(f"strategy/min_periods: must be between 1 and max_periods "
+                              f"({strategy['max_periods']}), got {strategy['min_periods']}")
+        if strategy["max_stages"] < 0:
+            raise ConfigError(f"strategy/max_stages: must be >= 0, got {strategy['max_stages']}")
+
+    def unroll_length(self, stage):
+        """The stage's truncation length, or None past the end of a list schedule."""
+        schedule = self.options["schedule"]
+        if isinstance(schedule, list):
+            return schedule[stage] if stage < len(schedule) else None
+        return int(round(schedule["base"] * schedule["power"] ** stage))
+
+    def run_periods(self):
+        self.state.setdefault("curriculum", {"stage": 0, "periods": 0, "stage_best": np.inf,
+                                             "best_before": np.inf, "finished": False})
+        while True:
+            progress = self.state["curriculum"]
+            if progress["finished"]:
+                if self.should_stop(progress):
+                    return
+                self.next_stage(progress)
+            length = self.unroll_length(progress["stage"])
+            period = self.state["period"] + 1
+            metrics = self.period_metrics(period, lambda generator, n=length: n)
+            metrics.update(stage=progress["stage"], unroll=length)
+            self.state["curriculum"] = stage_after(progress, metrics["validation_meta_loss"],
+                                                   self.options)
+            self.finish_period(period, metrics)
+
+    def should_stop(self, progress):
+        stages_done = progress["stage"] + 1
+        if self.options["max_stages"] > 0:
+            return stages_done >= self.options["max_stages"]
+        return (not progress["stage_best"] < progress["best_before"]
+                or self.unroll_length(progress["stage"] + 1) is None)
+
+    def next_stage(self, progress):
+        arrays, _ = checkpoints.load(f"{self.directory}/checkpoints/best.npz")
+        for name, value in checkpoints.prefixed(arrays, "meta").items():
+            self.trainer.meta_variables[name].assign(value)
+        self.state["curriculum"] = {
+            "stage": progress["stage"] + 1, "periods": 0, "stage_best": np.inf,
+            "best_before": min(progress["best_before"], progress["stage_best"]),
+            "finished": False}
+
+
+def stage_after(progress, validation, options):
+    """The curriculum progress after a period with this validation meta-loss (pure)."""
+    improved = validation < progress["stage_best"]
+    periods = progress["periods"] + 1
+    finished = periods >= options["max_periods"] or (
+        periods >= options["min_periods"] and not improved)
+    return dict(progress, periods=periods, finished=finished,
+                stage_best=min(progress["stage_best"], validation))
