@@ -63,11 +63,11 @@ class CurriculumStrategy(Strategy):
         self.state.setdefault("curriculum", {"stage": 0, "periods": 0, "stage_best": np.inf,
                                              "best_before": np.inf, "finished": False})
         while True:
-            progress = self.state["curriculum"]
-            if progress["finished"]:
-                if self.should_stop(progress):
+            if self.state["curriculum"]["finished"]:
+                if self.should_stop(self.state["curriculum"]):
                     return
-                self.next_stage(progress)
+                self.next_stage(self.state["curriculum"])
+            progress = self.state["curriculum"]
             length = self.unroll_length(progress["stage"])
             period = self.state["period"] + 1
             metrics = self.period_metrics(period, lambda generator, n=length: n)
