@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from l2o.config import ConfigError, resolve
 from l2o.strategies import STRATEGIES
 from l2o.strategies.curriculum import stage_after
 from l2o.trainer import MetaTrainer
-
-from conftest import tiny_config
 
 OPTIONS = {"min_periods": 2, "max_periods": 4}
 

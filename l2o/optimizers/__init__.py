@@ -3,8 +3,12 @@
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
 from l2o.optimizers.dm import DMOptimizer, DMRule
 from l2o.optimizers.rnnprop import RNNPropOptimizer, RNNPropRule
-from l2o.optimizers.scale import (ScaleBasicOptimizer, ScaleBasicRule,
-                                  ScaleHierarchicalOptimizer, ScaleHierarchicalRule)
+from l2o.optimizers.scale import (
+                                  ScaleBasicOptimizer,
+                                  ScaleBasicRule,
+                                  ScaleHierarchicalOptimizer,
+                                  ScaleHierarchicalRule,
+)
 
 # ``constructor`` in a config names one of these.
 CONSTRUCTORS = {"DM": DMOptimizer, "RNNProp": RNNPropOptimizer,

@@ -57,7 +57,7 @@ class CurriculumStrategy(Strategy):
         schedule = self.options["schedule"]
         if isinstance(schedule, list):
             return schedule[stage] if stage < len(schedule) else None
-        return int(round(schedule["base"] * schedule["power"] ** stage))
+        return round(schedule["base"] * schedule["power"] ** stage)
 
     def run_periods(self):
         self.state.setdefault("curriculum", {"stage": 0, "periods": 0, "stage_best": np.inf,
