@@ -46,7 +46,7 @@ def lstm(weights, prefix, inputs, hidden, cell, activation="tanh",
 
 def init_dense(prefix, input_dim, units, seed, kernel_initializer="glorot_uniform"):
     return {
-        f"{prefix}/kernel": np.asarray(
+        f"{prefix}/kernel": np.array(
             seeded_initializer(kernel_initializer, seed)((input_dim, units)), np.float32),
         f"{prefix}/bias": np.zeros((units,), np.float32),
     }

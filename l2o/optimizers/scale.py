@@ -8,6 +8,10 @@ decays beta_k (0.5, 0.9, 0.99, 0.999, ... for k = 0, 1, 2, ...):
 (bias-corrected by 1 - beta_k^t), and a per-coordinate learning rate eta,
 initialised log-uniformly in ``init_lr``, that the network changes
 multiplicatively, eta <- eta * 2 sigmoid(a), so it can at most double per step.
+The weights producing a start at zero (as in the authors' code), so that the
+rates start unchanged from step to step, and eta never exceeds ``max_lr``:
+without that cap meta-training ScaleHierarchical on MNIST let the rates grow
+until the inner loss reached 1e4 within 100 steps.
 The step is update = eta * d, with d the network's direction output.
 
 ScaleBasic (coordinatewise): an LSTM stack per coordinate, fed the normalised
@@ -66,13 +70,23 @@ def update_moments(state, grads, decays):
     return m, v, step, m / correction, v / correction
 
 
-def apply_outputs(outputs, log_lr):
-    """``(updates, new log_lr)`` from the (direction, lr change) outputs."""
-    log_lr = log_lr + ops.log(2.0 * ops.sigmoid(outputs[:, 1]))
+def zero_lr_change(weights):
+    """Output column 1 (the learning-rate change) starts at zero: 2 sigmoid(0) = 1 leaves the
+    rates as initialised, where random weights would double or halve them at every step."""
+    weights["output/kernel"][:, 1] = 0.0
+    return weights
+
+
+def apply_outputs(outputs, log_lr, max_lr):
+    """``(updates, new log_lr)`` from the (direction, lr change) outputs; eta <= ``max_lr``."""
+    log_lr = ops.minimum(log_lr + ops.log(2.0 * ops.sigmoid(outputs[:, 1])), float(np.log(max_lr)))
     return ops.exp(log_lr) * outputs[:, 0], log_lr
 
 
-def check_init_lr(init_lr):
+def check_init_lr(init_lr, max_lr):
+    check_range("network/max_lr", max_lr, 0.0)
+    if init_lr[-1] > max_lr:
+        raise ConfigError(f"network/init_lr: above network/max_lr ({max_lr}), got {init_lr!r}")
     if (len(init_lr) != 2 or not all(isinstance(x, (int, float)) and x > 0 for x in init_lr)
             or init_lr[0] > init_lr[1]):
         raise ConfigError(f"network/init_lr: must be [low, high] with 0 < low <= high, "
@@ -84,17 +98,21 @@ class ScaleBasicRule(CoordinatewiseLSTM):
 
     outputs = 2
 
-    def __init__(self, timescales=3, init_lr=(1e-3, 1e-2), epsilon=1e-10, **cell):
+    def __init__(self, timescales=3, init_lr=(1e-3, 1e-2), max_lr=0.1, epsilon=1e-10, **cell):
         super().__init__(**cell)
         self.timescales, self.init_lr, self.epsilon = int(timescales), tuple(init_lr), epsilon
+        self.max_lr = float(max_lr)
         self.input_features = 2 * self.timescales
 
     @classmethod
     def validate_config(cls, network):
         super().validate_config(network)
         check_range("network/timescales", network["timescales"], 0)
-        check_init_lr(network["init_lr"])
+        check_init_lr(network["init_lr"], network["max_lr"])
         check_range("network/epsilon", network["epsilon"], 0.0)
+
+    def init_meta_weights(self, seed):
+        return zero_lr_change(super().init_meta_weights(seed))
 
     def init_state(self, params, seed):
         return {"lstm": self.init_lstm_state(params),
@@ -107,7 +125,7 @@ class ScaleBasicRule(CoordinatewiseLSTM):
         g = flatten_all(grads)[:, None]
         features = ops.concatenate([m_hat / scale, g / scale], axis=-1)
         outputs, lstm_state = self.lstm_stack(meta_weights, features, state["lstm"])
-        updates, log_lr = apply_outputs(outputs, state["log_lr"])
+        updates, log_lr = apply_outputs(outputs, state["log_lr"], self.max_lr)
         return unflatten_like(updates, params), {"lstm": lstm_state, "m": m, "v": v,
                                                  "step": step, "log_lr": log_lr}
 
@@ -116,12 +134,13 @@ class ScaleHierarchicalRule(UpdateRule):
     """Hierarchical Wichrowska et al. optimiser; see the module docstring."""
 
     def __init__(self, param_units=10, tensor_units=5, global_units=5, timescales=5,
-                 init_lr=(1e-6, 1e-2), epsilon=1e-10, activation="tanh",
+                 init_lr=(1e-6, 1e-2), max_lr=0.1, epsilon=1e-10, activation="tanh",
                  recurrent_activation="sigmoid", kernel_initializer="glorot_uniform",
                  recurrent_initializer="orthogonal", bias_initializer="zeros"):
         self.units = {"param": int(param_units), "tensor": int(tensor_units),
                       "global": int(global_units)}
         self.timescales, self.init_lr, self.epsilon = int(timescales), tuple(init_lr), epsilon
+        self.max_lr = float(max_lr)
         self.activation, self.recurrent_activation = activation, recurrent_activation
         self.initializers = {"kernel_initializer": kernel_initializer,
                              "recurrent_initializer": recurrent_initializer,
@@ -132,7 +151,7 @@ class ScaleHierarchicalRule(UpdateRule):
         for key in ("param_units", "tensor_units", "global_units"):
             check_range(f"network/{key}", network[key], 0)
         check_range("network/timescales", network["timescales"], 0)
-        check_init_lr(network["init_lr"])
+        check_init_lr(network["init_lr"], network["max_lr"])
         check_range("network/epsilon", network["epsilon"], 0.0)
         for key in ("activation", "recurrent_activation"):
             check_keras_name(f"network/{key}", network[key], "activations")
@@ -149,7 +168,7 @@ class ScaleHierarchicalRule(UpdateRule):
                                     **self.initializers))
         weights.update(init_dense("output", units["param"], 2, seed + 30,
                                   self.initializers["kernel_initializer"]))
-        return weights
+        return zero_lr_change(weights)
 
     def init_state(self, params, seed):
         dtype = params[0].dtype
@@ -188,7 +207,7 @@ class ScaleHierarchicalRule(UpdateRule):
                             ops.mean(tensor_hidden, axis=0, keepdims=True),
                             state["global_hidden"], **cells)
         updates, log_lr = apply_outputs(dense(meta_weights, "output", param_hidden),
-                                        state["log_lr"])
+                                        state["log_lr"], self.max_lr)
         return unflatten_like(updates, params), {
             "m": m, "v": v, "step": step, "log_lr": log_lr, "param_hidden": param_hidden,
             "tensor_hidden": tensor_hidden, "global_hidden": global_hidden}
