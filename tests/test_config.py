@@ -93,3 +93,10 @@ def test_problem_args_bind_by_position():
     assert config["problems"][0] == {"target": "quadratic", "args": [], "kwargs": {"dim": 7}}
     with pytest.raises(ConfigError, match="problems/0/args: quadratic takes at most 1"):
         resolve({"problems": [{"target": "quadratic", "args": [7, 8]}]})
+
+
+def test_scale_learning_rate_bounds():
+    with pytest.raises(ConfigError, match="network/init_lr: above network/max_lr"):
+        resolve({"constructor": "ScaleHierarchical"}, ["network/init_lr=[0.001, 1.0]"])
+    with pytest.raises(ConfigError, match="network/init_lr: must be \\[low, high\\]"):
+        resolve({"constructor": "ScaleBasic"}, ["network/init_lr=[0.01, 0.001]"])
