@@ -124,3 +124,17 @@ def test_parameter_scaling_keeps_the_problem_but_changes_coordinates(tmp_path):
     ratios = np.concatenate([np.asarray(s).ravel() for s in scaled.scales])
     assert ratios.min() < 0.5 and ratios.max() > 2 and ratios.max() <= np.exp(2)
     assert float(plain.initial_loss) == pytest.approx(float(scaled.initial_loss))
+
+
+@pytest.mark.parametrize("schedule, factors", [
+    (0.0, [1.0, 1.0, 1.0]), (np.log(2.0), [1.0, 0.5, 0.25]), ([0.5, 0.2], [0.5, 0.2, 0.2]),
+    ("inverse", [1.0, 0.5, 1 / 3]), ("halving", [1.0, 0.5, 0.25])])
+def test_annealing_schedules(schedule, factors):
+    config = resolve({}, [f"strategy/annealing_schedule={schedule}"])
+    strategy = STRATEGIES["Simple"](**config["strategy"])
+    assert [strategy.imitation_factor(i) for i in range(3)] == pytest.approx(factors)
+
+
+def test_unknown_annealing_schedule():
+    with pytest.raises(ConfigError, match="strategy/annealing_schedule: unknown name 'cosine'"):
+        resolve({}, ["strategy/annealing_schedule=cosine"])

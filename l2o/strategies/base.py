@@ -20,6 +20,11 @@ from l2o import backend, checkpoints, config
 from l2o.config import ConfigError
 
 
+# Named annealing schedules: the factor on training/p_teacher in period i.
+NAMED_SCHEDULES = {"constant": lambda i: 1.0, "inverse": lambda i: 1.0 / (1.0 + i),
+                   "halving": lambda i: 0.5 ** i}
+
+
 class Strategy:
     """Base class: subclasses define ``run_periods``; keyword defaults are the config's.
 
@@ -28,7 +33,7 @@ class Strategy:
     ``validation_unroll`` steps from seeds ``validation_seed``,
     ``validation_seed + 1``, ...; and ``annealing_schedule``, the factor on
     ``training/p_teacher`` in period i: a float a gives exp(-a i), a list gives
-    its i-th entry (the last one repeated).
+    its i-th entry (the last one repeated), a name one of ``NAMED_SCHEDULES``.
     """
 
     def __init__(self, epochs_per_period=10, validation_unroll=50, validation_seed=12345,
@@ -46,6 +51,11 @@ class Strategy:
             if strategy[key] < 1:
                 raise ConfigError(f"strategy/{key}: must be at least 1, got {strategy[key]}")
         schedule = strategy["annealing_schedule"]
+        if isinstance(schedule, str):
+            if schedule not in NAMED_SCHEDULES:
+                raise ConfigError(f"strategy/annealing_schedule: unknown name {schedule!r}; "
+                                  f"choose from {', '.join(NAMED_SCHEDULES)}")
+            return
         entries = schedule if isinstance(schedule, list) else [schedule]
         if not entries or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                   and x >= 0 for x in entries) or (
@@ -55,6 +65,8 @@ class Strategy:
 
     def imitation_factor(self, period):
         schedule = self.options["annealing_schedule"]
+        if isinstance(schedule, str):
+            return NAMED_SCHEDULES[schedule](period)
         if isinstance(schedule, list):
             return float(schedule[min(period, len(schedule) - 1)])
         return float(np.exp(-schedule * period))
