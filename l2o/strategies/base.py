@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 from l2o import backend, checkpoints, config
 from l2o.config import ConfigError
 
-
 # Named annealing schedules: the factor on training/p_teacher in period i.
 NAMED_SCHEDULES = {"constant": lambda i: 1.0, "inverse": lambda i: 1.0 / (1.0 + i),
                    "halving": lambda i: 0.5 ** i}
