@@ -1,0 +1,84 @@
+"""ES and PES meta-gradients on influence balancing: PES is unbiased, truncation is not."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from l2o.estimators.es import PES, TruncatedES, antithetic_noise
+from l2o.problems import influence
+
+THETA = np.array([0.5], np.float32)
+K, TRUNCATIONS = 5, 4
+
+
+def total_loss_gradient(theta, stop_between_truncations):
+    """d/dtheta of sum_k L_k over the horizon: exact, or TBPTT (state held fixed at each start)."""
+    theta = tf.constant(theta[None])
+    state = influence.initial_state()[None]
+    gradient = 0.0
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(theta)
+        total = 0.0
+        for _ in range(TRUNCATIONS):
+            if stop_between_truncations:
+                state = tf.stop_gradient(state)
+            losses, state = influence.unroll(theta, state, K)
+            total += losses[0]
+            if stop_between_truncations:
+                gradient += tape.gradient(losses[0], theta)[0, 0]
+    return float(gradient) if stop_between_truncations else float(
+        tape.gradient(total, theta)[0, 0])
+
+
+def test_antithetic_pairs():
+    eps = antithetic_noise(np.random.default_rng(0), 6, (2,), 0.1)
+    np.testing.assert_array_equal(eps[:3], -eps[3:])
+    with pytest.raises(ValueError, match="even"):
+        antithetic_noise(np.random.default_rng(0), 5, (2,), 0.1)
+
+
+def test_pes_is_unbiased_where_truncated_backprop_is_not():
+    """Acceptance: mean PES estimate within 3 standard errors of the exact gradient; TBPTT not."""
+    exact = total_loss_gradient(THETA, stop_between_truncations=False)
+    tbptt = total_loss_gradient(THETA, stop_between_truncations=True)
+    generator = np.random.default_rng(0)
+    estimates = []
+    for _ in range(200):
+        pes = PES(influence.unroll, influence.initial_state, sigma=0.1, n_particles=8,
+                  truncation=K, horizon=K * TRUNCATIONS)
+        estimates.append(sum(float(pes.estimate(THETA, generator)[0][0])
+                             for _ in range(TRUNCATIONS)))
+    mean = np.mean(estimates)
+    error = np.std(estimates) / np.sqrt(len(estimates))
+    assert abs(mean - exact) < 3 * error, (mean, error, exact)
+    assert abs(tbptt - exact) > 10 * error, (tbptt, exact, error)
+
+
+def test_truncated_es_estimates_the_truncated_gradient():
+    """ES shares one state: unbiased for the truncation's own loss, like TBPTT."""
+    generator = np.random.default_rng(1)
+    first_truncation = []
+    for _ in range(200):
+        es = TruncatedES(influence.unroll, influence.initial_state, sigma=0.1, n_particles=8,
+                         truncation=K)
+        first_truncation.append(float(es.estimate(THETA, generator)[0][0]))
+    theta = tf.constant(THETA[None])
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss = influence.unroll(theta, influence.initial_state()[None], K)[0][0]
+    exact = float(tape.gradient(loss, theta)[0, 0])
+    error = np.std(first_truncation) / np.sqrt(len(first_truncation))
+    assert abs(np.mean(first_truncation) - exact) < 3 * max(error, 1e-6)
+
+
+def test_pes_resets_at_the_horizon():
+    pes = PES(influence.unroll, influence.initial_state, sigma=0.1, n_particles=4,
+              truncation=K, horizon=2 * K)
+    generator = np.random.default_rng(2)
+    pes.estimate(THETA, generator)
+    assert pes.step == K and pes.accumulated is not None
+    pes.estimate(THETA, generator)
+    assert pes.step == 0 and pes.accumulated is None
+    np.testing.assert_array_equal(ops.convert_to_numpy(pes.states),
+                                  np.ones((4, influence.DIMENSION)))
