@@ -82,3 +82,22 @@ def test_pes_resets_at_the_horizon():
     assert pes.step == 0 and pes.accumulated is None
     np.testing.assert_array_equal(ops.convert_to_numpy(pes.states),
                                   np.ones((4, influence.DIMENSION)))
+
+
+def test_rtrl_is_the_exact_online_gradient_and_uoro_its_unbiased_estimate():
+    from l2o.estimators.forward import RTRL, UORO
+
+    theta, steps = 0.3, 7
+    exact = tf.constant([[theta]])
+    with tf.GradientTape() as tape:
+        tape.watch(exact)
+        loss = influence.unroll(exact, influence.initial_state()[None], steps)[0][0]
+    expected = float(tape.gradient(loss, exact)[0, 0])
+    rtrl = RTRL(influence.transition(), np.ones(influence.DIMENSION))
+    gradient, rtrl_loss = rtrl.estimate(theta, steps)
+    assert gradient == pytest.approx(expected, rel=1e-5)
+    assert rtrl_loss == pytest.approx(float(loss), rel=1e-5)
+    samples = [UORO(influence.transition(), np.ones(influence.DIMENSION),
+                    np.random.default_rng(seed)).estimate(theta, steps)[0]
+               for seed in range(2000)]
+    assert abs(np.mean(samples) - expected) < 3 * np.std(samples) / np.sqrt(len(samples))
