@@ -47,10 +47,10 @@ def tbptt(truncation):
 
 def es_family(kind, particles, seed):
     generator = np.random.default_rng(seed)
-    estimator = kind(influence.unroll, influence.initial_state, sigma=0.1,
-                     n_particles=particles, truncation=1)
+    estimator = kind(influence.truncation, influence.initial_state, sigma=0.1,
+                     n_particles=particles)
     return lambda theta: float(estimator.estimate(np.array([theta], np.float32),
-                                                  generator)[0][0])
+                                                  generator, 1)[0][0])
 
 
 def forward(kind, seed):

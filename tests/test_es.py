@@ -45,9 +45,9 @@ def test_pes_is_unbiased_where_truncated_backprop_is_not():
     generator = np.random.default_rng(0)
     estimates = []
     for _ in range(200):
-        pes = PES(influence.unroll, influence.initial_state, sigma=0.1, n_particles=8,
-                  truncation=K, horizon=K * TRUNCATIONS)
-        estimates.append(sum(float(pes.estimate(THETA, generator)[0][0])
+        pes = PES(influence.truncation, influence.initial_state, sigma=0.1, n_particles=8,
+                  horizon=K * TRUNCATIONS)
+        estimates.append(sum(float(pes.estimate(THETA, generator, K)[0][0])
                              for _ in range(TRUNCATIONS)))
     mean = np.mean(estimates)
     error = np.std(estimates) / np.sqrt(len(estimates))
@@ -60,9 +60,9 @@ def test_truncated_es_estimates_the_truncated_gradient():
     generator = np.random.default_rng(1)
     first_truncation = []
     for _ in range(200):
-        es = TruncatedES(influence.unroll, influence.initial_state, sigma=0.1, n_particles=8,
-                         truncation=K)
-        first_truncation.append(float(es.estimate(THETA, generator)[0][0]))
+        es = TruncatedES(influence.truncation, influence.initial_state, sigma=0.1,
+                         n_particles=8)
+        first_truncation.append(float(es.estimate(THETA, generator, K)[0][0]))
     theta = tf.constant(THETA[None])
     with tf.GradientTape() as tape:
         tape.watch(theta)
@@ -73,15 +73,31 @@ def test_truncated_es_estimates_the_truncated_gradient():
 
 
 def test_pes_resets_at_the_horizon():
-    pes = PES(influence.unroll, influence.initial_state, sigma=0.1, n_particles=4,
-              truncation=K, horizon=2 * K)
+    pes = PES(influence.truncation, influence.initial_state, sigma=0.1, n_particles=4,
+              horizon=2 * K)
     generator = np.random.default_rng(2)
-    pes.estimate(THETA, generator)
-    assert pes.step == K and pes.accumulated is not None
-    pes.estimate(THETA, generator)
-    assert pes.step == 0 and pes.accumulated is None
+    pes.estimate(THETA, generator, K)
+    np.testing.assert_array_equal(pes.steps, [K] * 4)
+    assert np.abs(pes.accumulated).min() > 0
+    pes.estimate(THETA, generator, K)
+    np.testing.assert_array_equal(pes.steps, [0] * 4)
+    np.testing.assert_array_equal(pes.accumulated, 0.0)
     np.testing.assert_array_equal(ops.convert_to_numpy(pes.states),
                                   np.ones((4, influence.DIMENSION)))
+
+
+def test_breakstep_staggers_the_resets_of_antithetic_pairs():
+    pes = PES(influence.truncation, influence.initial_state, sigma=0.1, n_particles=8,
+              horizon=4 * K, stagger="breakstep")
+    generator = np.random.default_rng(3)
+    pes.estimate(THETA, generator, K)
+    # Pair j started j * T / 4 steps in: pair 3 (at 3K) has just reached T and reset.
+    np.testing.assert_array_equal(pes.steps, [K, 2 * K, 3 * K, 0] * 2)
+    states = ops.convert_to_numpy(pes.states)
+    np.testing.assert_array_equal(states[[3, 7]], 1.0)
+    assert np.all(states[[0, 1, 2, 4, 5, 6]] != 1.0)
+    np.testing.assert_array_equal(pes.accumulated[[3, 7]], 0.0)
+    np.testing.assert_array_equal(pes.accumulated[:4], -pes.accumulated[4:])
 
 
 def test_rtrl_is_the_exact_online_gradient_and_uoro_its_unbiased_estimate():

@@ -90,6 +90,12 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             self.add_variable(shape=value.shape, dtype=value.dtype, name=f"l2o_state_{k}",
                               initializer=lambda shape, dtype, value=value: value)
             for k, value in enumerate(flat)]
+        # Variables, not graph constants: as constants, a uniform [0, 0] meta-weight
+        # failed in model.fit's graph with "Attempting to slice scalar input" (TF 2.21).
+        self._meta_slots = {
+            name: self.add_variable(shape=value.shape, dtype="float32", name=f"l2o_meta_{k}",
+                                    initializer=lambda shape, dtype, value=value: value)
+            for k, (name, value) in enumerate(sorted(self.meta_weights.items()))}
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         """One call of the pure rule over every variable.
@@ -105,7 +111,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         dtype = self._variables[0].dtype
         state = keras.tree.pack_sequence_as(
             self._state_structure, [ops.convert_to_tensor(s) for s in self._state_slots])
-        meta = {k: ops.convert_to_tensor(v, dtype) for k, v in self.meta_weights.items()}
+        meta = {k: ops.cast(v, dtype) for k, v in self._meta_slots.items()}
         updates, new_state = self.rule.update(
             meta, grads, [ops.convert_to_tensor(v) for v in self._variables], state)
         for variable, update in zip(self._variables, updates):

@@ -9,7 +9,8 @@ through 10 coordinates and down through 13:
 At the fixed point s*[0] = 2 theta (10 - 13) = -6 theta, so the loss vanishes
 at theta* = -1/6. Short truncations see only the fast, positive influence
 and push theta the wrong way; that is what makes it a test of estimator bias.
-The truncation is vectorised over particles: theta is [P, 1], states [P, 23].
+The truncation is vectorised over particles: theta is [P, 1], states [P, 23];
+``truncation`` is the same in the ES estimators' protocol.
 """
 
 import numpy as np
@@ -24,7 +25,8 @@ def transition():
     return a.astype(np.float32), b.astype(np.float32)
 
 
-def initial_state(dtype="float32"):
+def initial_state(generator=None, dtype="float32"):
+    """s_0 = 1 (deterministic: ``generator``, for the ES protocol, is unused)."""
     return ops.ones((DIMENSION,), dtype)
 
 
@@ -36,3 +38,8 @@ def unroll(thetas, states, steps):
     for _ in range(steps):
         states = ops.matmul(states, ops.transpose(a)) + thetas * b
     return 0.5 * ops.square(states[:, 0] - 1.0), states
+
+
+def truncation(thetas, states, steps, length):
+    """``unroll`` in the protocol of ``l2o.estimators.es``; the system is time-invariant."""
+    return unroll(thetas, states, length)

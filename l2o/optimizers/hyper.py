@@ -1,0 +1,127 @@
+"""ScheduledSGD: SGD (with momentum) whose learning-rate schedule is meta-learned.
+
+Hyperparameter meta-learning is meta-training a learned optimiser with a
+handful of meta-weights. The parameter tensors are split into ``groups``
+consecutive groups of (nearly) equal count (``groups`` = 1: one shared rate;
+for an MLP with two tensors per layer, ``groups`` = number of layers gives
+per-layer rates); group k owns meta-weights a_k, and, by schedule, p_k or b_k,
+and m_k. At inner step t = 0, 1, ...:
+
+    constant             lr_t = exp(a_k)
+    inverse_time_decay   lr_t = exp(a_k) / (1 + t / decay_steps)^p_k
+                         (theta_0 = exp(a_k), theta_1 = p_k; decay_steps 5000)
+    log_linear           log lr_t = (1 - u) a_k + u b_k,  u = min(t / horizon, 1)
+                         (a straight line in log space from exp(a_k) to exp(b_k))
+
+With momentum (``momentum`` > 0 or ``learn_momentum``), heavy-ball:
+
+    v_t = beta_k v_{t-1} + g_t,   update_t = -lr_t v_t,
+    beta_k = ``momentum``, or sigmoid(m_k) when ``learn_momentum``;
+
+without it, update_t = -lr_t g_t. Rates are learnt in log space so that they
+stay positive and a meta-gradient step moves them by a factor, not an amount.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from l2o.config import ConfigError, check_fraction, check_range
+from l2o.optimizers.base import LearnedOptimizer, UpdateRule
+
+SCHEDULES = ("constant", "inverse_time_decay", "log_linear")
+
+
+def tensor_groups(count, groups):
+    """The group of each of ``count`` parameter tensors: ``groups`` consecutive runs."""
+    if groups > count:
+        raise ValueError(f"network/groups: {groups} groups but only {count} parameter tensors")
+    return [int(group) for group, run in enumerate(np.array_split(np.arange(count), groups))
+            for _ in run]
+
+
+class ScheduledSGDRule(UpdateRule):
+    """The pure ScheduledSGD update; see the module docstring for the equations.
+
+    ``learning_rate``, ``power``, ``final_learning_rate`` and ``momentum`` are
+    the meta-weights' initial values.
+    """
+
+    def __init__(self, schedule="inverse_time_decay", learning_rate=0.1, power=1.0,
+                 decay_steps=5000.0, final_learning_rate=0.01, horizon=1000, momentum=0.0,
+                 learn_momentum=False, groups=1):
+        self.schedule = schedule
+        self.learning_rate, self.power = float(learning_rate), float(power)
+        self.decay_steps, self.final_learning_rate = float(decay_steps), float(final_learning_rate)
+        self.horizon, self.momentum = int(horizon), float(momentum)
+        self.learn_momentum, self.groups = bool(learn_momentum), int(groups)
+
+    @classmethod
+    def validate_config(cls, network):
+        if network["schedule"] not in SCHEDULES:
+            raise ConfigError(f"network/schedule: unknown value {network['schedule']!r}; "
+                              f"choose from {', '.join(SCHEDULES)}")
+        for key in ("learning_rate", "final_learning_rate", "decay_steps"):
+            check_range(f"network/{key}", network[key], 0.0)
+        check_range("network/horizon", network["horizon"], 0)
+        check_range("network/groups", network["groups"], 0)
+        if network["learn_momentum"]:
+            # A learnt momentum is sigmoid(m): its initial value must have a finite logit.
+            check_fraction("network/momentum", network["momentum"])
+        elif not 0.0 <= network["momentum"] < 1.0:
+            raise ConfigError(f"network/momentum: must be in [0, 1), got {network['momentum']!r}")
+
+    @property
+    def uses_momentum(self):
+        return self.learn_momentum or self.momentum > 0
+
+    def init_meta_weights(self, seed):
+        def filled(value):
+            return np.full((self.groups,), value, np.float32)
+
+        weights = {"log_learning_rate": filled(np.log(self.learning_rate))}
+        if self.schedule == "inverse_time_decay":
+            weights["power"] = filled(self.power)
+        if self.schedule == "log_linear":
+            weights["log_final_learning_rate"] = filled(np.log(self.final_learning_rate))
+        if self.learn_momentum:
+            weights["momentum_logit"] = filled(np.log(self.momentum / (1.0 - self.momentum)))
+        return weights
+
+    def init_state(self, params, seed):
+        tensor_groups(len(params), self.groups)
+        state = {"step": ops.zeros((), params[0].dtype)}
+        if self.uses_momentum:
+            state["velocity"] = [ops.zeros_like(p) for p in params]
+        return state
+
+    def learning_rates(self, meta_weights, step):
+        """lr_t of every group at inner step ``step``, shape [groups]."""
+        log_rate = meta_weights["log_learning_rate"]
+        if self.schedule == "inverse_time_decay":
+            return ops.exp(log_rate) / ops.power(1.0 + step / self.decay_steps,
+                                                 meta_weights["power"])
+        if self.schedule == "log_linear":
+            progress = ops.minimum(step / float(self.horizon), 1.0)
+            log_rate = (1.0 - progress) * log_rate + progress * meta_weights[
+                "log_final_learning_rate"]
+        return ops.exp(log_rate)
+
+    def update(self, meta_weights, grads, params, state):
+        groups = tensor_groups(len(params), self.groups)
+        rates = self.learning_rates(meta_weights, state["step"])
+        directions = grads
+        new_state = {"step": state["step"] + 1.0}
+        if self.uses_momentum:
+            betas = ops.sigmoid(meta_weights["momentum_logit"]) if self.learn_momentum \
+                else ops.full((self.groups,), self.momentum)
+            directions = [betas[k] * v + g for k, v, g in zip(groups, state["velocity"], grads)]
+            new_state["velocity"] = directions
+        return [-rates[k] * d for k, d in zip(groups, directions)], new_state
+
+
+@keras.saving.register_keras_serializable(package="l2o")
+class ScheduledSGD(LearnedOptimizer):
+    """Keras optimiser applying a meta-learned SGD schedule; see ``l2o.optimizers.hyper``."""
+
+    rule_class = ScheduledSGDRule
