@@ -63,6 +63,16 @@ DEFAULTS = {
         "teachers": [],
         "p_teacher": 0.0,
         "imitation_optimizer": None,
+        # Meta-gradient estimator: tbptt, es (truncated ES) or pes (Persistent ES);
+        # see l2o/estimators/es.py. For es and pes: perturbation scale, particles
+        # (antithetic pairs, so even), inner horizon T in steps after which a
+        # particle restarts (null: only when its trajectory would), and whether
+        # PES particles restart together (lockstep) or staggered (breakstep).
+        "estimator": "tbptt",
+        "sigma": 0.01,
+        "n_particles": 8,
+        "horizon": None,
+        "stagger": "lockstep",
     },
     "strategy_constructor": "Simple",
     "strategy": {},
@@ -84,6 +94,8 @@ DEFAULTS = {
 CHOICES = {
     "training/unroll_weights": ("sum", "mean", "final"),
     "training/jit_compile": ("auto", True, False),
+    "training/estimator": ("tbptt", "es", "pes"),
+    "training/stagger": ("lockstep", "breakstep"),
 }
 # Keys whose values may take more than one type; their own checks validate them.
 UNTYPED = {"training/jit_compile", "strategy/unroll_distribution", "strategy/schedule",
@@ -314,6 +326,7 @@ def validate(config):
         raise ConfigError(f"training/p_teacher: must be a probability, got {training['p_teacher']}")
     if training["p_teacher"] > 0 and not training["teachers"]:
         raise ConfigError("training/p_teacher: is positive but training/teachers is empty")
+    _check_estimator(training)
     baseline = config["evaluation"]["baseline"]
     rates = baseline["learning_rates"]
     if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
@@ -325,6 +338,28 @@ def validate(config):
     strategies[config["strategy_constructor"]].validate_config(config["strategy"])
     constructors[config["constructor"]].rule_class.validate_config(config["network"])
     return config
+
+
+def _check_estimator(training):
+    horizon = training["horizon"]
+    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
+                                or horizon < 1):
+        raise ConfigError(f"training/horizon: must be null or a positive int, got {horizon!r}")
+    check_range("training/sigma", training["sigma"], 0.0)
+    particles = training["n_particles"]
+    if particles < 2 or particles % 2:
+        raise ConfigError(f"training/n_particles: must be even and at least 2 (antithetic "
+                          f"pairs), got {particles}")
+    if training["stagger"] == "breakstep" and (training["estimator"] != "pes" or horizon is None):
+        raise ConfigError("training/stagger: breakstep staggers PES restarts; it needs "
+                          "training/estimator pes and a training/horizon")
+    if training["estimator"] == "tbptt":
+        return
+    # The ES estimators score plain unrolls: nothing to repeat, imitate or rescale.
+    for key, neutral in (("repeat", 1), ("p_teacher", 0.0), ("parameter_scale_spread", 0.0)):
+        if training[key] != neutral:
+            raise ConfigError(f"training/{key}: must be {neutral} with training/estimator "
+                              f"{training['estimator']}, got {training[key]!r}")
 
 
 def _get(config, name):

@@ -5,6 +5,12 @@ problem and (with ``training/persistent``) the inner trajectories that live
 across epochs. Strategies decide how many epochs to run, with which unroll
 lengths, and when to validate and checkpoint.
 
+With ``training/estimator`` = ``es`` or ``pes`` a trajectory slot holds a
+*population* of ``n_particles`` perturbed inner runs (``TruncatedES`` or
+``PES`` over ``ParticleTruncations``) instead of one differentiated run; it
+lives, like a trajectory, for one strategy epoch unless ``persistent``, and
+restarts when its estimate is not finite. TBPTT still scores validation.
+
 Every random choice is drawn from a generator keyed by (seed, period, epoch,
 problem, trajectory, truncation), so a resumed run repeats exactly what an
 uninterrupted one would have done.
@@ -18,7 +24,8 @@ import numpy as np
 from keras import ops
 
 from l2o import backend, problems
-from l2o.estimators import TBPTT
+from l2o.estimators import PES, TBPTT, TruncatedES
+from l2o.estimators.particles import ParticleTruncations
 from l2o.imitation import Teacher
 from l2o.optimizers import CONSTRUCTORS
 from l2o.problems.base import rng
@@ -76,6 +83,13 @@ class MetaTrainer:
                   training["unroll_weights"], training["second_order"], jit_compile)
             for problem in self.problems]
         self.trajectories = {}
+        self.particle_truncations = [] if training["estimator"] == "tbptt" else [
+            ParticleTruncations(
+                self.rule, problem, self.meta_weights(),
+                lambda seed, index=index: self.new_trajectory(index, seed),
+                config["loss_args"], training["unroll_weights"], jit_compile)
+            for index, problem in enumerate(self.problems)]
+        self.populations = {}
 
     # ------------------------------------------------------------------ trajectories
 
@@ -119,6 +133,8 @@ class MetaTrainer:
         ``on_truncation(meta_loss=..., steps=...)`` is called after each one.
         Returns ``{"meta_loss": [...], "imitation_loss": [...]}`` of the applied updates.
         """
+        if self.particle_truncations:
+            return self._train_particles_epoch(period, epoch, sample_unroll, on_truncation)
         training, seed = self.config["training"], self.config["training"]["seed"]
         losses = {"meta_loss": [], "imitation_loss": []}
         for problem_index, (problem, estimator) in enumerate(zip(self.problems, self.estimators)):
@@ -161,6 +177,44 @@ class MetaTrainer:
                     trajectory.step += length
                 if training["persistent"]:
                     self.trajectories[(problem_index, slot)] = trajectory
+        return losses
+
+    def new_population(self, problem_index):
+        training = self.config["training"]
+        truncations = self.particle_truncations[problem_index]
+        options = {"sigma": training["sigma"], "n_particles": training["n_particles"],
+                   "horizon": training["horizon"]}
+        if training["estimator"] == "es":
+            return TruncatedES(truncations.unroll, truncations.init_state, **options)
+        return PES(truncations.unroll, truncations.init_state, stagger=training["stagger"],
+                   **options)
+
+    def _train_particles_epoch(self, period, epoch, sample_unroll, on_truncation):
+        """``train_epoch`` for ES and PES: each truncation perturbs, unrolls, estimates, applies."""
+        training, seed = self.config["training"], self.config["training"]["seed"]
+        losses = {"meta_loss": [], "imitation_loss": []}
+        variables = list(self.meta_variables.values())
+        for problem_index, truncations in enumerate(self.particle_truncations):
+            for slot in range(training["epochs"]):
+                keys = (seed, period, epoch, problem_index, slot)
+                population = self.populations.get((problem_index, slot)) \
+                    if training["persistent"] else None
+                population = population or self.new_population(problem_index)
+                for depth in range(training["depth"]):
+                    generator = rng(*keys, depth)
+                    length = sample_unroll(generator)
+                    gradient, value = population.estimate(
+                        truncations.flatten(self.meta_weights()), generator, length)
+                    if np.all(np.isfinite(gradient)) and np.isfinite(value):
+                        self._apply_meta_gradients([
+                            ops.convert_to_tensor(g, v.dtype)
+                            for g, v in zip(truncations.unflatten(gradient), variables)])
+                        losses["meta_loss"].append(value)
+                    else:
+                        population = self.new_population(problem_index)
+                    on_truncation(meta_loss=value, steps=length)
+                if training["persistent"]:
+                    self.populations[(problem_index, slot)] = population
         return losses
 
     @staticmethod
@@ -212,7 +266,11 @@ class MetaTrainer:
             arrays[f"{key}/initial_loss"] = np.asarray(trajectory.initial_loss)
             trajectories.append({"problem": problem_index, "slot": slot,
                                  "seed": trajectory.seed, "step": trajectory.step})
-        return arrays, {"trajectories": trajectories}
+        for (problem_index, slot), population in sorted(self.populations.items()):
+            for name, value in population.arrays().items():
+                arrays[f"population/{problem_index}_{slot}/{name}"] = value
+        return arrays, {"trajectories": trajectories,
+                        "populations": [[p, s] for p, s in sorted(self.populations)]}
 
     def load_state_arrays(self, arrays, info):
         for name, variable in self.meta_variables.items():
@@ -236,3 +294,11 @@ class MetaTrainer:
                 state=keras.tree.pack_sequence_as(structure, flat),
                 initial_loss=ops.convert_to_tensor(arrays[f"{key}/initial_loss"]),
                 step=entry["step"])
+        self.populations = {}
+        for problem_index, slot in info.get("populations", []):
+            prefix = f"population/{problem_index}_{slot}/"
+            population = self.new_population(problem_index)
+            template = self.particle_truncations[problem_index].init_state(rng(0))
+            population.load_arrays({name[len(prefix):]: value for name, value in arrays.items()
+                                    if name.startswith(prefix)}, template)
+            self.populations[(problem_index, slot)] = population

@@ -58,6 +58,11 @@ def test_int_accepted_where_float_expected():
     ("evaluation/baseline/config/learning_rat=0.1", "evaluation/baseline: not a usable Keras"),
     ("loss_args/epsilon=-1", "loss_args/epsilon: must be non-negative"),
     ("no_equals_sign", "is not of the form section/key=value"),
+    ("training/estimator=pse", "training/estimator: 'pse' is not one of"),
+    ("training/n_particles=5", "training/n_particles: must be even"),
+    ("training/sigma=0", "training/sigma: must be above 0.0"),
+    ("training/horizon=-3", "training/horizon: must be null or a positive int"),
+    ("training/stagger=breakstep", "training/stagger: breakstep staggers PES restarts"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as raised:
@@ -100,3 +105,9 @@ def test_scale_learning_rate_bounds():
         resolve({"constructor": "ScaleHierarchical"}, ["network/init_lr=[0.001, 1.0]"])
     with pytest.raises(ConfigError, match="network/init_lr: must be \\[low, high\\]"):
         resolve({"constructor": "ScaleBasic"}, ["network/init_lr=[0.01, 0.001]"])
+
+
+@pytest.mark.parametrize("setting", ["training/repeat=2", "training/parameter_scale_spread=0.5"])
+def test_es_estimators_refuse_settings_they_cannot_honour(setting):
+    with pytest.raises(ConfigError, match=setting.split("=")[0] + ": must be"):
+        resolve({}, ["training/estimator=pes", setting])

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from l2o.estimators.es import PES, TruncatedES, antithetic_noise
+from l2o.estimators.es import PES, TruncatedES, antithetic_noise, repeat_state
 from l2o.problems import influence
 
 THETA = np.array([0.5], np.float32)
@@ -117,3 +117,34 @@ def test_rtrl_is_the_exact_online_gradient_and_uoro_its_unbiased_estimate():
                     np.random.default_rng(seed)).estimate(theta, steps)[0]
                for seed in range(2000)]
     assert abs(np.mean(samples) - expected) < 3 * np.std(samples) / np.sqrt(len(samples))
+
+
+@pytest.mark.parametrize("steps", [[0, 0, 0, 0], [0, 5, 0, 5]], ids=["shared", "own-batches"])
+def test_vectorised_particles_equal_one_unroll_each(tmp_path, steps):
+    """ParticleTruncations: P perturbed DM unrolls in one call == P separate TBPTT unrolls."""
+    from conftest import tiny_config
+
+    from l2o.config import resolve
+    from l2o.trainer import MetaTrainer
+
+    trainer = MetaTrainer(resolve(tiny_config(tmp_path, training={"estimator": "pes"})))
+    truncations, tbptt = trainer.particle_truncations[0], trainer.estimators[0]
+    state = truncations.init_state(np.random.default_rng(0))
+    theta = truncations.flatten(trainer.meta_weights())
+    thetas = theta[None] + np.random.default_rng(1).normal(0, 0.1, (4, theta.size))
+    states = repeat_state(state, 4)
+    losses, after = truncations.unroll(ops.convert_to_tensor(thetas, "float32"), states,
+                                       np.array(steps), 5)
+    seed = int(state["seed"])
+    for p in range(4):
+        for variable, value in zip(trainer.meta_variables.values(),
+                                   truncations.unflatten(thetas[p])):
+            variable.assign(value)
+        batches = trainer.problems[0].batches(seed, steps[p], 5)
+        expected, params, *_ = tbptt.evaluate(state["params"], state["opt"], batches,
+                                              state["initial_loss"])
+        np.testing.assert_allclose(float(losses[p]), float(expected), rtol=1e-4)
+        for got, want in zip(after["params"], params):
+            np.testing.assert_allclose(ops.convert_to_numpy(got)[p], want, rtol=1e-4,
+                                       atol=1e-6)
+    assert len(set(np.round(ops.convert_to_numpy(losses), 5))) == 4

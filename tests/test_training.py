@@ -22,10 +22,17 @@ def train_in_process(config, overrides=()):
     return trainer
 
 
-@pytest.mark.parametrize("persistent", [False, True])
-def test_resume_gives_the_same_meta_weights(tmp_path, persistent):
-    """Acceptance: 2 periods == 1 period, then resumed for 1 more."""
-    settings = {"training": {"depth": 2, "persistent": persistent}}
+PARTICLES = {"n_particles": 4, "sigma": 0.01, "persistent": True, "horizon": 15}
+
+
+@pytest.mark.parametrize("training", [
+    {"persistent": False}, {"persistent": True},
+    {"estimator": "es", **PARTICLES},
+    {"estimator": "pes", "stagger": "breakstep", **PARTICLES},
+], ids=["tbptt", "tbptt-persistent", "es", "pes-breakstep"])
+def test_resume_gives_the_same_meta_weights(tmp_path, training):
+    """Acceptance: 2 periods == 1 period, then resumed for 1 more (populations included)."""
+    settings = {"training": {"depth": 2, **training}}
     straight = train_in_process(tiny_config(tmp_path / "straight", **settings))
     broken_config = tiny_config(tmp_path / "broken", **settings)
     train_in_process(broken_config, ["strategy/num_periods=1"])

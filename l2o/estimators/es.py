@@ -68,6 +68,17 @@ def _reset_where(mask, fresh, states):
     return keras.tree.map_structure(select, fresh, states)
 
 
+def _leaves(prefix, tree):
+    return {f"{prefix}/{k}": np.asarray(ops.convert_to_numpy(leaf))
+            for k, leaf in enumerate(keras.tree.flatten(tree))}
+
+
+def _from_leaves(prefix, arrays, template):
+    count = len(keras.tree.flatten(template))
+    return keras.tree.pack_sequence_as(
+        template, [ops.convert_to_tensor(arrays[f"{prefix}/{k}"]) for k in range(count)])
+
+
 class TruncatedES:
     """Truncated ES over one shared inner state.
 
@@ -96,6 +107,17 @@ class TruncatedES:
         if self.horizon is not None and self.step >= self.horizon:
             self.state, self.step = self.init_state(generator), 0
         return es_gradient(eps, losses[:-1], self.sigma), float(np.mean(losses[:-1]))
+
+    def arrays(self):
+        """Everything a resumed run needs, as named numpy arrays (none before the start)."""
+        if self.state is None:
+            return {}
+        return {"step": np.asarray(self.step), **_leaves("state", self.state)}
+
+    def load_arrays(self, arrays, template):
+        """Inverse of ``arrays``; ``template`` is any one inner state (for its structure)."""
+        if "step" in arrays:
+            self.state, self.step = _from_leaves("state", arrays, template), int(arrays["step"])
 
 
 class PES:
@@ -140,3 +162,17 @@ class PES:
                 self.accumulated[finished] = 0.0
                 self.steps[finished] = 0
         return gradient, float(np.mean(losses))
+
+    def arrays(self):
+        """Everything a resumed run needs, as named numpy arrays (none before the start)."""
+        if self.states is None:
+            return {}
+        return {"steps": self.steps, "accumulated": self.accumulated,
+                **_leaves("states", self.states)}
+
+    def load_arrays(self, arrays, template):
+        """Inverse of ``arrays``; ``template`` is one particle's state (for its structure)."""
+        if "steps" in arrays:
+            self.steps = np.array(arrays["steps"])
+            self.accumulated = np.array(arrays["accumulated"])
+            self.states = _from_leaves("states", arrays, template)

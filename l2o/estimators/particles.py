@@ -1,0 +1,75 @@
+"""Vectorised truncations of a learned optimiser's inner training, for ES and PES.
+
+``ParticleTruncations`` turns (update rule, problem) into the protocol of
+``l2o.estimators.es``: the meta-weights flattened into one vector theta,
+P particles' inner states, and one batched call that unrolls all of them. A
+particle's state is ``{"seed", "params", "opt", "initial_loss"}``: the seed
+of its inner run (which fixes its initial parameters and its batches), its
+parameters and optimiser state, and f_0 for the meta-loss. Each particle's
+truncation is scored by the same ``meta_loss`` as TBPTT's. Particles at the
+same (seed, step) share one copy of their batches; otherwise each gets its own.
+"""
+
+import numpy as np
+from keras import ops
+
+from l2o import backend
+from l2o.estimators.unroll import meta_loss, unroll
+from l2o.optimizers.base import unflatten_like
+
+
+class ParticleTruncations:
+    """``unroll`` and ``init_state`` for ``TruncatedES``/``PES`` over a learned optimiser.
+
+    ``new_trajectory(seed)`` returns a fresh ``l2o.trainer.Trajectory``;
+    ``template`` maps meta-weight names to arrays of their shapes, in the
+    order that ``flatten`` and ``unflatten`` use.
+    """
+
+    def __init__(self, rule, problem, template, new_trajectory, loss_args, unroll_weights,
+                 jit_compile=False):
+        self.problem, self.new_trajectory = problem, new_trajectory
+        self.names = list(template)
+        self._like = [np.zeros(np.shape(template[name]), np.float32) for name in self.names]
+
+        def truncation(thetas, params, opt, initial_losses, batches, shared):
+            def one(elements):
+                theta, params, opt, initial_loss, *own = elements
+                meta = dict(zip(self.names, unflatten_like(theta, self._like)))
+                params, opt, losses, _ = unroll(rule, problem, meta, params, opt,
+                                                batches if shared else own[0],
+                                                second_order=False)
+                return meta_loss(losses, initial_loss, loss_args, unroll_weights), params, opt
+
+            elements = (thetas, params, opt, initial_losses) + (() if shared else (batches,))
+            return ops.vectorized_map(one, elements)
+
+        self._truncation = backend.compile_fn(truncation, jit_compile, relax_leading_dim=True)
+
+    def flatten(self, meta_weights):
+        return np.concatenate([np.reshape(meta_weights[name], -1) for name in self.names])
+
+    def unflatten(self, vector):
+        return [ops.convert_to_numpy(t) for t in unflatten_like(np.asarray(vector), self._like)]
+
+    def init_state(self, generator):
+        seed = int(generator.integers(2 ** 31))
+        trajectory = self.new_trajectory(seed)
+        return {"seed": ops.convert_to_tensor(seed, "int64"), "params": trajectory.params,
+                "opt": trajectory.state, "initial_loss": trajectory.initial_loss}
+
+    def unroll(self, thetas, states, steps, length):
+        seeds = ops.convert_to_numpy(states["seed"])
+        keys = list(zip(seeds.tolist(), np.asarray(steps).tolist()))
+        shared = len(set(keys)) == 1
+        if shared:
+            batches = self.problem.batches(keys[0][0], keys[0][1], length)
+        else:
+            per_particle = [self.problem.batches(seed, step, length) for seed, step in keys]
+            batches = tuple(np.stack(parts) for parts in zip(*per_particle))
+        losses, params, opt = self._truncation(
+            thetas, states["params"], states["opt"], states["initial_loss"],
+            tuple(ops.convert_to_tensor(b) for b in batches), shared)
+        return losses, {"seed": states["seed"], "params": params, "opt": opt,
+                        "initial_loss": states["initial_loss"]}
+
