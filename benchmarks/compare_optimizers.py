@@ -67,9 +67,9 @@ def main():
             for label in os.listdir(baseline_folder)
             if label.startswith("Adam") and label.endswith(".json")}
 
-    from benchmarks.throughput import fit_step_ms  # measured last, on a quiet machine
     import keras
 
+    from benchmarks.throughput import fit_step_ms  # measured last, on a quiet machine
     from l2o.optimizers import CONSTRUCTORS
 
     adam_ms = fit_step_ms(lambda: keras.optimizers.Adam(0.001), args.fit_steps)

@@ -20,11 +20,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from l2o.estimators.es import PES, TruncatedES  # noqa: E402
-from l2o.estimators.forward import RTRL, UORO  # noqa: E402
-from l2o.problems import influence  # noqa: E402
+from l2o.estimators.es import PES, TruncatedES
+from l2o.estimators.forward import RTRL, UORO
+from l2o.problems import influence
 
 TARGET = -1.0 / 6.0
 

@@ -148,3 +148,22 @@ def test_vectorised_particles_equal_one_unroll_each(tmp_path, steps):
             np.testing.assert_allclose(ops.convert_to_numpy(got)[p], want, rtol=1e-4,
                                        atol=1e-6)
     assert len(set(np.round(ops.convert_to_numpy(losses), 5))) == 4
+
+
+def test_toy_regression_gradient_and_schedule():
+    """toy2d: closed-form grad f against autodiff; one step uses lr_0 = e^theta0."""
+    from l2o.problems import toy2d
+
+    x = tf.constant(np.random.default_rng(4).normal(0, 2, (6, 2)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(toy2d.inner_loss(x))
+    np.testing.assert_allclose(toy2d.inner_gradient(x), tape.gradient(total, x), rtol=1e-5,
+                               atol=1e-6)
+    theta = tf.constant([[np.log(0.3), np.log(5.0)]], tf.float32)
+    loss, state = toy2d.unroll(theta, toy2d.initial_state()[None], 1)
+    start = tf.constant([toy2d.START])
+    expected = start - 0.3 * toy2d.inner_gradient(start)
+    np.testing.assert_allclose(state[:, :2], expected, rtol=1e-6)
+    np.testing.assert_allclose(loss, toy2d.inner_loss(expected), rtol=1e-6)
+    assert float(state[0, 2]) == 1.0
