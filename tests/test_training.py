@@ -86,3 +86,31 @@ def test_meta_trained_dm_beats_adam_on_digits(tmp_path):
     learned_loss = learned["problems"][0]["final_train_loss_mean"]
     adam_loss = adam["problems"][0]["final_train_loss_mean"]
     assert learned_loss < 0.5 * adam_loss, (learned_loss, adam_loss)
+
+
+@pytest.mark.parametrize("constructor, network, strategy", [
+    ("DM", {"layers": [6]}, "Simple"),
+    ("RNNProp", {"layers": [6]}, "Curriculum"),
+    ("ScaleBasic", {"layers": [6]}, "Simple"),
+    ("ScaleHierarchical", {"param_units": 4, "tensor_units": 3, "global_units": 2}, "Simple"),
+    ("ScheduledSGD", {"groups": 2, "learn_momentum": True, "momentum": 0.5}, "Curriculum"),
+])
+def test_pes_meta_trains_every_optimiser_under_every_strategy(tmp_path, constructor, network,
+                                                              strategy):
+    strategy_settings = {"epochs_per_period": 1, "validation_unroll": 5,
+                         "validation_repeat": 1}
+    if strategy == "Simple":
+        strategy_settings.update(num_periods=1, unroll_distribution=5)
+    else:
+        strategy_settings.update(schedule=[5, 10], min_periods=1, max_periods=1)
+    config = tiny_config(tmp_path, constructor=constructor, network=network,
+                         strategy_constructor=strategy,
+                         training={"depth": 2, "estimator": "pes", "n_particles": 4,
+                                   "sigma": 0.1})
+    config["strategy"] = strategy_settings
+    trainer = train_in_process(config)
+    initial = trainer.rule.init_meta_weights(0)
+    moved = max(float(np.max(np.abs(value - initial[name])))
+                for name, value in trainer.meta_weights().items())
+    assert np.isfinite(moved) and moved > 1e-5
+    assert (tmp_path / "checkpoints" / "best.npz").exists()
