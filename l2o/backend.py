@@ -19,11 +19,13 @@ def value_and_grad(fn, wrt):
     """
 
     def wrapped(*args):
-        targets = args[0] if wrt is None else wrt
+        # Keras variables as their tf.Variable, so that non-trainable ones (an
+        # optimiser's own) can be watched too.
+        targets = args[0] if wrt is None else [v.value if hasattr(v, "path") else v
+                                               for v in wrt]
         with tf.GradientTape() as tape:
-            # Variables are watched already (and Keras variables cannot be).
-            tape.watch([t for t in tf.nest.flatten(targets) if tf.is_tensor(t)
-                        and not isinstance(t, tf.Variable) and not hasattr(t, "path")])
+            tape.watch([t for t in tf.nest.flatten(targets)
+                        if tf.is_tensor(t) or isinstance(t, tf.Variable)])
             value, aux = fn(*args)
         return (value, aux), tape.gradient(
             value, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -72,6 +74,11 @@ def scan(step, carry, xs):
     return carry, tf.nest.map_structure(lambda a: a.stack(), arrays)
 
 
+def eagerly():
+    """A context that runs eagerly even while a function is being traced (for numpy work)."""
+    return tf.init_scope()
+
+
 def accelerator_available():
     return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
 
@@ -90,9 +97,17 @@ class ScalarLog:
 
 
 def make_train_step(loss_fn, variables, optimizer, jit_compile=False):
-    """A compiled step ``batch -> loss`` that applies ``optimizer`` to ``variables``."""
+    """A compiled step ``batch -> loss`` that applies ``optimizer`` to ``variables``.
+
+    An optimiser with ``step_with_potential`` (PIO) is handed the batch's loss
+    as a function of the weights instead of its gradient.
+    """
 
     def train_step(batch):
+        if hasattr(optimizer, "step_with_potential"):
+            loss = loss_fn(variables, batch)
+            optimizer.step_with_potential(lambda weights: loss_fn(weights, batch), variables)
+            return loss
         with tf.GradientTape() as tape:
             loss = loss_fn(variables, batch)
         optimizer.apply(tape.gradient(loss, variables), variables)

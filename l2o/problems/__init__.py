@@ -4,11 +4,12 @@ from l2o.config import ConfigError
 from l2o.problems.base import Problem
 from l2o.problems.classifiers import ConvClassifier, MLPClassifier
 from l2o.problems.datasets import DataError
+from l2o.problems.landscapes import Carrillo, TwoMoons
 from l2o.problems.quadratic import Quadratic
 
 # ``target`` in a config's problem names one of these.
 PROBLEMS = {"quadratic": Quadratic, "mlp_classifier": MLPClassifier,
-            "conv_classifier": ConvClassifier}
+            "conv_classifier": ConvClassifier, "carrillo": Carrillo, "two_moons": TwoMoons}
 
 
 def build(spec, field="problems/0"):
@@ -19,4 +20,4 @@ def build(spec, field="problems/0"):
         raise ConfigError(f"{field}/kwargs/{error}") from None
 
 
-__all__ = ["PROBLEMS", "ConvClassifier", "MLPClassifier", "Problem", "Quadratic", "build"]
+__all__ = ["PROBLEMS", "Carrillo", "ConvClassifier", "TwoMoons", "MLPClassifier", "Problem", "Quadratic", "build"]

@@ -1,13 +1,14 @@
-"""Image classification data as in-memory arrays, from three kinds of source.
+"""Classification data as in-memory arrays, from four kinds of source.
 
 - ``digits``: scikit-learn's embedded 8x8 digits (offline; the default).
+- ``moons``: scikit-learn's two half-moons, 2-D points (offline).
 - a folder in MNIST's IDX format (MNIST, Fashion-MNIST, KMNIST, notMNIST):
   ``train-*`` and ``t10k-*`` files, gzipped or not; with only one split present
   it is divided into training and validation deterministically.
 - any other name is a TensorFlow Datasets name, loaded from ``data_dir``.
 
-Images come back as float32 in [0, 1], shaped (N, height, width, channels);
-labels as int32.
+Images come back as float32 in [0, 1], shaped (N, height, width, channels)
+(moons: points shaped (N, 2)); labels as int32.
 """
 
 import functools
@@ -27,6 +28,8 @@ def load(dataset, data_dir=None, validation_split=0.2):
     """``{"x_train", "y_train", "x_val", "y_val", "classes"}`` for ``dataset``."""
     if dataset == "digits":
         return _split(*_digits(), validation_split)
+    if dataset == "moons":
+        return _split(*_moons(), validation_split)
     if os.sep in dataset or dataset.startswith(".") or os.path.isdir(dataset):
         return _idx_folder(dataset, validation_split)
     return _tfds(dataset, data_dir)
@@ -39,6 +42,15 @@ def _digits():
     digits = load_digits()
     return (digits.images[..., None].astype(np.float32) / 16.0,
             digits.target.astype(np.int32))
+
+
+@functools.cache
+def _moons():
+    """scikit-learn's two interleaved half-moons: 1000 points, noise 0.1, fixed seed."""
+    from sklearn.datasets import make_moons
+
+    points, labels = make_moons(n_samples=1000, noise=0.1, random_state=0)
+    return points.astype(np.float32), labels.astype(np.int32)
 
 
 def _split(images, labels, validation_split):

@@ -1,0 +1,412 @@
+"""PIO: the Path Integral Optimiser (a neural Schrödinger–Föllmer sampler of a model's weights).
+
+PIO treats optimisation as sampling from the Boltzmann target
+pi(w) ∝ exp(-E(w)), E = V / sigma, over a model's d weights w, where V is the
+training loss on the current batch, with the Path Integral Sampler (Zhang and
+Chen, ICLR 2022). A drift u moves x from 0 to approximately pi in time t_end:
+
+    dx = a g u(x, t) dt + b g dW,    x_0 = 0      (``l2o.sde``; a = b = 1 unless rescaled)
+
+and each trajectory is scored by
+
+    loss = c_1 + E(x_1) + log N(x_1; 0, b^2 g^2 t_end I),    c_1 = int 0.5 ||v||^2 dt,
+
+v = (a / b) u. Its mean over trajectories is KL(path law || target path law)
+- log Z, so training u to lower it makes x_1 a sample of pi; the training
+objective is that mean divided by d. -E[loss] is a lower bound on log Z, and
+with the stochastic cost s = int v . dW (zero mean, left out of the training
+loss for its variance) exp(-(loss + s)) are importance weights whose log-mean
+estimates log Z.
+
+Drifts (``drift_format``):
+- ``f``: a Fourier-feature network u = f(x, t): time features
+  [sin(t omega + phi), cos(t omega + phi)], omega = linspace(0.1, 100, C),
+  learnable phase phi, through a two-layer GELU encoder; x through a dense
+  layer; their sum through ``layers`` GELU dense layers of C = ``channels``
+  units; a zero-initialised output layer (u = 0 at the start).
+- ``grad``: u = f(x, t) - s(t) * clip(grad E(x)), s a time-conditioned scale
+  (from the same time features; zero-initialised) and the clip at
+  +-``grad_clip`` per coordinate.
+- ``mc`` (PIS-MC, no network): the Föllmer drift estimated by Monte Carlo,
+  u = (b / a) b g sum_i grad f(y_i) / sum_i f(y_i), y_i = x + b g sqrt(t_end - t) Z_i,
+  f = exp(-E) / N(.; 0, b^2 g^2 t_end I), with ``mc_samples`` draws (computed
+  as softmax-weighted scores, in log space).
+
+``sigma_rescaling``: ``none`` (a = b = 1); ``static`` (drift scaled by a = sigma,
+diffusion by b = sqrt(sigma), with the configured sigma), so that the prior's
+spread follows the target's temperature; ``dynamic`` the same with the
+current sigma, which differs only when ``tie_sigma_to_learning_rate`` makes
+sigma_t = sigma * lr_t / lr_0 follow a learning-rate schedule.
+
+Each PIO step (``PIOOptimizer``): ``drift_steps`` Adam steps (learning rate:
+the optimiser's ``learning_rate``) on the objective with ``trajectories``
+paths against the current batch's V, then one more batch of paths whose
+terminal point with the lowest V (``weights_from: best``) or whose mean
+(``mean``) becomes the model's weights. The model's previous weights play no
+part: PIO samples, it does not descend.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from l2o import backend, sde
+from l2o.config import ConfigError, check_range
+from l2o.optimizers.base import unflatten_like
+from l2o.optimizers.cells import dense, init_dense
+
+DRIFT_FORMATS = ("f", "grad", "mc")
+SIGMA_RESCALINGS = ("none", "static", "dynamic")
+WEIGHTS_FROM = ("best", "mean")
+
+
+def energy_gradient(energy, x):
+    """grad E at each row of ``x`` [n, d] (``energy`` maps [n, d] to [n])."""
+    (_, _), grads = backend.value_and_grad(lambda xs: (ops.sum(energy(xs[0])), None), None)([x])
+    return grads[0]
+
+
+class PIORule:
+    """PIO's settings and maths: drift networks, the sampler's loss, weight selection.
+
+    Not an ``UpdateRule``: PIO needs the loss at weights other than the
+    current ones, so ``PIOOptimizer`` drives it through ``step_with_potential``.
+    The keyword defaults are the config's ``network`` defaults.
+    """
+
+    def __init__(self, drift_format="f", sigma=0.01, sigma_rescaling="none",
+                 tie_sigma_to_learning_rate=False, t_end=5.0, diffusion=math.sqrt(0.2), dt=0.05,
+                 trajectories=32, drift_steps=1, channels=64, layers=2, mc_samples=16,
+                 grad_clip=1e4, weights_from="best"):
+        self.drift_format, self.sigma = drift_format, float(sigma)
+        self.sigma_rescaling = sigma_rescaling
+        self.tie_sigma_to_learning_rate = bool(tie_sigma_to_learning_rate)
+        self.t_end, self.diffusion, self.dt = float(t_end), float(diffusion), float(dt)
+        self.trajectories, self.drift_steps = int(trajectories), int(drift_steps)
+        self.channels, self.layers = int(channels), int(layers)
+        self.mc_samples, self.grad_clip = int(mc_samples), float(grad_clip)
+        self.weights_from = weights_from
+
+    @classmethod
+    def validate_config(cls, network):
+        for key, options in (("drift_format", DRIFT_FORMATS),
+                             ("sigma_rescaling", SIGMA_RESCALINGS),
+                             ("weights_from", WEIGHTS_FROM)):
+            if network[key] not in options:
+                raise ConfigError(f"network/{key}: unknown value {network[key]!r}; choose from "
+                                  f"{', '.join(options)}")
+        for key in ("sigma", "t_end", "diffusion", "dt", "grad_clip"):
+            check_range(f"network/{key}", network[key], 0.0)
+        for key in ("trajectories", "channels", "layers", "mc_samples"):
+            check_range(f"network/{key}", network[key], 0)
+        check_range("network/drift_steps", network["drift_steps"], -1)
+        if network["dt"] > network["t_end"]:
+            raise ConfigError(f"network/dt: {network['dt']} is longer than t_end "
+                              f"{network['t_end']}")
+        if network["weights_from"] == "best" and network["trajectories"] < 1:
+            raise ConfigError("network/trajectories: must be at least 1")
+
+    # ------------------------------------------------------------------ drift
+
+    def init_meta_weights(self, seed, dimension):
+        """The drift network's initial weights for d = ``dimension`` (none for ``mc``)."""
+        if self.drift_format == "mc":
+            return {}
+        channels, seeds = self.channels, iter(range(seed * 1000, seed * 1000 + 100))
+        weights = {"time/phase": np.zeros((channels,), np.float32)}
+        weights.update(init_dense("time/in", 2 * channels, channels, next(seeds)))
+        weights.update(init_dense("time/out", channels, channels, next(seeds)))
+        weights.update(init_dense("state/in", dimension, channels, next(seeds)))
+        for layer in range(self.layers):
+            weights.update(init_dense(f"trunk/{layer}", channels, channels, next(seeds)))
+        weights.update(init_dense("output", channels, dimension, next(seeds), "zeros"))
+        if self.drift_format == "grad":
+            weights.update(init_dense("scale/in", 2 * channels, channels, next(seeds)))
+            weights.update(init_dense("scale/out", channels, dimension, next(seeds), "zeros"))
+        return weights
+
+    def time_features(self, weights, t):
+        frequencies = ops.cast(ops.linspace(0.1, 100.0, self.channels), t.dtype)
+        angles = t * frequencies + weights["time/phase"]
+        return ops.concatenate([ops.sin(angles), ops.cos(angles)])[None]
+
+    def network(self, weights, x, t):
+        """f(x, t), the Fourier-feature drift network."""
+        features = self.time_features(weights, t)
+        time = dense(weights, "time/out", ops.gelu(dense(weights, "time/in", features)))
+        hidden = dense(weights, "state/in", x) + time
+        for layer in range(self.layers):
+            hidden = dense(weights, f"trunk/{layer}", ops.gelu(hidden))
+        return dense(weights, "output", ops.gelu(hidden))
+
+    def drift(self, weights, energy, scales, seed):
+        """``u(x, t)`` for the chosen format; ``scales`` = (a, b); ``seed`` feeds PIS-MC."""
+        drift_scale, noise_scale = scales
+        if self.drift_format == "f":
+            return lambda x, t: self.network(weights, x, t)
+        if self.drift_format == "grad":
+            def with_gradient(x, t):
+                features = self.time_features(weights, t)
+                scale = dense(weights, "scale/out",
+                              ops.gelu(dense(weights, "scale/in", features)))
+                gradient = ops.clip(energy_gradient(energy, x), -self.grad_clip, self.grad_clip)
+                return self.network(weights, x, t) - scale * gradient
+            return with_gradient
+
+        spread = noise_scale * self.diffusion
+        prior_variance = spread ** 2 * self.t_end
+
+        def monte_carlo(x, t):
+            step_seed = tf.random.experimental.stateless_fold_in(
+                seed, tf.cast(tf.round(t / self.dt), tf.int32))
+            count, dimension = ops.shape(x)[0], ops.shape(x)[1]
+            normal = tf.random.stateless_normal([self.mc_samples, count, dimension], step_seed,
+                                                dtype=x.dtype)
+            remaining = ops.sqrt(ops.maximum(self.t_end - t, 0.0))
+            points = ops.reshape(x[None] + spread * remaining * normal, (-1, dimension))
+            log_f = -energy(points) + 0.5 * ops.sum(ops.square(points), axis=1) / prior_variance
+            score = (-energy_gradient(energy, points) + points / prior_variance)
+            weights_ = ops.softmax(ops.reshape(log_f, (self.mc_samples, count)), axis=0)
+            mean_score = ops.sum(weights_[..., None]
+                                 * ops.reshape(score, (self.mc_samples, count, dimension)),
+                                 axis=0)
+            return (noise_scale / drift_scale) * spread * mean_score
+
+        return monte_carlo
+
+    # ------------------------------------------------------------------ sampling
+
+    def scales(self, sigma):
+        """(a, b): the drift and noise scales that ``sigma_rescaling`` sets for ``sigma``."""
+        if self.sigma_rescaling == "none":
+            return 1.0, 1.0
+        return sigma, ops.sqrt(sigma)
+
+    def sample(self, weights, energy, dimension, trajectories, seed, scales=(1.0, 1.0),
+               dtype="float32"):
+        """Paths to t_end: ``{"samples", "energy", "loss", "log_weight"}`` per trajectory.
+
+        ``loss`` = c_1 + E(x_1) + log N(x_1; 0, b^2 g^2 t_end I) (the training
+        loss, not divided by d) and ``log_weight`` = -(loss + s), the log
+        importance weight of the trajectory against the target.
+        """
+        drift_scale, noise_scale = scales
+        seed = sde.stateless_seed(seed)
+        terminal, running, stochastic = sde.integrate(
+            self.drift(weights, energy, scales, tf.random.experimental.stateless_fold_in(
+                seed, 1)),
+            dimension, trajectories, seed, self.t_end, self.diffusion, self.dt, drift_scale,
+            noise_scale, dtype)
+        prior = sde.terminal_prior(dimension, self.t_end, self.diffusion, noise_scale, dtype)
+        energies = energy(terminal)
+        loss = running + energies + prior.log_prob(terminal)
+        return {"samples": terminal, "energy": energies, "loss": loss,
+                "log_weight": -(loss + stochastic)}
+
+    def select(self, samples, potentials):
+        """The weights PIO moves to: the lowest-V terminal point, or the mean of them."""
+        if self.weights_from == "mean":
+            return ops.mean(samples, axis=0)
+        return samples[ops.argmin(potentials)]
+
+
+def log_normaliser_estimates(result):
+    """(lower bound -E[loss], log-mean-exp importance estimate) of log Z."""
+    log_weights = result["log_weight"]
+    count = ops.cast(ops.shape(log_weights)[0], log_weights.dtype)
+    return -ops.mean(result["loss"]), ops.logsumexp(log_weights) - ops.log(count)
+
+
+def fit_sampler(rule, energy, dimension, iterations, learning_rate=1e-3, seed=0,
+                progress=None):
+    """PIS on its own: trains ``rule``'s drift network to sample exp(-E), E = ``energy``.
+
+    Adam on the objective (mean loss / d) with ``rule.trajectories`` fresh
+    paths per iteration; returns the trained weights as numpy arrays.
+    ``progress(iteration, objective)`` is called after each iteration.
+    """
+    variables = {name: keras.Variable(value, name=name.replace("/", "_"))
+                 for name, value in rule.init_meta_weights(seed, dimension).items()}
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(list(variables.values()))
+
+    def objective(iteration):
+        weights = {k: ops.convert_to_tensor(v) for k, v in variables.items()}
+        result = rule.sample(weights, energy, dimension, rule.trajectories,
+                             tf.stack([seed, iteration]))
+        return ops.mean(result["loss"]) / dimension, None
+
+    def train_step(iteration):
+        (value, _), grads = backend.value_and_grad(objective, list(variables.values()))(
+            iteration)
+        optimizer.apply(grads, list(variables.values()))
+        return value
+
+    train_step = backend.compile_fn(train_step)
+    for iteration in range(iterations):
+        value = train_step(tf.constant(iteration, tf.int32))
+        if progress is not None:
+            progress(iteration, float(value))
+    return {name: np.asarray(v.numpy()) for name, v in variables.items()}
+
+
+@keras.saving.register_keras_serializable(package="l2o")
+class PIOOptimizer(keras.optimizers.Optimizer):
+    """Keras optimiser that samples a model's weights with PIO; see ``l2o.optimizers.pio``.
+
+    ``learning_rate`` is the drift network's Adam learning rate; ``network``
+    holds ``PIORule``'s settings (``sigma``, ``drift_format``, ...);
+    ``meta_weights`` a trained drift network (from ``train.py``; fresh from
+    ``seed`` by default). PIO needs the loss at sampled weights, which a
+    Keras optimiser is never given: pass ``model=`` to let ``model.fit``
+    drive it (its ``train_step`` is replaced by one that hands PIO the batch's
+    loss), or call ``step_with_potential`` yourself.
+    """
+
+    rule_class = PIORule
+
+    def __init__(self, meta_weights=None, network=None, learning_rate=0.01, seed=0, model=None,
+                 name=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name or "PIOOptimizer", **kwargs)
+        self.network, self.seed = dict(network or {}), int(seed)
+        self.rule = PIORule(**self.network)
+        self.initial_meta_weights = None if meta_weights is None else {
+            k: np.asarray(v, np.float32) for k, v in meta_weights.items()}
+        self._initial_learning_rate = float(learning_rate) if isinstance(
+            learning_rate, (int, float)) else None
+        if model is not None:
+            attach(self, model)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._variables = list(variables)
+        self._like = [ops.zeros(v.shape, v.dtype) for v in variables]
+        self.dimension = int(sum(np.prod(v.shape) for v in variables))
+        with backend.eagerly():  # ``build`` may run inside model.fit's traced step
+            weights = self.initial_meta_weights or self.rule.init_meta_weights(
+                self.seed, self.dimension)
+        self._drift = {
+            name: self.add_variable(shape=value.shape, dtype="float32", name=f"pio_drift_{k}",
+                                    initializer=lambda shape, dtype, value=value: value)
+            for k, (name, value) in enumerate(sorted(weights.items()))}
+        self._moments = [self.add_variable_from_reference(v, name=f"pio_{kind}")
+                         for kind in ("m", "v") for v in self._drift.values()]
+        self._drift_step = self.add_variable(shape=(), dtype="float32", name="pio_drift_step",
+                                             initializer="zeros")
+
+    def meta_weights(self):
+        return {name: np.asarray(v.numpy()) for name, v in self._drift.items()}
+
+    def current_sigma(self, learning_rate):
+        if not self.rule.tie_sigma_to_learning_rate:
+            return ops.convert_to_tensor(self.rule.sigma, "float32")
+        if self._initial_learning_rate is None:
+            raise ValueError("tie_sigma_to_learning_rate needs a float initial learning_rate")
+        return self.rule.sigma * ops.cast(learning_rate, "float32") / self._initial_learning_rate
+
+    def _energy(self, potential, sigma):
+        def energy(points):
+            values = ops.vectorized_map(
+                lambda point: potential(unflatten_like(point, self._like)), points)
+            return values / sigma
+        return energy
+
+    def _adam(self, grads):
+        """Adam (beta 0.9, 0.999, eps 1e-8) on the drift weights at ``learning_rate``."""
+        step = self._drift_step + 1.0
+        self._drift_step.assign(step)
+        rate = ops.cast(self.learning_rate, "float32")
+        count = len(self._drift)
+        for index, (variable, grad) in enumerate(zip(self._drift.values(), grads)):
+            first, second = self._moments[index], self._moments[count + index]
+            first.assign(0.9 * first + 0.1 * grad)
+            second.assign(0.999 * second + 0.001 * ops.square(grad))
+            corrected = first / (1.0 - 0.9 ** step)
+            variable.assign_sub(rate * corrected
+                                / (ops.sqrt(second / (1.0 - 0.999 ** step)) + 1e-8))
+
+    def step_with_potential(self, potential, variables):
+        """One PIO step: train the drift against ``potential``, then sample the weights.
+
+        ``potential(list of tensors shaped like variables) -> scalar`` is the
+        loss V on the current batch. Returns the PIS objective of the last
+        drift step (or of the sampling paths when there is none).
+        """
+        self.build(variables)
+        sigma = self.current_sigma(self.learning_rate)
+        static = self.rule.sigma_rescaling == "static"
+        scales = self.rule.scales(ops.convert_to_tensor(self.rule.sigma, "float32")
+                                  if static else sigma)
+        energy = self._energy(potential, sigma)
+        base_seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, 0], tf.int32), tf.cast(self.iterations, tf.int32))
+        objective = None
+        for step in range(self.rule.drift_steps if self._drift else 0):
+            seed = tf.random.experimental.stateless_fold_in(base_seed, step + 1)
+
+            def pis_objective(_):
+                weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
+                result = self.rule.sample(weights, energy, self.dimension,
+                                          self.rule.trajectories, seed, scales)
+                return ops.mean(result["loss"]) / self.dimension, None
+
+            (objective, _), grads = backend.value_and_grad(
+                pis_objective, list(self._drift.values()))(None)
+            self._adam(grads)
+        weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
+        result = self.rule.sample(weights, energy, self.dimension, self.rule.trajectories,
+                                  base_seed, scales)
+        chosen = self.rule.select(result["samples"], result["energy"])
+        for variable, value in zip(self._variables, unflatten_like(chosen, self._like)):
+            variable.assign(ops.cast(value, variable.dtype))
+        self.iterations.assign_add(1)
+        return ops.mean(result["loss"]) / self.dimension if objective is None else objective
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        raise ValueError("PIOOptimizer samples weights from the loss at other weights, which a "
+                         "gradient does not give: build it with model=... (model.fit) or call "
+                         "step_with_potential(loss_fn, variables)")
+
+    def get_config(self):
+        config = super().get_config()
+        weights = self.meta_weights() if self.built else self.initial_meta_weights
+        config.update(network=self.network, seed=self.seed,
+                      meta_weights=None if weights is None else {
+                          k: v.tolist() for k, v in weights.items()})
+        return config
+
+
+def attach(optimizer, model):
+    """Makes ``model.fit`` drive PIO: its ``train_step`` hands the batch's loss to PIO.
+
+    The loss is ``model.loss`` (as given to ``compile``) of the model run
+    statelessly with candidate weights; sample weights are not supported.
+    Metrics are computed on the predictions before the step, as Keras does.
+    """
+
+    def train_step(data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        loss_function = keras.losses.get(model.loss)
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def potential(weights):
+            predictions, _ = model.stateless_call(weights, non_trainable, x)
+            return ops.mean(loss_function(y, predictions))
+
+        predictions = model(x)
+        loss = ops.mean(loss_function(y, predictions))
+        if hasattr(model, "_loss_tracker"):
+            model._loss_tracker.update_state(loss)
+        optimizer.step_with_potential(potential, model.trainable_variables)
+        return model.compute_metrics(x, y, predictions)
+
+    model.train_step = train_step
+    return model
+
+
+__all__ = ["PIOOptimizer", "PIORule", "attach", "fit_sampler", "log_normaliser_estimates"]
