@@ -21,8 +21,8 @@ def value_and_grad(fn, wrt):
     def wrapped(*args):
         # Keras variables as their tf.Variable, so that non-trainable ones (an
         # optimiser's own) can be watched too.
-        targets = args[0] if wrt is None else [v.value if hasattr(v, "path") else v
-                                               for v in wrt]
+        targets = tf.nest.map_structure(lambda t: t.value if hasattr(t, "path") else t,
+                                        args[0] if wrt is None else list(wrt))
         with tf.GradientTape() as tape:
             tape.watch([t for t in tf.nest.flatten(targets)
                         if tf.is_tensor(t) or isinstance(t, tf.Variable)])
