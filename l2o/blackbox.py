@@ -1,0 +1,398 @@
+"""Black-box training of Keras models with evolution strategies (Salimans et al. 2017).
+
+THE OBJECTIVE IS MAXIMISED. Pass ``mode="min"`` to minimise it instead (a loss, an error
+count). An objective needs no gradient: accuracy, an episode's reward, a count all work, and
+it may return several values at once (several objectives, combined by ``obj_weights``).
+
+The estimator
+-------------
+Let theta be the weights perturbed this step (the trainable weights of the layers that the
+``strategy`` selects), n = ``n_samples`` (even) and sigma the perturbation scale. Each step
+
+1. draws n/2 directions eps_1 .. eps_{n/2} ~ N(0, I) and mirrors them,
+   eps_{j + n/2} = -eps_j (antithetic sampling: the pairs cancel the even part of the
+   objective, which carries no gradient information);
+2. evaluates the n candidates theta + sigma eps_j on the same ``samples`` (common random
+   numbers), giving f_jk for candidate j and objective k (negated under ``mode="min"``;
+   NaN counts as the worst value);
+3. replaces each objective's column by centred ranks,
+   r_jk = rank_k(j) / (n - 1) - 1/2 in [-1/2, 1/2], rank 0 being the smallest and tied
+   values sharing the mean of their ranks, so that the estimate ignores the objectives'
+   scales and outliers and only their order matters;
+4. forms the ascent direction
+   g = sum_j (sum_k w_k r_jk) eps_j / (n sigma),  w = ``obj_weights`` (default 1/K each);
+5. hands -g to the Keras ``base_optimizer`` as the gradient of theta: Keras optimisers
+   minimise, so the negated ascent direction makes them climb f.
+
+A negative ``w_k`` minimises objective k while the others are maximised. Weights of layers
+not selected this step are neither perturbed nor given to the optimiser, so their optimiser
+slots (momenta) do not advance either (the optimiser's step counter, which Adam's bias
+correction uses, counts every step all the same).
+
+Which weights are perturbed (``strategy``; "layers" are the model's layers that own trainable
+weights, in ``model.layers`` order, plus one last group for weights the model owns itself):
+``all`` every layer every step; ``random`` one layer drawn uniformly each step;
+``bottom_up`` cycles 1, 2, ..., L, 1, ...; ``top_down`` cycles L, L-1, ..., 1, L, ...
+
+How candidates are evaluated
+----------------------------
+- Per candidate: ``objective(model, samples) -> float or sequence of K floats``. During the
+  call ``model`` holds the candidate's weights; the ESOptimizer restores them afterwards.
+- Vectorised: an objective with a true ``vectorized`` attribute (the ``vectorized``
+  decorator sets it) is called once per step as
+  ``objective(stacked_weights, samples) -> [n] or [n, K]``, ``stacked_weights`` being numpy
+  arrays aligned with ``model.trainable_variables``, each shaped [n, *weight.shape].
+  ``batched_forward(model, stacked_weights, inputs)`` runs the model's forward pass for all
+  candidates in one compiled call.
+- In a worker pool: with ``n_workers > 1`` a per-candidate objective runs in a
+  ``concurrent.futures.ProcessPoolExecutor`` of that many spawned processes, each holding a
+  copy of the model. The objective, the model and the samples are pickled: the objective
+  must be a module-level function or an instance of a module-level class (no lambda or
+  closure), custom layers must be registered Keras serialisables, and a script that uses a
+  pool needs an ``if __name__ == "__main__":`` guard (workers import the main module). The
+  pool starts on the first step (seconds: each worker imports TensorFlow) and lives until
+  ``close()`` or the end of a ``with`` block.
+
+The noise, the random layer choice and hence the estimate depend only on ``seed`` and the
+objective's values, so every evaluation route gives the same estimate for the same seed.
+"""
+
+import concurrent.futures
+import itertools
+import multiprocessing
+import numbers
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+from tqdm.auto import tqdm
+
+from l2o import backend
+
+STRATEGIES = ("all", "random", "bottom_up", "top_down")
+MODES = ("max", "min")
+
+
+def vectorized(objective):
+    """Marks ``objective`` as evaluating all candidates at once from stacked weights."""
+    objective.vectorized = True
+    return objective
+
+
+def centred_ranks(values):
+    """Ranks of ``values`` along axis 0 mapped onto [-0.5, 0.5]; ties share their mean rank.
+
+    A 2-D array is ranked column by column (one column per objective).
+    """
+    values = np.asarray(values, np.float64)
+    count = values.shape[0]
+    if count < 2:
+        return np.zeros_like(values)
+    columns = values.reshape(count, -1)
+    ranks = np.empty_like(columns)
+    for column in range(columns.shape[1]):
+        _, inverse, ties = np.unique(columns[:, column], return_inverse=True,
+                                     return_counts=True)
+        first_rank = np.cumsum(ties) - ties
+        ranks[:, column] = (first_rank + (ties - 1) / 2)[inverse]
+    return (ranks / (count - 1) - 0.5).reshape(values.shape)
+
+
+def layer_schedule(strategy, n_layers, iteration, generator):
+    """Indices (0-based) of the layers perturbed at step ``iteration`` (counted from 0)."""
+    if strategy == "all":
+        return tuple(range(n_layers))
+    if strategy == "random":
+        return (int(generator.integers(n_layers)),)
+    if strategy == "bottom_up":
+        return (iteration % n_layers,)
+    if strategy == "top_down":
+        return (n_layers - 1 - iteration % n_layers,)
+    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+
+
+_COMPILED_FORWARDS = weakref.WeakKeyDictionary()
+
+
+def batched_forward(model, stacked_weights, inputs, per_candidate_inputs=False):
+    """Outputs of ``model`` for every candidate weight set, in one compiled call.
+
+    ``stacked_weights`` is aligned with ``model.trainable_variables``, each shaped
+    [n, *weight.shape]; non-trainable weights keep their current values. ``inputs`` is one
+    batch shared by all candidates, or with ``per_candidate_inputs`` a batch per candidate
+    stacked along a leading axis of size n. Returns [n, *output_shape].
+    """
+    compiled = _COMPILED_FORWARDS.setdefault(model, {})
+    if per_candidate_inputs not in compiled:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        def forward(weights, batch):
+            inner = model_ref()
+            return inner.stateless_call(
+                weights, [v.value for v in inner.non_trainable_variables], batch)[0]
+
+        if per_candidate_inputs:
+            def forward_all(stacked, batches):
+                return ops.vectorized_map(lambda pair: forward(*pair), (stacked, batches))
+        else:
+            def forward_all(stacked, batch):
+                return ops.vectorized_map(lambda weights: forward(weights, batch), stacked)
+
+        compiled[per_candidate_inputs] = backend.compile_fn(forward_all,
+                                                            relax_leading_dim=True)
+    return compiled[per_candidate_inputs](list(stacked_weights), inputs)
+
+
+def _evaluate_candidates(model, objective, center, offsets, samples):
+    """Objective values of candidates ``center + offsets[:, j]``, one at a time on ``model``.
+
+    ``offsets`` maps a trainable-variable index to that variable's perturbations [m, ...];
+    the other variables stay at ``center``. Leaves ``model`` at ``center``.
+    """
+    variables = model.trainable_variables
+    for variable, value in zip(variables, center):
+        variable.assign(value)
+    count = len(next(iter(offsets.values())))
+    values = []
+    for candidate in range(count):
+        for index, offset in offsets.items():
+            variables[index].assign(center[index] + offset[candidate])
+        values.append(_objective_vector(objective(model, samples)))
+    for index in offsets:
+        variables[index].assign(center[index])
+    return values
+
+
+_worker = {}
+
+
+def _start_worker(model, objective):
+    _worker["model"], _worker["objective"] = model, objective
+
+
+def _evaluate_in_worker(center, offsets, samples):
+    return _evaluate_candidates(_worker["model"], _worker["objective"], center, offsets,
+                                samples)
+
+
+def _objective_vector(value):
+    vector = np.asarray(ops.convert_to_numpy(value), np.float64).reshape(-1)
+    if vector.size == 0:
+        raise ValueError("the objective returned no value")
+    return vector
+
+
+class ESOptimizer:
+    """Trains ``model`` by evolution strategies on ``objective``, which it MAXIMISES.
+
+    Args:
+        model: a built Keras model; its trainable weights are optimised in place.
+        objective: ``objective(model, samples) -> float or list of K floats``, or a
+            vectorised ``objective(stacked_weights, samples) -> [n] or [n, K]`` (see the
+            module docstring). Maximised unless ``mode="min"``.
+        base_optimizer: any Keras optimiser (instance, name or config); it receives the
+            negated ES ascent direction as its gradient.
+        sigma: perturbation scale (standard deviation of the weight noise).
+        n_samples: candidates per step; even (mirrored pairs).
+        obj_weights: weight of each objective's centred ranks; default 1/K each. A negative
+            weight minimises that objective.
+        strategy: weights perturbed each step: ``all``, ``random``, ``bottom_up``, ``top_down``.
+        mode: ``max`` (default) or ``min``, applied to every objective.
+        n_workers: 1 evaluates candidates in this process; more runs a per-candidate
+            objective in a process pool (picklable objective, model and samples).
+        seed: seeds the noise and the random layer choice.
+    """
+
+    def __init__(self, model, objective, base_optimizer="adam", sigma=0.05, n_samples=50,
+                 obj_weights=None, strategy="all", mode="max", n_workers=1, seed=0):
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+        if not model.trainable_variables:
+            raise ValueError("model has no trainable weights (build it first, e.g. start a "
+                             "Sequential with keras.Input)")
+        if not callable(objective):
+            raise TypeError(f"objective must be callable, got {type(objective).__name__}")
+        if not (isinstance(sigma, numbers.Real) and np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+        if not isinstance(n_samples, numbers.Integral) or n_samples < 2 or n_samples % 2:
+            raise ValueError(f"n_samples must be an even integer >= 2 (mirrored pairs), "
+                             f"got {n_samples!r}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(n_workers, numbers.Integral) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+        self.vectorized = bool(getattr(objective, "vectorized", False))
+        if self.vectorized and n_workers > 1:
+            raise ValueError("a vectorised objective evaluates all candidates in one call; "
+                             "use n_workers=1 with it")
+        if obj_weights is not None:
+            obj_weights = np.asarray(obj_weights, np.float64)
+            if obj_weights.ndim != 1 or obj_weights.size == 0 or not np.all(
+                    np.isfinite(obj_weights)):
+                raise ValueError(f"obj_weights must be a non-empty list of finite numbers, "
+                                 f"got {obj_weights.tolist()!r}")
+        self.model, self.objective = model, objective
+        self.base_optimizer = keras.optimizers.get(base_optimizer)
+        if not self.base_optimizer.built:
+            self.base_optimizer.build(model.trainable_variables)
+        self.sigma, self.n_samples = float(sigma), int(n_samples)
+        self.obj_weights, self.strategy, self.mode = obj_weights, strategy, mode
+        self.n_workers, self.seed = int(n_workers), seed
+        self.generator = np.random.default_rng(seed)
+        self.iterations = 0
+        self.layer_names, self.layer_groups = self._layer_groups(model)
+        self._pool = None
+
+    @staticmethod
+    def _layer_groups(model):
+        """Names and trainable-variable indices of the layers that own trainable weights."""
+        index_of = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        names, groups = [], []
+        for layer in model.layers:
+            indices = [index_of[id(v)] for v in layer.trainable_variables if id(v) in index_of]
+            if indices:
+                names.append(layer.name)
+                groups.append(indices)
+        owned = {i for group in groups for i in group}
+        unowned = [i for i in range(len(index_of)) if i not in owned]
+        if unowned:
+            names.append(model.name)
+            groups.append(unowned)
+        return names, groups
+
+    def estimate(self, samples=None):
+        """One ES estimate without applying it.
+
+        Returns ``(ascent, values, layers)``: ``ascent`` maps a trainable-variable index to
+        g for that variable (the direction that increases the objective, whatever the
+        ``mode``), ``values`` the [n, K] objective values as the objective returned them,
+        ``layers`` the perturbed layer indices.
+        """
+        layers = layer_schedule(self.strategy, len(self.layer_groups), self.iterations,
+                                self.generator)
+        center = [np.asarray(v.numpy()) for v in self.model.trainable_variables]
+        half = self.n_samples // 2
+        directions = {}
+        for index in (i for layer in layers for i in self.layer_groups[layer]):
+            draws = self.generator.standard_normal((half,) + center[index].shape)
+            directions[index] = np.concatenate([draws, -draws]).astype(center[index].dtype)
+        offsets = {index: self.sigma * eps for index, eps in directions.items()}
+        values = self._evaluate(center, offsets, samples)
+        scores = centred_ranks(self._maximised(values)) @ self._weights_for(values.shape[1])
+        ascent = {index: (np.tensordot(scores, eps.astype(np.float64), axes=1)
+                          / (self.n_samples * self.sigma)).astype(eps.dtype)
+                  for index, eps in directions.items()}
+        return ascent, values, layers
+
+    def step(self, samples=None):
+        """One ES update of the model's weights; returns this step's statistics."""
+        ascent, values, layers = self.estimate(samples)
+        variables = self.model.trainable_variables
+        self.base_optimizer.apply([-g for g in ascent.values()],
+                                  [variables[index] for index in ascent])
+        self.iterations += 1
+        best = values.max(axis=0) if self.mode == "max" else values.min(axis=0)
+        return {"iteration": self.iterations,
+                "layers": [self.layer_names[layer] for layer in layers],
+                "objective_mean": np.nanmean(values, axis=0).tolist(),
+                "objective_best": best.tolist(),
+                "ascent_norm": float(np.sqrt(sum(np.sum(np.square(g, dtype=np.float64))
+                                                 for g in ascent.values())))}
+
+    def train(self, iterations, samples=None, callback=None, progress=True):
+        """Runs ``iterations`` steps with a progress bar; returns their statistics.
+
+        ``samples`` is a callable ``iteration -> samples`` (a fresh minibatch, new episode
+        seeds) or one value used at every step. ``callback(stats)`` runs after each step; it
+        may add entries to ``stats`` (the bar shows the numeric ones, e.g. a validation
+        accuracy) and returns a true value to stop early.
+        """
+        history = []
+        with tqdm(range(iterations), desc="ES", unit="step", mininterval=1.0,
+                  disable=not progress) as bar:
+            for _ in bar:
+                step_samples = samples(self.iterations) if callable(samples) else samples
+                stats = self.step(step_samples)
+                stop = callback(stats) if callback is not None else False
+                history.append(stats)
+                bar.set_postfix(_postfix(stats), refresh=False)
+                if stop:
+                    break
+        return history
+
+    def get_config(self):
+        """A JSON-friendly summary of the settings (the model and objective are not in it)."""
+        return {"base_optimizer": keras.optimizers.serialize(self.base_optimizer),
+                "sigma": self.sigma, "n_samples": self.n_samples,
+                "obj_weights": None if self.obj_weights is None else self.obj_weights.tolist(),
+                "strategy": self.strategy, "mode": self.mode, "n_workers": self.n_workers,
+                "seed": self.seed, "vectorized": self.vectorized, "layers": self.layer_names,
+                "iterations": self.iterations}
+
+    def close(self):
+        """Stops the worker pool, if one was started."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _evaluate(self, center, offsets, samples):
+        if self.vectorized:
+            stacked = [center[i][None] + offsets[i] if i in offsets
+                       else np.broadcast_to(center[i], (self.n_samples,) + center[i].shape)
+                       for i in range(len(center))]
+            values = np.asarray(ops.convert_to_numpy(self.objective(stacked, samples)),
+                                np.float64)
+            if values.ndim not in (1, 2) or values.shape[0] != self.n_samples:
+                raise ValueError(f"a vectorised objective must return shape [{self.n_samples}] "
+                                 f"or [{self.n_samples}, K], got {values.shape}")
+            return values.reshape(self.n_samples, -1)
+        if self.n_workers == 1:
+            rows = _evaluate_candidates(self.model, self.objective, center, offsets, samples)
+        else:
+            rows = [row for chunk in self._pool_map(center, offsets, samples) for row in chunk]
+        if len({row.size for row in rows}) != 1:
+            raise ValueError(f"the objective returned different numbers of values for "
+                             f"different candidates: {sorted({row.size for row in rows})}")
+        return np.stack(rows)
+
+    def _pool_map(self, center, offsets, samples):
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.n_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(self.model, self.objective))
+        bounds = np.linspace(0, self.n_samples, self.n_workers + 1).astype(int)
+        futures = [self._pool.submit(_evaluate_in_worker, center,
+                                     {i: offset[start:stop] for i, offset in offsets.items()},
+                                     samples)
+                   for start, stop in itertools.pairwise(bounds) if stop > start]
+        return [future.result() for future in futures]
+
+    def _maximised(self, values):
+        signed = values if self.mode == "max" else -values
+        return np.where(np.isnan(signed), -np.inf, signed)
+
+    def _weights_for(self, count):
+        if self.obj_weights is None:
+            return np.full(count, 1.0 / count)
+        if self.obj_weights.size != count:
+            raise ValueError(f"obj_weights has {self.obj_weights.size} entries but the "
+                             f"objective returned {count} value(s) per candidate")
+        return self.obj_weights
+
+
+def _postfix(stats):
+    shown = {"mean": stats["objective_mean"], "best": stats["objective_best"],
+             **{key: value for key, value in stats.items()
+                if key not in ("iteration", "layers", "objective_mean", "objective_best",
+                               "ascent_norm")}}
+    return {key: "/".join(f"{v:.4g}" for v in np.ravel(value))
+            for key, value in shown.items() if np.issubdtype(np.asarray(value).dtype, np.number)}
