@@ -70,7 +70,7 @@ def main():
     import keras
 
     from benchmarks.throughput import fit_step_ms  # measured last, on a quiet machine
-    from l2o.optimizers import CONSTRUCTORS
+    from l2o.optimizers import RULE_CONSTRUCTORS as CONSTRUCTORS
 
     adam_ms = fit_step_ms(lambda: keras.optimizers.Adam(0.001), args.fit_steps)
     print(f"\nmeta-training budget: {args.periods} periods = {args.periods * 2000} inner steps; "

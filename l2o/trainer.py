@@ -27,7 +27,7 @@ from l2o import backend, problems
 from l2o.estimators import PES, TBPTT, TruncatedES
 from l2o.estimators.particles import ParticleTruncations
 from l2o.imitation import Teacher
-from l2o.optimizers import CONSTRUCTORS
+from l2o.optimizers import RULE_CONSTRUCTORS
 from l2o.problems.base import rng
 
 
@@ -55,7 +55,7 @@ class MetaTrainer:
     def __init__(self, config):
         self.config = config
         training = config["training"]
-        self.rule = CONSTRUCTORS[config["constructor"]].rule_class(**config["network"])
+        self.rule = RULE_CONSTRUCTORS[config["constructor"]].rule_class(**config["network"])
         self.problems = [problems.build(spec, f"problems/{index}")
                          for index, spec in enumerate(config["problems"])]
         self.meta_variables = {

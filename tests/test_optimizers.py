@@ -8,7 +8,7 @@ from keras import ops
 
 from l2o.config import DEFAULTS
 from l2o.estimators import TBPTT
-from l2o.optimizers import CONSTRUCTORS
+from l2o.optimizers import RULE_CONSTRUCTORS as CONSTRUCTORS
 from l2o.optimizers.cells import gru
 from l2o.problems import MLPClassifier, Quadratic
 

@@ -38,8 +38,8 @@ spread follows the target's temperature; ``dynamic`` the same with the
 current sigma, which differs only when ``tie_sigma_to_learning_rate`` makes
 sigma_t = sigma * lr_t / lr_0 follow a learning-rate schedule.
 
-Each PIO step (``PIOOptimizer``): ``drift_steps`` Adam steps (learning rate:
-the optimiser's ``learning_rate``) on the objective with ``trajectories``
+Each PIO step (``PIOOptimizer``): ``drift_steps`` Adam steps
+(``l2o.differentiable.adam`` at the optimiser's ``learning_rate``) on the objective with ``trajectories``
 paths against the current batch's V, then one more batch of paths whose
 terminal point with the lowest V (``weights_from: best``) or whose mean
 (``mean``) becomes the model's weights. The model's previous weights play no
@@ -53,7 +53,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from l2o import backend, sde
+from l2o import backend, differentiable, sde
 from l2o.config import ConfigError, check_range
 from l2o.optimizers.base import unflatten_like
 from l2o.optimizers.cells import dense, init_dense
@@ -206,6 +206,20 @@ class PIORule:
         return {"samples": terminal, "energy": energies, "loss": loss,
                 "log_weight": -(loss + stochastic)}
 
+    @staticmethod
+    def energy_of(potential, like, sigma):
+        """E(x) = V(w(x)) / sigma over rows x [n, d]; ``potential`` takes a list shaped like ``like``."""
+        def energy(points):
+            values = ops.vectorized_map(
+                lambda point: potential(unflatten_like(point, like)), points)
+            return values / sigma
+        return energy
+
+    def objective(self, weights, energy, dimension, seed, scales):
+        """The training objective: the mean trajectory loss divided by d."""
+        result = self.sample(weights, energy, dimension, self.trajectories, seed, scales)
+        return ops.mean(result["loss"]) / dimension
+
     def select(self, samples, potentials):
         """The weights PIO moves to: the lowest-V terminal point, or the mean of them."""
         if self.weights_from == "mean":
@@ -235,9 +249,8 @@ def fit_sampler(rule, energy, dimension, iterations, learning_rate=1e-3, seed=0,
 
     def objective(iteration):
         weights = {k: ops.convert_to_tensor(v) for k, v in variables.items()}
-        result = rule.sample(weights, energy, dimension, rule.trajectories,
-                             tf.stack([seed, iteration]))
-        return ops.mean(result["loss"]) / dimension, None
+        return rule.objective(weights, energy, dimension, tf.stack([seed, iteration]),
+                              (1.0, 1.0)), None
 
     def train_step(iteration):
         (value, _), grads = backend.value_and_grad(objective, list(variables.values()))(
@@ -287,17 +300,25 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         self._variables = list(variables)
         self._like = [ops.zeros(v.shape, v.dtype) for v in variables]
         self.dimension = int(sum(np.prod(v.shape) for v in variables))
-        with backend.eagerly():  # ``build`` may run inside model.fit's traced step
-            weights = self.initial_meta_weights or self.rule.init_meta_weights(
-                self.seed, self.dimension)
+        weights = self.initial_meta_weights or self.rule.init_meta_weights(self.seed,
+                                                                           self.dimension)
         self._drift = {
             name: self.add_variable(shape=value.shape, dtype="float32", name=f"pio_drift_{k}",
                                     initializer=lambda shape, dtype, value=value: value)
             for k, (name, value) in enumerate(sorted(weights.items()))}
-        self._moments = [self.add_variable_from_reference(v, name=f"pio_{kind}")
-                         for kind in ("m", "v") for v in self._drift.values()]
-        self._drift_step = self.add_variable(shape=(), dtype="float32", name="pio_drift_step",
-                                             initializer="zeros")
+        # The drift's own Adam: its state lives in this optimiser's variables.
+        self._drift_adam = differentiable.adam(lambda: ops.cast(self.learning_rate, "float32"))
+        initial = keras.tree.flatten(self._adam_template())
+        self._adam_slots = [
+            self.add_variable(shape=value.shape, dtype=value.dtype, name=f"pio_adam_{k}",
+                              initializer=lambda shape, dtype, value=value: value)
+            for k, value in enumerate(initial)]
+
+    def _adam_template(self):
+        # Built afresh, not kept: Keras would turn a kept structure's lists into
+        # tracked lists that no longer match the plain lists of an update.
+        return self._drift_adam.init([ops.zeros(v.shape, "float32")
+                                      for v in self._drift.values()])
 
     def meta_weights(self):
         return {name: np.asarray(v.numpy()) for name, v in self._drift.items()}
@@ -309,26 +330,15 @@ class PIOOptimizer(keras.optimizers.Optimizer):
             raise ValueError("tie_sigma_to_learning_rate needs a float initial learning_rate")
         return self.rule.sigma * ops.cast(learning_rate, "float32") / self._initial_learning_rate
 
-    def _energy(self, potential, sigma):
-        def energy(points):
-            values = ops.vectorized_map(
-                lambda point: potential(unflatten_like(point, self._like)), points)
-            return values / sigma
-        return energy
-
     def _adam(self, grads):
-        """Adam (beta 0.9, 0.999, eps 1e-8) on the drift weights at ``learning_rate``."""
-        step = self._drift_step + 1.0
-        self._drift_step.assign(step)
-        rate = ops.cast(self.learning_rate, "float32")
-        count = len(self._drift)
-        for index, (variable, grad) in enumerate(zip(self._drift.values(), grads)):
-            first, second = self._moments[index], self._moments[count + index]
-            first.assign(0.9 * first + 0.1 * grad)
-            second.assign(0.999 * second + 0.001 * ops.square(grad))
-            corrected = first / (1.0 - 0.9 ** step)
-            variable.assign_sub(rate * corrected
-                                / (ops.sqrt(second / (1.0 - 0.999 ** step)) + 1e-8))
+        """One ``l2o.differentiable.adam`` step on the drift weights at ``learning_rate``."""
+        state = keras.tree.pack_sequence_as(
+            self._adam_template(), [ops.convert_to_tensor(slot) for slot in self._adam_slots])
+        updates, state = self._drift_adam.update(grads, state)
+        for variable, update in zip(self._drift.values(), updates):
+            variable.assign_add(update)
+        for slot, value in zip(self._adam_slots, keras.tree.flatten(state)):
+            slot.assign(value)
 
     def step_with_potential(self, potential, variables):
         """One PIO step: train the drift against ``potential``, then sample the weights.
@@ -337,12 +347,16 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         loss V on the current batch. Returns the PIS objective of the last
         drift step (or of the sampling paths when there is none).
         """
-        self.build(variables)
+        if not self.built:
+            # Eagerly, even inside a traced step: built in the trace, the variables
+            # were lifted into an initialisation cond whose gradient failed to build.
+            with backend.eagerly():
+                self.build(variables)
         sigma = self.current_sigma(self.learning_rate)
         static = self.rule.sigma_rescaling == "static"
         scales = self.rule.scales(ops.convert_to_tensor(self.rule.sigma, "float32")
                                   if static else sigma)
-        energy = self._energy(potential, sigma)
+        energy = self.rule.energy_of(potential, self._like, sigma)
         base_seed = tf.random.experimental.stateless_fold_in(
             tf.constant([self.seed, 0], tf.int32), tf.cast(self.iterations, tf.int32))
         objective = None
@@ -351,9 +365,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
 
             def pis_objective(_):
                 weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
-                result = self.rule.sample(weights, energy, self.dimension,
-                                          self.rule.trajectories, seed, scales)
-                return ops.mean(result["loss"]) / self.dimension, None
+                return self.rule.objective(weights, energy, self.dimension, seed, scales), None
 
             (objective, _), grads = backend.value_and_grad(
                 pis_objective, list(self._drift.values()))(None)
