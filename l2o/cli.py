@@ -97,9 +97,7 @@ def train(argv):
     if args.dry_run:
         print(json.dumps(resolved, indent=2))
         return
-    from l2o.trainer import MetaTrainer
-
-    trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
+    trainer = _trainer(resolved)  # builds the problems: data errors surface here
     directory = resolved["directory"]
     holds_run = os.path.exists(os.path.join(directory, "config.json"))
     if holds_run and not args.overwrite:
@@ -127,9 +125,18 @@ def resume(argv):
                              f"{', '.join(k.rstrip('=') for k in RESUMABLE)}); start a new run")
     resolved = config_module.resolve(read_config(args.directory), args.overrides)
     resolved["directory"] = args.directory
+    _train(_trainer(resolved), args.directory)
+
+
+def _trainer(resolved):
+    """PIO trains its drift network; every other constructor is meta-trained."""
+    if resolved["constructor"] == "PIO":
+        from l2o.pio_trainer import PIOTrainer
+
+        return PIOTrainer(resolved)
     from l2o.trainer import MetaTrainer
 
-    _train(MetaTrainer(resolved), args.directory)
+    return MetaTrainer(resolved)
 
 
 def _evaluation_config(target, overrides):

@@ -327,6 +327,9 @@ def validate(config):
     if training["p_teacher"] > 0 and not training["teachers"]:
         raise ConfigError("training/p_teacher: is positive but training/teachers is empty")
     _check_estimator(training)
+    if config["constructor"] == "PIO" and len(config["problems"]) != 1:
+        raise ConfigError(f"problems: PIO trains on exactly one problem (its weights are the "
+                          f"drift's dimension), got {len(config['problems'])}")
     baseline = config["evaluation"]["baseline"]
     rates = baseline["learning_rates"]
     if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):

@@ -45,7 +45,12 @@ def curves(problem, make_optimizer, steps, repeats, seed, validation_every, desc
         run_seed = seed + repeat
         model = problem.build_model(problem.init(run_seed))
         variables = model.trainable_variables
-        train_step = backend.make_train_step(problem.loss, variables, make_optimizer())
+        optimizer = make_optimizer()
+        if hasattr(optimizer, "step_with_potential"):
+            # PIO samples its weights: each run gets its own noise, as each run of
+            # the other optimisers starts from its own initial weights.
+            optimizer.seed = run_seed
+        train_step = backend.make_train_step(problem.loss, variables, optimizer)
         batches = problem.batches(run_seed, 0, steps)
         for step in range(steps + 1):
             if validation is not None and step in checkpoints:

@@ -92,3 +92,58 @@ def test_loss_gradient_through_the_solver_matches_finite_differences(drift_forma
         exact = float(np.sum(grads[name].numpy() * direction))
         assert abs(exact) > 1e-6
         assert abs(exact - finite) <= 1e-5 * max(1.0, abs(finite)), (name, exact, finite)
+
+
+def test_model_fit_moves_the_weights_to_a_sampled_point():
+    """PIOOptimizer(model=...) in model.fit: each step the weights become the best terminal sample."""
+    import keras
+
+    from l2o.optimizers.pio import PIOOptimizer
+    from l2o.problems import Carrillo
+    from l2o.problems.landscapes import identity
+
+    problem = Carrillo(dim=2)
+    model = problem.build_model(problem.init(0))
+    optimizer = PIOOptimizer(network={"sigma": 1.0, "trajectories": 16, "dt": 0.25}, model=model)
+    model.compile(optimizer=optimizer, loss=identity)
+    start = model.get_weights()[0].copy()
+    history = model.fit(np.zeros((4, 1)), np.zeros((4,)), batch_size=2, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert int(optimizer.iterations) == 4
+    weights = model.get_weights()[0]
+    assert np.max(np.abs(weights - start)) > 1e-3
+    # The drift network trained: its zero-initialised output layer moved.
+    assert np.max(np.abs(optimizer.meta_weights()["output/kernel"])) > 0
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(restored, PIOOptimizer) and restored.network == optimizer.network
+    np.testing.assert_array_equal(restored.initial_meta_weights["output/kernel"],
+                                  optimizer.meta_weights()["output/kernel"])
+
+
+def test_pio_run_from_a_config_resumes_exactly_and_evaluates(tmp_path):
+    """Acceptance 5 in small: train.py-style PIO run on Carrillo, resume, evaluate, plot."""
+    from conftest import ROOT
+
+    from l2o import checkpoints, cli
+
+    settings = ["network/trajectories=8", "network/dt=0.25", "training/depth=2",
+                "strategy/epochs_per_period=2", "strategy/validation_repeat=1",
+                "evaluation/steps=6", "evaluation/repeats=2", "evaluation/validation_every=3",
+                "evaluation/baseline/learning_rates=[]"]
+    config = f"{ROOT}/configs/pio_carrillo.yaml"
+    cli.train([config, f"directory={tmp_path / 'straight'}", "strategy/num_periods=2", *settings])
+    cli.train([config, f"directory={tmp_path / 'broken'}", "strategy/num_periods=1", *settings])
+    cli.resume([str(tmp_path / "broken"), "strategy/num_periods=2"])
+    straight, _ = checkpoints.load(str(tmp_path / "straight" / "checkpoints" / "last.npz"))
+    resumed, _ = checkpoints.load(str(tmp_path / "broken" / "checkpoints" / "last.npz"))
+    assert np.max(np.abs(straight["meta/output/kernel"])) > 0
+    for name, value in straight.items():
+        np.testing.assert_allclose(resumed[name], value, rtol=1e-5, atol=1e-7)
+    cli.evaluate([str(tmp_path / "broken")])
+    evaluation = tmp_path / "broken" / "evaluation"
+    curves = np.load(evaluation / "learned_best.npz")
+    assert curves["problem0/train_loss"].shape == (2, 6)
+    assert np.all(np.isfinite(curves["problem0/train_loss"]))
+    # Two runs, two streams of noise: not the same curve twice.
+    assert not np.allclose(curves["problem0/train_loss"][0], curves["problem0/train_loss"][1])
+    assert (evaluation / "problem0.png").exists()

@@ -16,7 +16,8 @@ class Carrillo(Problem):
 
     global minimum C at y = B, with a local minimum near every integer offset
     from B (each one coordinate away costs about 1/d). There is no data: the
-    "batches" are placeholders, and y starts from N(0, I) per seed.
+    "batches" are placeholders, there is no validation set (the test loss is
+    f itself), and y starts from N(0, I) per seed.
     """
 
     def __init__(self, dim=2, shift=0.0, offset=0.0):
@@ -39,9 +40,6 @@ class Carrillo(Problem):
 
     def batches(self, seed, start, count):
         return (np.zeros((count, 1), np.float32),)
-
-    def validation_batch(self):
-        return (np.zeros((1,), np.float32),)
 
     def build_model(self, params):
         model = keras.Sequential([keras.Input((1,)), CarrilloLayer(self)])
