@@ -45,7 +45,7 @@ def stateless_seed(seed):
 
 
 def steps(t_end, dt):
-    count = int(round(t_end / dt))
+    count = round(t_end / dt)
     if count < 1:
         raise ValueError(f"dt = {dt} leaves no step in [0, {t_end}]")
     return count
@@ -58,8 +58,12 @@ def terminal_prior(dimension, t_end, diffusion, noise_scale=1.0, dtype=tf.float3
                                       scale_diag=tf.fill([dimension], tf.cast(scale, dtype)))
 
 
-def integrate(drift, dimension, trajectories, seed, t_end=5.0, diffusion=math.sqrt(0.2),
-              dt=0.05, drift_scale=1.0, noise_scale=1.0, dtype=tf.float32):
+# The Path Integral Sampler's defaults: t_end g^2 = 1, a unit-variance prior.
+T_END, DIFFUSION, DT = 5.0, math.sqrt(0.2), 0.05
+
+
+def integrate(drift, dimension, trajectories, seed, t_end=T_END, diffusion=DIFFUSION,
+              dt=DT, drift_scale=1.0, noise_scale=1.0, dtype=tf.float32):
     """Solves the SDE for ``trajectories`` independent paths.
 
     ``drift(x [trajectories, d], t scalar) -> u [trajectories, d]``; ``seed``

@@ -46,7 +46,6 @@ terminal point with the lowest V (``weights_from: best``) or whose mean
 part: PIO samples, it does not descend.
 """
 
-import math
 
 import keras
 import numpy as np
@@ -78,7 +77,7 @@ class PIORule:
     """
 
     def __init__(self, drift_format="f", sigma=0.01, sigma_rescaling="none",
-                 tie_sigma_to_learning_rate=False, t_end=5.0, diffusion=math.sqrt(0.2), dt=0.05,
+                 tie_sigma_to_learning_rate=False, t_end=sde.T_END, diffusion=sde.DIFFUSION, dt=sde.DT,
                  trajectories=32, drift_steps=1, channels=64, layers=2, mc_samples=16,
                  grad_clip=1e4, weights_from="best"):
         self.drift_format, self.sigma = drift_format, float(sigma)
@@ -363,7 +362,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         for step in range(self.rule.drift_steps if self._drift else 0):
             seed = tf.random.experimental.stateless_fold_in(base_seed, step + 1)
 
-            def pis_objective(_):
+            def pis_objective(_, seed=seed):
                 weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
                 return self.rule.objective(weights, energy, self.dimension, seed, scales), None
 
