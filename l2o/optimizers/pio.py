@@ -46,7 +46,6 @@ terminal point with the lowest V (``weights_from: best``) or whose mean
 part: PIO samples, it does not descend.
 """
 
-
 import keras
 import numpy as np
 import tensorflow as tf

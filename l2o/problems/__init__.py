@@ -20,4 +20,4 @@ def build(spec, field="problems/0"):
         raise ConfigError(f"{field}/kwargs/{error}") from None
 
 
-__all__ = ["PROBLEMS", "Carrillo", "ConvClassifier", "TwoMoons", "MLPClassifier", "Problem", "Quadratic", "build"]
+__all__ = ["PROBLEMS", "Carrillo", "ConvClassifier", "MLPClassifier", "Problem", "Quadratic", "TwoMoons", "build"]
