@@ -37,3 +37,16 @@ def prefixed(arrays, prefix):
     """The entries of ``arrays`` under ``prefix/``, with the prefix removed."""
     start = len(prefix) + 1
     return {key[start:]: value for key, value in arrays.items() if key.startswith(prefix + "/")}
+
+
+def variable_arrays(prefix, variables):
+    """``{prefix/key: value}`` for a dict of variables (key: name) or a list (key: index)."""
+    items = variables.items() if isinstance(variables, dict) else enumerate(variables)
+    return {f"{prefix}/{key}": np.asarray(variable.numpy()) for key, variable in items}
+
+
+def assign_arrays(prefix, variables, arrays):
+    """Inverse of ``variable_arrays``: assigns each variable its saved value."""
+    items = variables.items() if isinstance(variables, dict) else enumerate(variables)
+    for key, variable in items:
+        variable.assign(arrays[f"{prefix}/{key}"])

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from l2o import backend, problems
+from l2o import backend, checkpoints, problems
 from l2o.optimizers.base import unflatten_like
 from l2o.optimizers.pio import PIORule
 from l2o.problems.base import rng
@@ -120,13 +120,10 @@ class PIOTrainer:
         return {name: np.asarray(v.numpy()) for name, v in self.meta_variables.items()}
 
     def state_arrays(self):
-        arrays = {f"meta/{name}": value for name, value in self.meta_weights().items()}
-        for index, variable in enumerate(self.meta_optimizer.variables):
-            arrays[f"meta_optimizer/{index}"] = np.asarray(variable.numpy())
-        return arrays, {}
+        return {**checkpoints.variable_arrays("meta", self.meta_variables),
+                **checkpoints.variable_arrays("meta_optimizer",
+                                              self.meta_optimizer.variables)}, {}
 
     def load_state_arrays(self, arrays, info):
-        for name, variable in self.meta_variables.items():
-            variable.assign(arrays[f"meta/{name}"])
-        for index, variable in enumerate(self.meta_optimizer.variables):
-            variable.assign(arrays[f"meta_optimizer/{index}"])
+        checkpoints.assign_arrays("meta", self.meta_variables, arrays)
+        checkpoints.assign_arrays("meta_optimizer", self.meta_optimizer.variables, arrays)

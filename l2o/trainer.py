@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o import backend, problems
+from l2o import backend, checkpoints, problems
 from l2o.estimators import PES, TBPTT, TruncatedES
 from l2o.estimators.particles import ParticleTruncations
 from l2o.imitation import Teacher
@@ -252,12 +252,11 @@ class MetaTrainer:
 
     def state_arrays(self):
         """Everything a resumed run needs, as named numpy arrays, plus JSON info."""
-        arrays = {f"meta/{name}": value for name, value in self.meta_weights().items()}
-        for index, variable in enumerate(self.meta_optimizer.variables):
-            arrays[f"meta_optimizer/{index}"] = np.asarray(variable.numpy())
+        arrays = {**checkpoints.variable_arrays("meta", self.meta_variables),
+                  **checkpoints.variable_arrays("meta_optimizer", self.meta_optimizer.variables)}
         if self.imitation_optimizer is not self.meta_optimizer:
-            for index, variable in enumerate(self.imitation_optimizer.variables):
-                arrays[f"imitation_optimizer/{index}"] = np.asarray(variable.numpy())
+            arrays.update(checkpoints.variable_arrays("imitation_optimizer",
+                                                      self.imitation_optimizer.variables))
         trajectories = []
         for (problem_index, slot), trajectory in sorted(self.trajectories.items()):
             key = f"trajectory/{problem_index}_{slot}"
@@ -273,13 +272,11 @@ class MetaTrainer:
                         "populations": [[p, s] for p, s in sorted(self.populations)]}
 
     def load_state_arrays(self, arrays, info):
-        for name, variable in self.meta_variables.items():
-            variable.assign(arrays[f"meta/{name}"])
-        for index, variable in enumerate(self.meta_optimizer.variables):
-            variable.assign(arrays[f"meta_optimizer/{index}"])
+        checkpoints.assign_arrays("meta", self.meta_variables, arrays)
+        checkpoints.assign_arrays("meta_optimizer", self.meta_optimizer.variables, arrays)
         if self.imitation_optimizer is not self.meta_optimizer:
-            for index, variable in enumerate(self.imitation_optimizer.variables):
-                variable.assign(arrays[f"imitation_optimizer/{index}"])
+            checkpoints.assign_arrays("imitation_optimizer", self.imitation_optimizer.variables,
+                                      arrays)
         self.trajectories = {}
         for entry in info["trajectories"]:
             key = f"trajectory/{entry['problem']}_{entry['slot']}"
