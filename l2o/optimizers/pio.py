@@ -328,15 +328,20 @@ class PIOOptimizer(keras.optimizers.Optimizer):
             raise ValueError("tie_sigma_to_learning_rate needs a float initial learning_rate")
         return self.rule.sigma * ops.cast(learning_rate, "float32") / self._initial_learning_rate
 
-    def _adam(self, grads):
-        """One ``l2o.differentiable.adam`` step on the drift weights at ``learning_rate``."""
-        state = keras.tree.pack_sequence_as(
-            self._adam_template(), [ops.convert_to_tensor(slot) for slot in self._adam_slots])
-        updates, state = self._drift_adam.update(grads, state)
+    def _adam(self, objective, grads):
+        """One ``l2o.differentiable.adam`` step on the drift weights at ``learning_rate``.
+
+        Skipped (weights and Adam state kept) when the objective or a gradient is
+        not finite, as a meta-trainer skips an exploded truncation.
+        """
+        usable = ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in [objective, *grads]]))
+        old = [ops.convert_to_tensor(slot) for slot in self._adam_slots]
+        updates, state = self._drift_adam.update(
+            grads, keras.tree.pack_sequence_as(self._adam_template(), old))
         for variable, update in zip(self._drift.values(), updates):
-            variable.assign_add(update)
-        for slot, value in zip(self._adam_slots, keras.tree.flatten(state)):
-            slot.assign(value)
+            variable.assign_add(ops.where(usable, update, ops.zeros_like(update)))
+        for slot, before, after in zip(self._adam_slots, old, keras.tree.flatten(state)):
+            slot.assign(ops.where(usable, after, before))
 
     def step_with_potential(self, potential, variables):
         """One PIO step: train the drift against ``potential``, then sample the weights.
@@ -367,11 +372,17 @@ class PIOOptimizer(keras.optimizers.Optimizer):
 
             (objective, _), grads = backend.value_and_grad(
                 pis_objective, list(self._drift.values()))(None)
-            self._adam(grads)
+            self._adam(objective, grads)
         weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
         result = self.rule.sample(weights, energy, self.dimension, self.rule.trajectories,
                                   base_seed, scales)
-        chosen = self.rule.select(result["samples"], result["energy"])
+        finite = ops.all(ops.isfinite(result["samples"]), axis=1) & ops.isfinite(
+            result["energy"])
+        chosen = self.rule.select(result["samples"], ops.where(finite, result["energy"], np.inf))
+        # A step whose samples all blew up leaves the weights where they were.
+        current = ops.concatenate([ops.reshape(ops.cast(v, chosen.dtype), (-1,))
+                                   for v in self._variables], axis=0)
+        chosen = ops.where(ops.any(finite) & ops.all(ops.isfinite(chosen)), chosen, current)
         for variable, value in zip(self._variables, unflatten_like(chosen, self._like)):
             variable.assign(ops.cast(value, variable.dtype))
         self.iterations.assign_add(1)
