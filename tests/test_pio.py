@@ -147,3 +147,15 @@ def test_pio_run_from_a_config_resumes_exactly_and_evaluates(tmp_path):
     # Two runs, two streams of noise: not the same curve twice.
     assert not np.allclose(curves["problem0/train_loss"][0], curves["problem0/train_loss"][1])
     assert (evaluation / "problem0.png").exists()
+
+
+def test_a_step_on_a_non_finite_loss_changes_nothing():
+    import keras
+
+    from l2o.optimizers.pio import PIOOptimizer
+
+    weights = [keras.Variable(np.array([0.5, -0.5], np.float32))]
+    optimizer = PIOOptimizer(network={"trajectories": 4, "dt": 0.25})
+    optimizer.step_with_potential(lambda w: ops.sum(w[0]) * np.nan, weights)
+    np.testing.assert_array_equal(weights[0].numpy(), [0.5, -0.5])
+    assert not np.any(optimizer.meta_weights()["output/kernel"])
