@@ -159,3 +159,17 @@ def test_a_step_on_a_non_finite_loss_changes_nothing():
     optimizer.step_with_potential(lambda w: ops.sum(w[0]) * np.nan, weights)
     np.testing.assert_array_equal(weights[0].numpy(), [0.5, -0.5])
     assert not np.any(optimizer.meta_weights()["output/kernel"])
+
+
+def test_optimizer_variables_are_its_own_state_not_the_models():
+    import keras
+
+    from l2o.optimizers import DMOptimizer
+    from l2o.optimizers.pio import PIOOptimizer
+
+    weights = [keras.Variable(np.zeros((3,), np.float32), name="model_weight")]
+    for optimizer in (PIOOptimizer(network={"trajectories": 2, "dt": 1.0}), DMOptimizer()):
+        optimizer.build(weights)
+        names = [v.name for v in optimizer.variables]
+        assert "model_weight" not in names and "iteration" in names, names
+        assert len(names) > 3

@@ -80,7 +80,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self._variables = list(variables)
+        # The variables it updates, kept out of Keras's tracking (which would count
+        # them among the optimiser's own variables, and save them with its state).
+        object.__setattr__(self, "_targets", list(variables))
         self._state_structure = self.rule.init_state(
             [ops.zeros(v.shape, v.dtype) for v in variables], self.seed)
         flat = keras.tree.flatten(self._state_structure)
@@ -107,14 +109,14 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         """
         given = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
         grads = [given.get(index, ops.zeros(v.shape, v.dtype))
-                 for index, v in enumerate(self._variables)]
-        dtype = self._variables[0].dtype
+                 for index, v in enumerate(self._targets)]
+        dtype = self._targets[0].dtype
         state = keras.tree.pack_sequence_as(
             self._state_structure, [ops.convert_to_tensor(s) for s in self._state_slots])
         meta = {k: ops.cast(v, dtype) for k, v in self._meta_slots.items()}
         updates, new_state = self.rule.update(
-            meta, grads, [ops.convert_to_tensor(v) for v in self._variables], state)
-        for variable, update in zip(self._variables, updates):
+            meta, grads, [ops.convert_to_tensor(v) for v in self._targets], state)
+        for variable, update in zip(self._targets, updates):
             self.assign_add(variable, ops.cast(learning_rate, variable.dtype) * update)
         for slot, value in zip(self._state_slots, keras.tree.flatten(new_state)):
             self.assign(slot, value)

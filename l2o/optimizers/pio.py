@@ -295,7 +295,9 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self._variables = list(variables)
+        # The variables it updates, kept out of Keras's tracking (which would count
+        # them among the optimiser's own variables, and save them with its state).
+        object.__setattr__(self, "_targets", list(variables))
         self._like = [ops.zeros(v.shape, v.dtype) for v in variables]
         self.dimension = int(sum(np.prod(v.shape) for v in variables))
         weights = self.initial_meta_weights or self.rule.init_meta_weights(self.seed,
@@ -381,9 +383,9 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         chosen = self.rule.select(result["samples"], ops.where(finite, result["energy"], np.inf))
         # A step whose samples all blew up leaves the weights where they were.
         current = ops.concatenate([ops.reshape(ops.cast(v, chosen.dtype), (-1,))
-                                   for v in self._variables], axis=0)
+                                   for v in self._targets], axis=0)
         chosen = ops.where(ops.any(finite) & ops.all(ops.isfinite(chosen)), chosen, current)
-        for variable, value in zip(self._variables, unflatten_like(chosen, self._like)):
+        for variable, value in zip(self._targets, unflatten_like(chosen, self._like)):
             variable.assign(ops.cast(value, variable.dtype))
         self.iterations.assign_add(1)
         return ops.mean(result["loss"]) / self.dimension if objective is None else objective
