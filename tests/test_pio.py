@@ -173,3 +173,22 @@ def test_optimizer_variables_are_its_own_state_not_the_models():
         names = [v.name for v in optimizer.variables]
         assert "model_weight" not in names and "iteration" in names, names
         assert len(names) > 3
+
+
+def test_sigma_follows_the_learning_rate_schedule_when_tied():
+    import keras
+
+    from l2o.optimizers.pio import PIOOptimizer, PIORule
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=1, decay_rate=0.5)
+    optimizer = PIOOptimizer(network={"sigma": 0.2, "tie_sigma_to_learning_rate": True},
+                             learning_rate=0.01)
+    assert float(optimizer.current_sigma(0.005)) == pytest.approx(0.1)
+    untied = PIOOptimizer(network={"sigma": 0.2}, learning_rate=schedule)
+    assert float(untied.current_sigma(0.005)) == pytest.approx(0.2)
+    tied = PIOOptimizer(network={"sigma": 0.2, "tie_sigma_to_learning_rate": True},
+                        learning_rate=schedule)
+    assert float(tied.current_sigma(schedule(1))) == pytest.approx(0.1)
+    drift, noise = PIORule(sigma_rescaling="static").scales(ops.convert_to_tensor(0.04))
+    assert float(drift) == pytest.approx(0.04) and float(noise) == pytest.approx(0.2)
+    assert PIORule().scales(0.04) == (1.0, 1.0)

@@ -286,8 +286,10 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         self.rule = PIORule(**self.network)
         self.initial_meta_weights = None if meta_weights is None else {
             k: np.asarray(v, np.float32) for k, v in meta_weights.items()}
-        self._initial_learning_rate = float(learning_rate) if isinstance(
-            learning_rate, (int, float)) else None
+        # lr_0 for ``tie_sigma_to_learning_rate``: sigma_t = sigma * lr_t / lr_0.
+        self._initial_learning_rate = float(
+            learning_rate(0) if isinstance(learning_rate, keras.optimizers.schedules
+                                           .LearningRateSchedule) else learning_rate)
         if model is not None:
             attach(self, model)
 
@@ -326,8 +328,6 @@ class PIOOptimizer(keras.optimizers.Optimizer):
     def current_sigma(self, learning_rate):
         if not self.rule.tie_sigma_to_learning_rate:
             return ops.convert_to_tensor(self.rule.sigma, "float32")
-        if self._initial_learning_rate is None:
-            raise ValueError("tie_sigma_to_learning_rate needs a float initial learning_rate")
         return self.rule.sigma * ops.cast(learning_rate, "float32") / self._initial_learning_rate
 
     def _adam(self, objective, grads):
