@@ -218,15 +218,18 @@ def signature_defaults(cls):
     the base classes' keyword defaults count too.
     """
     defaults = {}
-    for klass in reversed(cls.__mro__):
+    for klass in cls.__mro__:
         if "__init__" not in vars(klass) or klass is object:
             continue
-        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+        parameters = inspect.signature(klass.__init__).parameters
+        for name, parameter in parameters.items():
             if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
                                                     parameter.VAR_KEYWORD):
                 continue
             default = parameter.default
-            defaults[name] = list(default) if isinstance(default, tuple) else default
+            defaults.setdefault(name, list(default) if isinstance(default, tuple) else default)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            break
     return defaults
 
 
@@ -327,9 +330,12 @@ def validate(config):
     if training["p_teacher"] > 0 and not training["teachers"]:
         raise ConfigError("training/p_teacher: is positive but training/teachers is empty")
     _check_estimator(training)
-    if config["constructor"] == "PIO" and len(config["problems"]) != 1:
-        raise ConfigError(f"problems: PIO trains on exactly one problem (its weights are the "
-                          f"drift's dimension), got {len(config['problems'])}")
+    if training["estimator"] != "tbptt" and config["loss_args"]["obj_train_max_multiplier"] > 0:
+        raise ConfigError("loss_args/obj_train_max_multiplier: ES and PES do not restart single "
+                          "diverging particles; it must be <= 0 with training/estimator "
+                          f"{training['estimator']}")
+    if config["constructor"] == "PIO":
+        _check_pio(config)
     baseline = config["evaluation"]["baseline"]
     rates = baseline["learning_rates"]
     if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
@@ -357,12 +363,30 @@ def _check_estimator(training):
         raise ConfigError("training/stagger: breakstep staggers PES restarts; it needs "
                           "training/estimator pes and a training/horizon")
     if training["estimator"] == "tbptt":
+        if horizon is not None:
+            raise ConfigError("training/horizon: only ES and PES particles restart at a "
+                              "horizon; with tbptt it must be null")
         return
-    # The ES estimators score plain unrolls: nothing to repeat, imitate or rescale.
+    # The ES estimators score plain unrolls: nothing to repeat, imitate, rescale or cut
+    # short (a diverging particle is not restarted on its own).
     for key, neutral in (("repeat", 1), ("p_teacher", 0.0), ("parameter_scale_spread", 0.0)):
         if training[key] != neutral:
             raise ConfigError(f"training/{key}: must be {neutral} with training/estimator "
                               f"{training['estimator']}, got {training[key]!r}")
+
+
+def _check_pio(config):
+    """PIO trains its drift network step by step: the meta-training knobs do not apply."""
+    training = config["training"]
+    for key, neutral in (("estimator", "tbptt"), ("epochs", 1), ("repeat", 1),
+                         ("persistent", False), ("p_teacher", 0.0),
+                         ("parameter_scale_spread", 0.0)):
+        if training[key] != neutral:
+            raise ConfigError(f"training/{key}: PIO does not use it; leave it at {neutral!r}, "
+                              f"got {training[key]!r}")
+    if len(config["problems"]) != 1:
+        raise ConfigError(f"problems: PIO trains on exactly one problem (its weights are the "
+                          f"drift's dimension), got {len(config['problems'])}")
 
 
 def _get(config, name):

@@ -39,5 +39,9 @@ def load_optimizer(directory, checkpoint="best", **kwargs):
 
     config = read_config(directory)
     meta_weights, _ = load_meta_weights(directory, checkpoint)
+    if config["constructor"] == "PIO":
+        # PIO goes on training its drift while it optimises: at the rate it trained with.
+        kwargs.setdefault("learning_rate",
+                          config["optimizer"]["config"].get("learning_rate", 0.01))
     return CONSTRUCTORS[config["constructor"]](meta_weights=meta_weights,
                                               network=config["network"], **kwargs)

@@ -45,9 +45,11 @@ def stateless_seed(seed):
 
 
 def steps(t_end, dt):
+    """How many steps of ``dt`` make ``t_end``: they must divide it (else the terminal
+    prior N(0, b^2 g^2 t_end I) and the remaining times would be wrong)."""
     count = round(t_end / dt)
-    if count < 1:
-        raise ValueError(f"dt = {dt} leaves no step in [0, {t_end}]")
+    if count < 1 or abs(count * dt - t_end) > 1e-6 * t_end:
+        raise ValueError(f"dt = {dt} must divide t_end = {t_end} into whole steps")
     return count
 
 

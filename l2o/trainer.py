@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from l2o import backend, checkpoints, problems
+from l2o.config import ConfigError
 from l2o.estimators import PES, TBPTT, TruncatedES
 from l2o.estimators.particles import ParticleTruncations
 from l2o.imitation import Teacher
@@ -58,6 +59,12 @@ class MetaTrainer:
         self.rule = RULE_CONSTRUCTORS[config["constructor"]].rule_class(**config["network"])
         self.problems = [problems.build(spec, f"problems/{index}")
                          for index, spec in enumerate(config["problems"])]
+        for index, problem in enumerate(self.problems):
+            try:  # a rule that cannot serve a problem (too many groups) says so now
+                self.rule.init_state([ops.convert_to_tensor(p)
+                                      for p in problem.init(training["seed"])], training["seed"])
+            except ValueError as error:
+                raise ConfigError(f"{error} (problems/{index})") from None
         self.meta_variables = {
             name: keras.Variable(value, name=name.replace("/", "_"))
             for name, value in self.rule.init_meta_weights(training["seed"]).items()}

@@ -63,6 +63,7 @@ def test_int_accepted_where_float_expected():
     ("training/sigma=0", "training/sigma: must be above 0.0"),
     ("training/horizon=-3", "training/horizon: must be null or a positive int"),
     ("training/stagger=breakstep", "training/stagger: breakstep staggers PES restarts"),
+    ("training/horizon=7", "training/horizon: only ES and PES particles restart"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as raised:
@@ -111,3 +112,29 @@ def test_scale_learning_rate_bounds():
 def test_es_estimators_refuse_settings_they_cannot_honour(setting):
     with pytest.raises(ConfigError, match=setting.split("=")[0] + ": must be"):
         resolve({}, ["training/estimator=pes", setting])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training/epochs=3", "training/epochs: PIO does not use it"),
+    ("training/estimator=pes", "training/estimator: PIO does not use it"),
+    ("network/dt=0.3", "network/dt: dt = 0.3 must divide t_end"),
+    ("network/drift_format=h", "network/drift_format: unknown value"),
+])
+def test_pio_configs_refuse_what_pio_would_ignore_or_get_wrong(override, message):
+    base = {"constructor": "PIO", "problems": [{"target": "carrillo"}]}
+    with pytest.raises(ConfigError, match=message):
+        resolve(base, [override])
+
+
+def test_two_moons_resolves_and_builds_from_a_config():
+    from l2o import problems
+
+    config = resolve({"constructor": "PIO", "problems": [{"target": "two_moons"}]})
+    assert "dataset" not in config["problems"][0]["kwargs"]
+    problem = problems.build(config["problems"][0])
+    assert [p.shape for p in problem.init(0)] == [(2, 10), (10,), (10, 1), (1,)]
+
+
+def test_es_estimators_refuse_a_divergence_cut_off():
+    with pytest.raises(ConfigError, match="loss_args/obj_train_max_multiplier"):
+        resolve({}, ["training/estimator=pes", "loss_args/obj_train_max_multiplier=2.0"])

@@ -60,3 +60,16 @@ def test_groups_split_tensors_consecutively():
 def test_bad_network_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         resolve({"constructor": "ScheduledSGD"}, [override])
+
+
+def test_fixed_momentum_in_float64():
+    rule = ScheduledSGDRule("constant", learning_rate=0.5, momentum=0.9, groups=1)
+    meta = {k: ops.convert_to_tensor(v.astype(np.float64)) for k, v in
+            rule.init_meta_weights(0).items()}
+    params = [ops.ones((3,), "float64")]
+    state = rule.init_state(params, 0)
+    grads = [ops.ones((3,), "float64")]
+    for _ in range(2):
+        updates, state = rule.update(meta, grads, params, state)
+    # rtol: the initial log-rate is rounded to float32 before the cast.
+    np.testing.assert_allclose(ops.convert_to_numpy(updates[0]), -0.5 * 1.9, rtol=1e-7)

@@ -106,7 +106,10 @@ class TruncatedES:
         self.step += length
         if self.horizon is not None and self.step >= self.horizon:
             self.state, self.step = self.init_state(generator), 0
-        return es_gradient(eps, losses[:-1], self.sigma), float(np.mean(losses[:-1]))
+        # A carried state gone non-finite makes the reported loss non-finite, so that
+        # the caller restarts rather than going on from it.
+        mean = float(np.mean(losses[:-1])) if np.isfinite(losses[-1]) else float("nan")
+        return es_gradient(eps, losses[:-1], self.sigma), mean
 
     def arrays(self):
         """Everything a resumed run needs, as named numpy arrays (none before the start)."""

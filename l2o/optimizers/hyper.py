@@ -114,10 +114,11 @@ class ScheduledSGDRule(UpdateRule):
         new_state = {"step": state["step"] + 1.0}
         if self.uses_momentum:
             betas = ops.sigmoid(meta_weights["momentum_logit"]) if self.learn_momentum \
-                else ops.full((self.groups,), self.momentum)
-            directions = [betas[k] * v + g for k, v, g in zip(groups, state["velocity"], grads)]
+                else ops.full((self.groups,), self.momentum, grads[0].dtype)
+            directions = [ops.cast(betas[k], g.dtype) * v + g
+                          for k, v, g in zip(groups, state["velocity"], grads)]
             new_state["velocity"] = directions
-        return [-rates[k] * d for k, d in zip(groups, directions)], new_state
+        return [-ops.cast(rates[k], d.dtype) * d for k, d in zip(groups, directions)], new_state
 
 
 @keras.saving.register_keras_serializable(package="l2o")

@@ -101,11 +101,10 @@ class PIORule:
         for key in ("trajectories", "channels", "layers", "mc_samples"):
             check_range(f"network/{key}", network[key], 0)
         check_range("network/drift_steps", network["drift_steps"], -1)
-        if network["dt"] > network["t_end"]:
-            raise ConfigError(f"network/dt: {network['dt']} is longer than t_end "
-                              f"{network['t_end']}")
-        if network["weights_from"] == "best" and network["trajectories"] < 1:
-            raise ConfigError("network/trajectories: must be at least 1")
+        try:
+            sde.steps(network["t_end"], network["dt"])
+        except ValueError as error:
+            raise ConfigError(f"network/dt: {error}") from None
 
     # ------------------------------------------------------------------ drift
 
@@ -219,10 +218,17 @@ class PIORule:
         return ops.mean(result["loss"]) / dimension
 
     def select(self, samples, potentials):
-        """The weights PIO moves to: the lowest-V terminal point, or the mean of them."""
+        """The weights PIO moves to: the lowest-V terminal point, or their mean.
+
+        Samples or potentials that are not finite are left out; with none left
+        the result is not finite, and the caller keeps the weights it had.
+        """
+        finite = ops.all(ops.isfinite(samples), axis=1) & ops.isfinite(potentials)
         if self.weights_from == "mean":
-            return ops.mean(samples, axis=0)
-        return samples[ops.argmin(potentials)]
+            kept = ops.cast(finite, samples.dtype)[:, None]
+            return ops.sum(ops.where(finite[:, None], samples, 0.0), axis=0) / ops.sum(kept)
+        return samples[ops.argmin(ops.where(finite, potentials, np.inf))] + ops.where(
+            ops.any(finite), 0.0, np.nan)
 
 
 def log_normaliser_estimates(result):
@@ -378,13 +384,11 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
         result = self.rule.sample(weights, energy, self.dimension, self.rule.trajectories,
                                   base_seed, scales)
-        finite = ops.all(ops.isfinite(result["samples"]), axis=1) & ops.isfinite(
-            result["energy"])
-        chosen = self.rule.select(result["samples"], ops.where(finite, result["energy"], np.inf))
+        chosen = self.rule.select(result["samples"], result["energy"])
         # A step whose samples all blew up leaves the weights where they were.
         current = ops.concatenate([ops.reshape(ops.cast(v, chosen.dtype), (-1,))
                                    for v in self._targets], axis=0)
-        chosen = ops.where(ops.any(finite) & ops.all(ops.isfinite(chosen)), chosen, current)
+        chosen = ops.where(ops.all(ops.isfinite(chosen)), chosen, current)
         for variable, value in zip(self._targets, unflatten_like(chosen, self._like)):
             variable.assign(ops.cast(value, variable.dtype))
         self.iterations.assign_add(1)

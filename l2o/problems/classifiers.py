@@ -39,7 +39,7 @@ class Classifier(Problem):
         check_range(f"{prefix}batch_size", kwargs["batch_size"], 0)
         check_range(f"{prefix}shuffle_buffer", kwargs["shuffle_buffer"], 0)
         check_range(f"{prefix}validation_split", kwargs["validation_split"], 0.0, 0.9)
-        if kwargs["data_dir"] is not None and not isinstance(kwargs["data_dir"], str):
+        if kwargs.get("data_dir") is not None and not isinstance(kwargs["data_dir"], str):
             raise ConfigError(f"{prefix}data_dir: must be a path or null")
 
     def param_shapes(self):
