@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras import ops
 
 from l2o import backend, checkpoints, problems
-from l2o.optimizers.base import unflatten_like
+from l2o.optimizers.base import all_finite, unflatten_like
 from l2o.optimizers.pio import PIORule
 from l2o.problems.base import rng
 
@@ -66,7 +66,7 @@ class PIOTrainer:
                 lambda _: (self.rule.objective(drift_weights(), energy_on(batch),
                                                self.dimension, seed, scales), None),
                 variables)(None)
-            usable = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in [value, *grads]]))
+            usable = all_finite([value, *grads])
             if usable:
                 self.meta_optimizer.apply(grads, variables)
             return value, usable

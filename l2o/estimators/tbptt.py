@@ -13,6 +13,7 @@ from keras import ops
 
 from l2o import backend
 from l2o.estimators.unroll import exploded, meta_loss, unroll
+from l2o.optimizers.base import all_finite
 
 
 class TBPTT:
@@ -49,18 +50,15 @@ class TBPTT:
                                                  batches, second_order, scales, targets)
             return ops.mean(distances), (params, state)
 
-        def finite(value, grads):
-            return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in [value, *grads]]))
-
         def estimate(params, state, batches, initial_loss, scales=None):
             (value, (params, state, losses, blew_up)), grads = backend.value_and_grad(
                 scored_unroll, variables)(params, state, batches, initial_loss, scales)
-            return value, grads, finite(value, grads), params, state, losses, blew_up
+            return value, grads, all_finite([value, *grads]), params, state, losses, blew_up
 
         def imitate(params, state, batches, targets, scales=None):
             (value, (params, state)), grads = backend.value_and_grad(
                 imitation_unroll, variables)(params, state, batches, targets, scales)
-            return value, grads, finite(value, grads), params, state
+            return value, grads, all_finite([value, *grads]), params, state
 
         def evaluate(params, state, batches, initial_loss):
             value, (params, state, losses, blew_up) = scored_unroll(

@@ -41,6 +41,11 @@ class UpdateRule:
         """Raises ConfigError naming ``network/<key>`` for a value out of range."""
 
 
+def all_finite(tensors):
+    """True where every entry of every tensor is finite (a loss and its gradients)."""
+    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors]))
+
+
 def flatten_all(tensors):
     """The coordinates of a list of tensors as one vector."""
     return ops.concatenate([ops.reshape(t, (-1,)) for t in tensors], axis=0)

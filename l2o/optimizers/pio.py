@@ -53,7 +53,7 @@ from keras import ops
 
 from l2o import backend, differentiable, sde
 from l2o.config import ConfigError, check_range
-from l2o.optimizers.base import unflatten_like
+from l2o.optimizers.base import all_finite, unflatten_like
 from l2o.optimizers.cells import dense, init_dense
 
 DRIFT_FORMATS = ("f", "grad", "mc")
@@ -342,7 +342,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         Skipped (weights and Adam state kept) when the objective or a gradient is
         not finite, as a meta-trainer skips an exploded truncation.
         """
-        usable = ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in [objective, *grads]]))
+        usable = all_finite([objective, *grads])
         old = [ops.convert_to_tensor(slot) for slot in self._adam_slots]
         updates, state = self._drift_adam.update(
             grads, keras.tree.pack_sequence_as(self._adam_template(), old))
