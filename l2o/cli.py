@@ -47,7 +47,7 @@ class UsageError(Exception):
 def _entry(function):
     def main(argv=None):
         _import_tensorflow_quietly()
-        from l2o.config import ConfigError, first_line
+        from l2o.validation import ConfigError, first_line
 
         try:
             function(sys.argv[1:] if argv is None else argv)

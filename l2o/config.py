@@ -11,13 +11,22 @@ the key.
 """
 
 import copy
-import difflib
-import inspect
 import json
 import os
 import re
 
 import yaml
+
+from l2o.validation import (
+    ConfigError,
+    check_choice,
+    check_keras_optimizer,
+    check_range,
+    check_tree,
+    first_line,
+    signature_defaults,
+    unknown_key,
+)
 
 DEFAULTS = {
     # Learned optimiser: a name from l2o.optimizers.CONSTRUCTORS.
@@ -107,10 +116,6 @@ POSITIVE_INTS = {
 NON_NEGATIVE = {"loss_args/epsilon", "training/parameter_scale_spread"}
 
 
-class ConfigError(ValueError):
-    """A config key or value that cannot be used; the message names the key."""
-
-
 class _Loader(yaml.SafeLoader):
     """YAML with 1.2's floats: ``1e-3`` is a number, not the string YAML 1.1 makes of it."""
 
@@ -122,11 +127,6 @@ _Loader.add_implicit_resolver(
 
 def yaml_load(text):
     return yaml.load(text, Loader=_Loader)
-
-
-def first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_file(path):
@@ -194,7 +194,7 @@ def _set_path(config, keys, value):
                 key = str(key)
             if key not in node and not last:
                 if depth == 0:
-                    raise ConfigError(_unknown(name, key, node))
+                    raise ConfigError(unknown_key(name, key, node))
                 node[key] = {}
         else:
             raise ConfigError(f"{name}: cannot set a key inside a {type(node).__name__} value")
@@ -202,35 +202,6 @@ def _set_path(config, keys, value):
             node[key] = value
         else:
             node = node[key]
-
-
-def _unknown(name, key, known):
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else \
-        f"; valid keys: {', '.join(sorted(str(k) for k in known))}"
-    return f"{name}: unknown key{hint}"
-
-
-def signature_defaults(cls):
-    """Keyword defaults of ``cls.__init__``: the single source of those defaults.
-
-    A constructor that takes ``**kwargs`` passes them on to its base class, so
-    the base classes' keyword defaults count too.
-    """
-    defaults = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        parameters = inspect.signature(klass.__init__).parameters
-        for name, parameter in parameters.items():
-            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
-                                                    parameter.VAR_KEYWORD):
-                continue
-            default = parameter.default
-            defaults.setdefault(name, list(default) if isinstance(default, tuple) else default)
-        if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-            break
-    return defaults
 
 
 def _registries():
@@ -245,8 +216,8 @@ def _fill_dependent_defaults(config):
     for section in ("loss_args", "optimizer", "training", "evaluation"):
         if not isinstance(config.get(section), dict):
             raise ConfigError(f"{section}: must be a mapping, got {config.get(section)!r}")
-    _check_choice("constructor", config.get("constructor"), constructors)
-    _check_choice("strategy_constructor", config.get("strategy_constructor"), strategies)
+    check_choice("constructor", config.get("constructor"), constructors)
+    check_choice("strategy_constructor", config.get("strategy_constructor"), strategies)
     for section, cls in (("network", constructors[config["constructor"]].rule_class),
                          ("strategy", strategies[config["strategy_constructor"]])):
         if not isinstance(config.get(section), dict):
@@ -267,8 +238,8 @@ def _fill_problem(name, spec, problems):
         raise ConfigError(f"{name}: a problem is a mapping with target, args and kwargs")
     for key in spec:
         if key not in ("target", "args", "kwargs"):
-            raise ConfigError(_unknown(f"{name}/{key}", key, ("target", "args", "kwargs")))
-    _check_choice(f"{name}/target", spec.get("target"), problems)
+            raise ConfigError(unknown_key(f"{name}/{key}", key, ("target", "args", "kwargs")))
+    check_choice(f"{name}/target", spec.get("target"), problems)
     if not isinstance(spec.setdefault("kwargs", {}), dict):
         raise ConfigError(f"{name}/kwargs: must be a mapping")
     if not isinstance(spec.setdefault("args", []), list):
@@ -286,24 +257,17 @@ def _fill_problem(name, spec, problems):
     spec["kwargs"] = _merge(defaults, spec["kwargs"])
 
 
-def _check_choice(name, value, options):
-    if not isinstance(value, str) or value not in options:
-        close = difflib.get_close_matches(str(value), list(options), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(options)}"
-        raise ConfigError(f"{name}: unknown value {value!r}; {hint}")
-
-
 def validate(config):
     """Checks every key against the defaults' keys and types; raises ConfigError."""
     constructors, problems, strategies = _registries()
     reference = copy.deepcopy(DEFAULTS)
     reference["network"] = signature_defaults(constructors[config["constructor"]].rule_class)
     reference["strategy"] = signature_defaults(strategies[config["strategy_constructor"]])
-    _check_tree("", config, reference)
+    check_tree("", config, reference, UNTYPED)
     for field, specs in (("problems", config["problems"]),
                          ("evaluation/problems", config["evaluation"]["problems"] or [])):
         for index, spec in enumerate(specs):
-            _check_tree(f"{field}/{index}/kwargs/", spec["kwargs"],
+            check_tree(f"{field}/{index}/kwargs/", spec["kwargs"],
                         signature_defaults(problems[spec["target"]]))
             problems[spec["target"]].validate_config(f"{field}/{index}/kwargs/", spec["kwargs"])
     for name, options in CHOICES.items():
@@ -319,12 +283,12 @@ def validate(config):
             raise ConfigError(f"{name}: must be non-negative, got {_get(config, name)}")
     if not isinstance(config["directory"], str) or not config["directory"].strip():
         raise ConfigError(f"directory: must be a non-empty path, got {config['directory']!r}")
-    _check_keras_optimizer("optimizer", config["optimizer"])
+    check_keras_optimizer("optimizer", config["optimizer"])
     training = config["training"]
     for index, spec in enumerate(training["teachers"]):
-        _check_keras_optimizer(f"training/teachers/{index}", spec)
+        check_keras_optimizer(f"training/teachers/{index}", spec)
     if training["imitation_optimizer"] is not None:
-        _check_keras_optimizer("training/imitation_optimizer", training["imitation_optimizer"])
+        check_keras_optimizer("training/imitation_optimizer", training["imitation_optimizer"])
     if not 0.0 <= training["p_teacher"] <= 1.0:
         raise ConfigError(f"training/p_teacher: must be a probability, got {training['p_teacher']}")
     if training["p_teacher"] > 0 and not training["teachers"]:
@@ -342,7 +306,7 @@ def validate(config):
         raise ConfigError(f"evaluation/baseline/learning_rates: must be positive numbers, "
                           f"got {rates!r}")
     baseline["learning_rates"] = [float(r) for r in rates]
-    _check_keras_optimizer("evaluation/baseline",
+    check_keras_optimizer("evaluation/baseline",
                            {"class_name": baseline["class_name"], "config": baseline["config"]})
     strategies[config["strategy_constructor"]].validate_config(config["strategy"])
     constructors[config["constructor"]].rule_class.validate_config(config["network"])
@@ -394,88 +358,3 @@ def _get(config, name):
     for key in name.split("/"):
         node = node[key]
     return node
-
-
-def _check_tree(prefix, values, reference):
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if key not in reference:
-            raise ConfigError(_unknown(name, key, reference))
-        expected = reference[key]
-        if isinstance(expected, dict) and expected and key not in ("config", "kwargs"):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name}: must be a mapping")
-            _check_tree(f"{name}/", value, expected)
-        elif name not in UNTYPED:
-            values[key] = check_type(name, value, expected)
-
-
-def check_type(name, value, default):
-    """``value`` converted to the type of ``default``, or a ConfigError naming ``name``."""
-    if default is None:
-        return value
-    kind = type(default)
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif kind in (list, tuple):
-        ok = isinstance(value, list)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise ConfigError(f"{name}: expected {kind.__name__}, got {type(value).__name__} "
-                          f"{value!r}")
-    return value
-
-
-def check_units(name, value):
-    """A non-empty list of positive ints (layer sizes, filter counts)."""
-    if not value or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
-                            for u in value):
-        raise ConfigError(f"{name}: must be a non-empty list of positive ints, got {value!r}")
-
-
-def check_range(name, value, low=None, high=None):
-    """``low < value <= high`` (either bound optional)."""
-    if (low is not None and not value > low) or (high is not None and not value <= high):
-        bounds = " and ".join(part for part in (low is not None and f"above {low}",
-                                                high is not None and f"at most {high}") if part)
-        raise ConfigError(f"{name}: must be {bounds}, got {value!r}")
-
-
-def check_fraction(name, value):
-    """``0 < value < 1`` (decay rates, probabilities of a choice)."""
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"{name}: must be strictly between 0 and 1, got {value!r}")
-
-
-def check_keras_name(name, value, kind):
-    """A name that ``keras.<kind>.get`` (activations, initializers) accepts."""
-    import keras
-
-    try:
-        getattr(keras, kind).get(value)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{name}: unknown {kind[:-1]} {value!r}") from None
-
-
-def _check_keras_optimizer(name, spec):
-    import keras
-
-    if not isinstance(spec, dict) or set(spec) - {"class_name", "config"}:
-        raise ConfigError(f"{name}: a Keras optimiser is {{class_name: ..., config: {{...}}}}, "
-                          f"got {spec!r}")
-    try:
-        keras.optimizers.get(copy.deepcopy(spec))
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{name}: not a usable Keras optimiser ({first_line(error)})") from None
-
-
-def save(config, directory):
-    from l2o import checkpoints
-
-    checkpoints.write_text(os.path.join(directory, "config.json"), json.dumps(config, indent=2))

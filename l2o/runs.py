@@ -4,7 +4,7 @@ import json
 import os
 
 from l2o import checkpoints
-from l2o.config import ConfigError
+from l2o.validation import ConfigError
 
 
 def read_config(directory):
@@ -14,6 +14,11 @@ def read_config(directory):
                           f"start one with train.py")
     with open(path) as handle:
         return json.load(handle)
+
+
+def save_config(config, directory):
+    """Writes the resolved ``config`` as ``<directory>/config.json`` (what resume reads)."""
+    checkpoints.write_text(os.path.join(directory, "config.json"), json.dumps(config, indent=2))
 
 
 def checkpoint_path(directory, checkpoint="best"):

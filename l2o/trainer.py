@@ -24,12 +24,12 @@ import numpy as np
 from keras import ops
 
 from l2o import backend, checkpoints, problems
-from l2o.config import ConfigError
 from l2o.estimators import PES, TBPTT, TruncatedES
 from l2o.estimators.particles import ParticleTruncations
 from l2o.imitation import Teacher
 from l2o.optimizers import RULE_CONSTRUCTORS
 from l2o.problems.base import rng
+from l2o.validation import ConfigError
 
 
 @dataclasses.dataclass

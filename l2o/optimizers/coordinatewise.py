@@ -10,9 +10,9 @@ defaults.
 import numpy as np
 from keras import ops
 
-from l2o.config import check_keras_name, check_units
 from l2o.optimizers.base import UpdateRule
 from l2o.optimizers.cells import dense, init_dense, init_lstm, lstm
+from l2o.validation import check_keras_name, check_units
 
 
 class CoordinatewiseLSTM(UpdateRule):

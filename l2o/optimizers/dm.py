@@ -24,9 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import check_range
 from l2o.optimizers.base import LearnedOptimizer, flatten_all, unflatten_like
 from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
+from l2o.validation import check_range
 
 
 def log_sign_preprocess(grad, p):

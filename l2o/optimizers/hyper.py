@@ -26,8 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import ConfigError, check_fraction, check_range
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
+from l2o.validation import ConfigError, check_fraction, check_range
 
 SCHEDULES = ("constant", "inverse_time_decay", "log_linear")
 

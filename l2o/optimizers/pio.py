@@ -52,9 +52,9 @@ import tensorflow as tf
 from keras import ops
 
 from l2o import backend, differentiable, sde
-from l2o.config import ConfigError, check_range
 from l2o.optimizers.base import all_finite, unflatten_like
 from l2o.optimizers.cells import dense, init_dense
+from l2o.validation import ConfigError, check_range
 
 DRIFT_FORMATS = ("f", "grad", "mc")
 SIGMA_RESCALINGS = ("none", "static", "dynamic")

@@ -18,9 +18,9 @@ trick is a training option: ``training/parameter_scale_spread``.
 import keras
 from keras import ops
 
-from l2o.config import check_fraction, check_range
 from l2o.optimizers.base import LearnedOptimizer, flatten_all, unflatten_like
 from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
+from l2o.validation import check_fraction, check_range
 
 
 class RNNPropRule(CoordinatewiseLSTM):

@@ -37,10 +37,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import ConfigError, check_keras_name, check_range
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule, flatten_all, unflatten_like
 from l2o.optimizers.cells import dense, gru, init_dense, init_gru
 from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
+from l2o.validation import ConfigError, check_keras_name, check_range
 
 
 def timescale_decays(count):

@@ -1,11 +1,11 @@
 """Inner problems: pure losses, deterministic data streams and equivalent Keras models."""
 
-from l2o.config import ConfigError
 from l2o.problems.base import Problem
 from l2o.problems.classifiers import ConvClassifier, MLPClassifier
 from l2o.problems.datasets import DataError
 from l2o.problems.landscapes import Carrillo, TwoMoons
 from l2o.problems.quadratic import Quadratic
+from l2o.validation import ConfigError
 
 # ``target`` in a config's problem names one of these.
 PROBLEMS = {"quadratic": Quadratic, "mlp_classifier": MLPClassifier,

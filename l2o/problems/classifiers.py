@@ -6,9 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import ConfigError, check_keras_name, check_range, check_units
 from l2o.problems import datasets
 from l2o.problems.base import Problem, rng
+from l2o.validation import ConfigError, check_keras_name, check_range, check_units
 
 
 class Classifier(Problem):

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from l2o.config import first_line
+from l2o.validation import first_line
 
 
 class DataError(ValueError):

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import check_range
 from l2o.problems.base import Problem, rng
 from l2o.problems.classifiers import MLPClassifier
+from l2o.validation import check_range
 
 
 class Carrillo(Problem):

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.config import check_range
 from l2o.problems.base import Problem, rng
+from l2o.validation import check_range
 
 
 class Quadratic(Problem):

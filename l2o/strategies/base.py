@@ -16,8 +16,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from l2o import backend, checkpoints, config
-from l2o.config import ConfigError
+from l2o import backend, checkpoints, runs
+from l2o.validation import ConfigError
 
 # Named annealing schedules: the factor on training/p_teacher in period i.
 NAMED_SCHEDULES = {"constant": lambda i: 1.0, "inverse": lambda i: 1.0 / (1.0 + i),
@@ -87,7 +87,7 @@ class Strategy:
             arrays, info = checkpoints.load(last)
             trainer.load_state_arrays(arrays, info["trainer"])
             self.state = info["strategy"]
-        config.save(trainer.config, directory)
+        runs.save_config(trainer.config, directory)
         self._drop_summaries_after(self.state["period"])
         self.log = backend.ScalarLog(os.path.join(directory, "tensorboard"))
         self.run_periods()

@@ -23,8 +23,8 @@ run resumed mid-stage continues exactly where it stopped.
 import numpy as np
 
 from l2o import checkpoints
-from l2o.config import ConfigError
 from l2o.strategies.base import Strategy
+from l2o.validation import ConfigError
 
 
 class CurriculumStrategy(Strategy):

@@ -1,7 +1,7 @@
 """The Simple strategy: fixed periods, validation and a checkpoint after each."""
 
-from l2o.config import ConfigError
 from l2o.strategies.base import Strategy, check_unroll_distribution, unroll_sampler
+from l2o.validation import ConfigError
 
 
 class SimpleStrategy(Strategy):

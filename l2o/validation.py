@@ -1,0 +1,142 @@
+"""Checks of user-given values, shared by configs and the Python constructors.
+
+A leaf module: it imports nothing from l2o, so every package (optimizers,
+problems, strategies, the config loader) can use it without import cycles.
+Each rule lives here once; a failed check raises ``ConfigError`` (a
+``ValueError``) whose message starts with the name of the offending key.
+"""
+
+import copy
+import difflib
+import inspect
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names the key."""
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_type(name, value, default):
+    """``value`` converted to the type of ``default``, or a ConfigError naming ``name``."""
+    if default is None:
+        return value
+    kind = type(default)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind in (list, tuple):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {type(value).__name__} "
+                          f"{value!r}")
+    return value
+
+
+def check_units(name, value):
+    """A non-empty list of positive ints (layer sizes, filter counts)."""
+    if not value or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
+                            for u in value):
+        raise ConfigError(f"{name}: must be a non-empty list of positive ints, got {value!r}")
+
+
+def check_range(name, value, low=None, high=None):
+    """``low < value <= high`` (either bound optional)."""
+    if (low is not None and not value > low) or (high is not None and not value <= high):
+        bounds = " and ".join(part for part in (low is not None and f"above {low}",
+                                                high is not None and f"at most {high}") if part)
+        raise ConfigError(f"{name}: must be {bounds}, got {value!r}")
+
+
+def check_fraction(name, value):
+    """``0 < value < 1`` (decay rates, probabilities of a choice)."""
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{name}: must be strictly between 0 and 1, got {value!r}")
+
+
+def check_keras_name(name, value, kind):
+    """A name that ``keras.<kind>.get`` (activations, initializers) accepts."""
+    import keras
+
+    try:
+        getattr(keras, kind).get(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{name}: unknown {kind[:-1]} {value!r}") from None
+
+
+def check_keras_optimizer(name, spec):
+    import keras
+
+    if not isinstance(spec, dict) or set(spec) - {"class_name", "config"}:
+        raise ConfigError(f"{name}: a Keras optimiser is {{class_name: ..., config: {{...}}}}, "
+                          f"got {spec!r}")
+    try:
+        keras.optimizers.get(copy.deepcopy(spec))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{name}: not a usable Keras optimiser ({first_line(error)})") from None
+
+
+def check_choice(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        close = difflib.get_close_matches(str(value), list(options), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(options)}"
+        raise ConfigError(f"{name}: unknown value {value!r}; {hint}")
+
+
+
+def unknown_key(name, key, known):
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else \
+        f"; valid keys: {', '.join(sorted(str(k) for k in known))}"
+    return f"{name}: unknown key{hint}"
+
+
+def signature_defaults(cls):
+    """Keyword defaults of ``cls.__init__``: the single source of those defaults.
+
+    A constructor that takes ``**kwargs`` passes them on to its base class, so
+    the base classes' keyword defaults count too.
+    """
+    defaults = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        parameters = inspect.signature(klass.__init__).parameters
+        for name, parameter in parameters.items():
+            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
+                                                    parameter.VAR_KEYWORD):
+                continue
+            default = parameter.default
+            defaults.setdefault(name, list(default) if isinstance(default, tuple) else default)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            break
+    return defaults
+
+
+def check_tree(prefix, values, reference, untyped=()):
+    """Every key of ``values`` known to ``reference`` and of its default's type.
+
+    Values are converted in place (an int where a float is expected); keys
+    named in ``untyped`` (full names) take several types and are left to
+    their own checks.
+    """
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in reference:
+            raise ConfigError(unknown_key(name, key, reference))
+        expected = reference[key]
+        if isinstance(expected, dict) and expected and key not in ("config", "kwargs"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: must be a mapping")
+            check_tree(f"{name}/", value, expected, untyped)
+        elif name not in untyped:
+            values[key] = check_type(name, value, expected)
