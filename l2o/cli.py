@@ -131,7 +131,7 @@ def resume(argv):
 def _trainer(resolved):
     """PIO trains its drift network; every other constructor is meta-trained."""
     if resolved["constructor"] == "PIO":
-        from l2o.pio_trainer import PIOTrainer
+        from l2o.optimizers.pio.trainer import PIOTrainer
 
         return PIOTrainer(resolved)
     from l2o.trainer import MetaTrainer

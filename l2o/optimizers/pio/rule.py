@@ -5,7 +5,7 @@ pi(w) ∝ exp(-E(w)), E = V / sigma, over a model's d weights w, where V is the
 training loss on the current batch, with the Path Integral Sampler (Zhang and
 Chen, ICLR 2022). A drift u moves x from 0 to approximately pi in time t_end:
 
-    dx = a g u(x, t) dt + b g dW,    x_0 = 0      (``l2o.sde``; a = b = 1 unless rescaled)
+    dx = a g u(x, t) dt + b g dW,    x_0 = 0      (``l2o.optimizers.pio.sde``; a = b = 1 unless rescaled)
 
 and each trajectory is scored by
 
@@ -51,9 +51,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from l2o import backend, differentiable, sde
-from l2o.optimizers.base import all_finite, unflatten_like
+from l2o import backend
+from l2o.optimizers.base import unflatten_like
 from l2o.optimizers.cells import dense, init_dense
+from l2o.optimizers.pio import sde
 from l2o.validation import ConfigError, check_range
 
 DRIFT_FORMATS = ("f", "grad", "mc")
@@ -270,170 +271,4 @@ def fit_sampler(rule, energy, dimension, iterations, learning_rate=1e-3, seed=0,
     return {name: np.asarray(v.numpy()) for name, v in variables.items()}
 
 
-@keras.saving.register_keras_serializable(package="l2o")
-class PIOOptimizer(keras.optimizers.Optimizer):
-    """Keras optimiser that samples a model's weights with PIO; see ``l2o.optimizers.pio``.
-
-    ``learning_rate`` is the drift network's Adam learning rate; ``network``
-    holds ``PIORule``'s settings (``sigma``, ``drift_format``, ...);
-    ``meta_weights`` a trained drift network (from ``train.py``; fresh from
-    ``seed`` by default). PIO needs the loss at sampled weights, which a
-    Keras optimiser is never given: pass ``model=`` to let ``model.fit``
-    drive it (its ``train_step`` is replaced by one that hands PIO the batch's
-    loss), or call ``step_with_potential`` yourself.
-    """
-
-    rule_class = PIORule
-
-    def __init__(self, meta_weights=None, network=None, learning_rate=0.01, seed=0, model=None,
-                 name=None, **kwargs):
-        super().__init__(learning_rate=learning_rate, name=name or "PIOOptimizer", **kwargs)
-        self.network, self.seed = dict(network or {}), int(seed)
-        self.rule = PIORule(**self.network)
-        self.initial_meta_weights = None if meta_weights is None else {
-            k: np.asarray(v, np.float32) for k, v in meta_weights.items()}
-        # lr_0 for ``tie_sigma_to_learning_rate``: sigma_t = sigma * lr_t / lr_0.
-        self._initial_learning_rate = float(
-            learning_rate(0) if isinstance(learning_rate, keras.optimizers.schedules
-                                           .LearningRateSchedule) else learning_rate)
-        if model is not None:
-            attach(self, model)
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        # The variables it updates, kept out of Keras's tracking (which would count
-        # them among the optimiser's own variables, and save them with its state).
-        object.__setattr__(self, "_targets", list(variables))
-        self._like = [ops.zeros(v.shape, v.dtype) for v in variables]
-        self.dimension = int(sum(np.prod(v.shape) for v in variables))
-        weights = self.initial_meta_weights or self.rule.init_meta_weights(self.seed,
-                                                                           self.dimension)
-        self._drift = {
-            name: self.add_variable(shape=value.shape, dtype="float32", name=f"pio_drift_{k}",
-                                    initializer=lambda shape, dtype, value=value: value)
-            for k, (name, value) in enumerate(sorted(weights.items()))}
-        # The drift's own Adam: its state lives in this optimiser's variables.
-        self._drift_adam = differentiable.adam(lambda: ops.cast(self.learning_rate, "float32"))
-        initial = keras.tree.flatten(self._adam_template())
-        self._adam_slots = [
-            self.add_variable(shape=value.shape, dtype=value.dtype, name=f"pio_adam_{k}",
-                              initializer=lambda shape, dtype, value=value: value)
-            for k, value in enumerate(initial)]
-
-    def _adam_template(self):
-        # Built afresh, not kept: Keras would turn a kept structure's lists into
-        # tracked lists that no longer match the plain lists of an update.
-        return self._drift_adam.init([ops.zeros(v.shape, "float32")
-                                      for v in self._drift.values()])
-
-    def meta_weights(self):
-        return {name: np.asarray(v.numpy()) for name, v in self._drift.items()}
-
-    def current_sigma(self, learning_rate):
-        if not self.rule.tie_sigma_to_learning_rate:
-            return ops.convert_to_tensor(self.rule.sigma, "float32")
-        return self.rule.sigma * ops.cast(learning_rate, "float32") / self._initial_learning_rate
-
-    def _adam(self, objective, grads):
-        """One ``l2o.differentiable.adam`` step on the drift weights at ``learning_rate``.
-
-        Skipped (weights and Adam state kept) when the objective or a gradient is
-        not finite, as a meta-trainer skips an exploded truncation.
-        """
-        usable = all_finite([objective, *grads])
-        old = [ops.convert_to_tensor(slot) for slot in self._adam_slots]
-        updates, state = self._drift_adam.update(
-            grads, keras.tree.pack_sequence_as(self._adam_template(), old))
-        for variable, update in zip(self._drift.values(), updates):
-            variable.assign_add(ops.where(usable, update, ops.zeros_like(update)))
-        for slot, before, after in zip(self._adam_slots, old, keras.tree.flatten(state)):
-            slot.assign(ops.where(usable, after, before))
-
-    def step_with_potential(self, potential, variables):
-        """One PIO step: train the drift against ``potential``, then sample the weights.
-
-        ``potential(list of tensors shaped like variables) -> scalar`` is the
-        loss V on the current batch. Returns the PIS objective of the last
-        drift step (or of the sampling paths when there is none).
-        """
-        if not self.built:
-            # Eagerly, even inside a traced step: built in the trace, the variables
-            # were lifted into an initialisation cond whose gradient failed to build.
-            with backend.eagerly():
-                self.build(variables)
-        sigma = self.current_sigma(self.learning_rate)
-        static = self.rule.sigma_rescaling == "static"
-        scales = self.rule.scales(ops.convert_to_tensor(self.rule.sigma, "float32")
-                                  if static else sigma)
-        energy = self.rule.energy_of(potential, self._like, sigma)
-        base_seed = tf.random.experimental.stateless_fold_in(
-            tf.constant([self.seed, 0], tf.int32), tf.cast(self.iterations, tf.int32))
-        objective = None
-        for step in range(self.rule.drift_steps if self._drift else 0):
-            seed = tf.random.experimental.stateless_fold_in(base_seed, step + 1)
-
-            def pis_objective(_, seed=seed):
-                weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
-                return self.rule.objective(weights, energy, self.dimension, seed, scales), None
-
-            (objective, _), grads = backend.value_and_grad(
-                pis_objective, list(self._drift.values()))(None)
-            self._adam(objective, grads)
-        weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
-        result = self.rule.sample(weights, energy, self.dimension, self.rule.trajectories,
-                                  base_seed, scales)
-        chosen = self.rule.select(result["samples"], result["energy"])
-        # A step whose samples all blew up leaves the weights where they were.
-        current = ops.concatenate([ops.reshape(ops.cast(v, chosen.dtype), (-1,))
-                                   for v in self._targets], axis=0)
-        chosen = ops.where(ops.all(ops.isfinite(chosen)), chosen, current)
-        for variable, value in zip(self._targets, unflatten_like(chosen, self._like)):
-            variable.assign(ops.cast(value, variable.dtype))
-        self.iterations.assign_add(1)
-        return ops.mean(result["loss"]) / self.dimension if objective is None else objective
-
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        raise ValueError("PIOOptimizer samples weights from the loss at other weights, which a "
-                         "gradient does not give: build it with model=... (model.fit) or call "
-                         "step_with_potential(loss_fn, variables)")
-
-    def get_config(self):
-        config = super().get_config()
-        weights = self.meta_weights() if self.built else self.initial_meta_weights
-        config.update(network=self.network, seed=self.seed,
-                      meta_weights=None if weights is None else {
-                          k: v.tolist() for k, v in weights.items()})
-        return config
-
-
-def attach(optimizer, model):
-    """Makes ``model.fit`` drive PIO: its ``train_step`` hands the batch's loss to PIO.
-
-    The loss is ``model.loss`` (as given to ``compile``) of the model run
-    statelessly with candidate weights; sample weights are not supported.
-    Metrics are computed on the predictions before the step, as Keras does.
-    """
-
-    def train_step(data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss_function = keras.losses.get(model.loss)
-        non_trainable = [v.value for v in model.non_trainable_variables]
-
-        def potential(weights):
-            predictions, _ = model.stateless_call(weights, non_trainable, x)
-            return ops.mean(loss_function(y, predictions))
-
-        predictions = model(x)
-        loss = ops.mean(loss_function(y, predictions))
-        if hasattr(model, "_loss_tracker"):
-            model._loss_tracker.update_state(loss)
-        optimizer.step_with_potential(potential, model.trainable_variables)
-        return model.compute_metrics(x, y, predictions)
-
-    model.train_step = train_step
-    return model
-
-
-__all__ = ["PIOOptimizer", "PIORule", "attach", "fit_sampler", "log_normaliser_estimates"]
+__all__ = ["PIORule", "energy_gradient", "fit_sampler", "log_normaliser_estimates"]

@@ -2,7 +2,7 @@
 
 PIO has no meta-training across tasks; what a run trains is its drift network,
 by the Path Integral Sampler's objective on the one training problem's
-Boltzmann target exp(-V / sigma) (see ``l2o.optimizers.pio``). The drift
+Boltzmann target exp(-V / sigma) (see ``l2o.optimizers.pio.rule``). The drift
 weights play the part of meta-weights: strategies, checkpoints, resume,
 TensorBoard and ``evaluate.py`` treat them as such. Each strategy epoch runs
 ``training/depth`` steps of the config's ``optimizer`` on the objective (mean
@@ -27,7 +27,7 @@ from keras import ops
 
 from l2o import backend, checkpoints, problems
 from l2o.optimizers.base import all_finite, unflatten_like
-from l2o.optimizers.pio import PIORule
+from l2o.optimizers.pio.rule import PIORule
 from l2o.problems.base import rng
 
 # numpy pads short seed keys with zeros, so (s, 1) would equal the training key (s, 1, 0, 0)
