@@ -70,7 +70,9 @@ def main():
     import keras
 
     from benchmarks.throughput import fit_step_ms  # measured last, on a quiet machine
-    from l2o.optimizers import RULE_CONSTRUCTORS as CONSTRUCTORS
+    from l2o.optimizers import OPTIMIZERS, LearnedOptimizer
+
+    CONSTRUCTORS = {n: c for n, c in OPTIMIZERS.items() if issubclass(c, LearnedOptimizer)}
 
     adam_ms = fit_step_ms(lambda: keras.optimizers.Adam(0.001), args.fit_steps)
     print(f"\nmeta-training budget: {args.periods} periods = {args.periods * 2000} inner steps; "

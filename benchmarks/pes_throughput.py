@@ -33,7 +33,8 @@ def population(particles):
     config = resolve(load_file(CONFIG), [f"training/n_particles={particles}",
                                          "training/stagger=lockstep", "training/horizon=null"])
     trainer = MetaTrainer(config)
-    estimator, truncations = trainer.new_population(0), trainer.particle_truncations[0]
+    truncations = trainer.estimators[0].truncations
+    estimator = trainer.estimators[0].init_worker_state(0)
     theta = truncations.flatten(trainer.meta_weights())
     length = config["strategy"]["unroll_distribution"]
 

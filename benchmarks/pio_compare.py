@@ -7,7 +7,7 @@
 Problems: Carrillo (d = 2; test loss = its loss), two moons (2-10-1 tanh; loss on the
 held-out 20 %) and MNIST-MLP (784-20-10 relu, batch 128; loss on the 2000 validation
 images of ../shared/data/mnist). Optimisers: PIO (``drift_format: f``), PIO-grad
-(``grad``), PIS-MC (``mc``) through ``PIOOptimizer.step_with_potential``, and Keras's
+(``grad``), PIS-MC (``mc``) through ``PIOOptimizer.apply_loss``, and Keras's
 SGD, Adam and Adagrad through ``optimizer.apply``, all driven by
 ``backend.make_train_step`` from each seed's ``problem.init(seed)`` on
 ``problem.batches(seed, 0, steps)``. For every sweep point and seed the test loss is

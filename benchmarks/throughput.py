@@ -47,8 +47,9 @@ def handwritten():
     """The same meta-training step written directly against TensorFlow."""
     trainer = MetaTrainer(resolve({}, REFERENCE))
     problem = trainer.problems[0]
-    weights = [tf.Variable(v) for v in trainer.rule.init_meta_weights(0).values()]
-    w = dict(zip(trainer.rule.init_meta_weights(0), weights))
+    initial = trainer.meta_weights()
+    weights = [tf.Variable(v) for v in initial.values()]
+    w = dict(zip(initial, weights))
     adam = keras.optimizers.Adam(0.001)
     adam.build(weights)
     p = 10.0

@@ -7,7 +7,7 @@ TensorBoard writers and the compiled Keras training step used in evaluation.
 A JAX backend would replace this module.
 """
 
-
+import numpy as np
 import tensorflow as tf
 
 
@@ -74,6 +74,43 @@ def scan(step, carry, xs):
     return carry, tf.nest.map_structure(lambda a: a.stack(), arrays)
 
 
+def stateless_seed(seed):
+    """A [2] int32 stateless seed from an int (deterministically) or a [2] tensor.
+
+    ``tfp.random.sanitize_seed`` would turn an int into a *stateful* draw, so
+    two draws with the same int seed would differ.
+    """
+    if isinstance(seed, (int, np.integer)):
+        return tf.constant([0, int(seed)], tf.int32)
+    return tf.cast(seed, tf.int32)
+
+
+def seed_from_numpy(generator):
+    """A [2] stateless seed drawn from a numpy Generator."""
+    return tf.constant(generator.integers(0, 2 ** 31, size=2), tf.int32)
+
+
+def fold_in(seed, data):
+    """A new stateless seed from ``seed`` and the integer (tensor) ``data``."""
+    return tf.random.experimental.stateless_fold_in(stateless_seed(seed), tf.cast(data, tf.int32))
+
+
+def split_seed(seed, count):
+    """``count`` independent stateless seeds, stacked [count, 2]."""
+    return tf.stack(probability().random.split_seed(stateless_seed(seed), n=count))
+
+
+def stateless_normal(shape, seed, dtype="float32"):
+    return tf.random.stateless_normal(shape, stateless_seed(seed), dtype=dtype)
+
+
+def probability():
+    """TensorFlow Probability on this backend (distributions and stateless seeds)."""
+    import tensorflow_probability as tfp
+
+    return tfp
+
+
 def eagerly():
     """A context that runs eagerly even while a function is being traced (for numpy work)."""
     return tf.init_scope()
@@ -99,14 +136,15 @@ class ScalarLog:
 def make_train_step(loss_fn, variables, optimizer, jit_compile=False):
     """A compiled step ``batch -> loss`` that applies ``optimizer`` to ``variables``.
 
-    An optimiser with ``step_with_potential`` (PIO) is handed the batch's loss
-    as a function of the weights instead of its gradient.
+    An optimiser that declares ``apply_loss`` (one that samples rather than
+    descends) is handed the batch's loss as a function of the weights instead
+    of its gradient.
     """
 
     def train_step(batch):
-        if hasattr(optimizer, "step_with_potential"):
+        if hasattr(optimizer, "apply_loss"):
             loss = loss_fn(variables, batch)
-            optimizer.step_with_potential(lambda weights: loss_fn(weights, batch), variables)
+            optimizer.apply_loss(lambda weights: loss_fn(weights, batch), variables)
             return loss
         with tf.GradientTape() as tape:
             loss = loss_fn(variables, batch)

@@ -66,9 +66,9 @@ def _entry(function):
     return main
 
 
-def _parser(description, positional, positional_help):
+def _parser(description, positional, positional_help, optional=False):
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(positional, help=positional_help)
+    parser.add_argument(positional, nargs="?" if optional else None, help=positional_help)
     parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     return parser
 
@@ -84,20 +84,32 @@ def _train(trainer, directory):
 
 @_entry
 def train(argv):
-    """Meta-trains a learned optimiser from a config file."""
+    """Meta-trains a learned optimiser from a config file or a shipped config's name."""
+    from l2o import catalog
     from l2o import config as config_module
 
-    parser = _parser("Meta-train a learned optimiser.", "config", "JSON or YAML config file")
+    parser = _parser("Meta-train a learned optimiser.", "config",
+                     "JSON or YAML config file, or a shipped config's name (see --list)",
+                     optional=True)
+    parser.add_argument("--list", action="store_true", help="name the shipped configs and stop")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in a directory that already holds a run")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and stop")
     args = parser.parse_intermixed_args(argv)
-    resolved = config_module.resolve(config_module.load_file(args.config), args.overrides)
+    if args.list:
+        print(catalog.listing())
+        return
+    if args.config is None:
+        raise UsageError("give a config file or a shipped config's name (l2o-train --list)")
+    resolved = config_module.resolve(config_module.load_file(catalog.config_path(args.config)),
+                                     args.overrides)
     if args.dry_run:
         print(json.dumps(resolved, indent=2))
         return
-    trainer = _trainer(resolved)  # builds the problems: data errors surface here
+    from l2o.trainer import MetaTrainer
+
+    trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
     directory = resolved["directory"]
     holds_run = os.path.exists(os.path.join(directory, "config.json"))
     if holds_run and not args.overwrite:
@@ -125,18 +137,9 @@ def resume(argv):
                              f"{', '.join(k.rstrip('=') for k in RESUMABLE)}); start a new run")
     resolved = config_module.resolve(read_config(args.directory), args.overrides)
     resolved["directory"] = args.directory
-    _train(_trainer(resolved), args.directory)
-
-
-def _trainer(resolved):
-    """PIO trains its drift network; every other constructor is meta-trained."""
-    if resolved["constructor"] == "PIO":
-        from l2o.optimizers.pio.trainer import PIOTrainer
-
-        return PIOTrainer(resolved)
     from l2o.trainer import MetaTrainer
 
-    return MetaTrainer(resolved)
+    _train(MetaTrainer(resolved), args.directory)
 
 
 def _evaluation_config(target, overrides):
@@ -165,7 +168,8 @@ def evaluate(argv):
     load_optimizer(directory, args.checkpoint)  # fails early on a missing checkpoint
     label = f"learned_{args.checkpoint}"
     _report(label, evaluation.evaluate(
-        resolved, directory, label, lambda: load_optimizer(directory, args.checkpoint)))
+        resolved, directory, label,
+        lambda run_seed: load_optimizer(directory, args.checkpoint, run_seed=run_seed)))
     if not args.no_baseline:
         for label, spec in evaluation.baseline_specs(resolved):
             if not evaluation.has_result(resolved, directory, label):

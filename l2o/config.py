@@ -17,6 +17,10 @@ import re
 
 import yaml
 
+import l2o.optimizers
+import l2o.problems
+import l2o.strategies  # noqa: F401
+from l2o.registry import OPTIMIZERS, PROBLEMS, STRATEGIES
 from l2o.validation import (
     ConfigError,
     check_choice,
@@ -29,7 +33,7 @@ from l2o.validation import (
 )
 
 DEFAULTS = {
-    # Learned optimiser: a name from l2o.optimizers.CONSTRUCTORS.
+    # Learned optimiser: a name registered in l2o.registry.OPTIMIZERS.
     "constructor": "DM",
     # Keyword arguments of the learned optimiser's update rule.
     "network": {},
@@ -204,22 +208,14 @@ def _set_path(config, keys, value):
             node = node[key]
 
 
-def _registries():
-    from l2o.optimizers import CONSTRUCTORS
-    from l2o.problems import PROBLEMS
-    from l2o.strategies import STRATEGIES
-    return CONSTRUCTORS, PROBLEMS, STRATEGIES
-
-
 def _fill_dependent_defaults(config):
-    constructors, problems, strategies = _registries()
     for section in ("loss_args", "optimizer", "training", "evaluation"):
         if not isinstance(config.get(section), dict):
             raise ConfigError(f"{section}: must be a mapping, got {config.get(section)!r}")
-    check_choice("constructor", config.get("constructor"), constructors)
-    check_choice("strategy_constructor", config.get("strategy_constructor"), strategies)
-    for section, cls in (("network", constructors[config["constructor"]].rule_class),
-                         ("strategy", strategies[config["strategy_constructor"]])):
+    check_choice("constructor", config.get("constructor"), OPTIMIZERS)
+    check_choice("strategy_constructor", config.get("strategy_constructor"), STRATEGIES)
+    for section, cls in (("network", OPTIMIZERS[config["constructor"]].rule_class),
+                         ("strategy", STRATEGIES[config["strategy_constructor"]])):
         if not isinstance(config.get(section), dict):
             raise ConfigError(f"{section}: must be a mapping")
         config[section] = _merge(signature_defaults(cls), config[section])
@@ -230,7 +226,7 @@ def _fill_dependent_defaults(config):
         if not isinstance(specs, list) or not specs:
             raise ConfigError(f"{field}: must be a non-empty list of problems")
         for index, spec in enumerate(specs):
-            _fill_problem(f"{field}/{index}", spec, problems)
+            _fill_problem(f"{field}/{index}", spec, PROBLEMS)
 
 
 def _fill_problem(name, spec, problems):
@@ -259,17 +255,16 @@ def _fill_problem(name, spec, problems):
 
 def validate(config):
     """Checks every key against the defaults' keys and types; raises ConfigError."""
-    constructors, problems, strategies = _registries()
     reference = copy.deepcopy(DEFAULTS)
-    reference["network"] = signature_defaults(constructors[config["constructor"]].rule_class)
-    reference["strategy"] = signature_defaults(strategies[config["strategy_constructor"]])
+    reference["network"] = signature_defaults(OPTIMIZERS[config["constructor"]].rule_class)
+    reference["strategy"] = signature_defaults(STRATEGIES[config["strategy_constructor"]])
     check_tree("", config, reference, UNTYPED)
     for field, specs in (("problems", config["problems"]),
                          ("evaluation/problems", config["evaluation"]["problems"] or [])):
         for index, spec in enumerate(specs):
             check_tree(f"{field}/{index}/kwargs/", spec["kwargs"],
-                        signature_defaults(problems[spec["target"]]))
-            problems[spec["target"]].validate_config(f"{field}/{index}/kwargs/", spec["kwargs"])
+                        signature_defaults(PROBLEMS[spec["target"]]))
+            PROBLEMS[spec["target"]].validate_config(f"{field}/{index}/kwargs/", spec["kwargs"])
     for name, options in CHOICES.items():
         value = _get(config, name)
         if not any(type(value) is type(option) and value == option for option in options):
@@ -298,8 +293,7 @@ def validate(config):
         raise ConfigError("loss_args/obj_train_max_multiplier: ES and PES do not restart single "
                           "diverging particles; it must be <= 0 with training/estimator "
                           f"{training['estimator']}")
-    if config["constructor"] == "PIO":
-        _check_pio(config)
+    OPTIMIZERS[config["constructor"]].validate_run_config(config)
     baseline = config["evaluation"]["baseline"]
     rates = baseline["learning_rates"]
     if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
@@ -308,8 +302,8 @@ def validate(config):
     baseline["learning_rates"] = [float(r) for r in rates]
     check_keras_optimizer("evaluation/baseline",
                            {"class_name": baseline["class_name"], "config": baseline["config"]})
-    strategies[config["strategy_constructor"]].validate_config(config["strategy"])
-    constructors[config["constructor"]].rule_class.validate_config(config["network"])
+    STRATEGIES[config["strategy_constructor"]].validate_config(config["strategy"])
+    OPTIMIZERS[config["constructor"]].rule_class.validate_config(config["network"])
     return config
 
 
@@ -337,20 +331,6 @@ def _check_estimator(training):
         if training[key] != neutral:
             raise ConfigError(f"training/{key}: must be {neutral} with training/estimator "
                               f"{training['estimator']}, got {training[key]!r}")
-
-
-def _check_pio(config):
-    """PIO trains its drift network step by step: the meta-training knobs do not apply."""
-    training = config["training"]
-    for key, neutral in (("estimator", "tbptt"), ("epochs", 1), ("repeat", 1),
-                         ("persistent", False), ("p_teacher", 0.0),
-                         ("parameter_scale_spread", 0.0)):
-        if training[key] != neutral:
-            raise ConfigError(f"training/{key}: PIO does not use it; leave it at {neutral!r}, "
-                              f"got {training[key]!r}")
-    if len(config["problems"]) != 1:
-        raise ConfigError(f"problems: PIO trains on exactly one problem (its weights are the "
-                          f"drift's dimension), got {len(config['problems'])}")
 
 
 def _get(config, name):

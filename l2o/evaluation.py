@@ -29,6 +29,9 @@ def evaluation_problems(config):
 def curves(problem, make_optimizer, steps, repeats, seed, validation_every, description=""):
     """Per-step training loss, and validation loss/accuracy every ``validation_every`` steps.
 
+    ``make_optimizer(run_seed)`` builds each run's optimiser: a stochastic one
+    gets its own noise per run, as each run starts from its own weights.
+
     Returns ``{"train_loss": [repeats, steps], "validation_step": [k],
     "validation_loss": [repeats, k], "validation_accuracy": [repeats, k]}``.
     """
@@ -45,11 +48,7 @@ def curves(problem, make_optimizer, steps, repeats, seed, validation_every, desc
         run_seed = seed + repeat
         model = problem.build_model(problem.init(run_seed))
         variables = model.trainable_variables
-        optimizer = make_optimizer()
-        if hasattr(optimizer, "step_with_potential"):
-            # PIO samples its weights: each run gets its own noise, as each run of
-            # the other optimisers starts from its own initial weights.
-            optimizer.seed = run_seed
+        optimizer = make_optimizer(run_seed)
         train_step = backend.make_train_step(problem.loss, variables, optimizer)
         batches = problem.batches(run_seed, 0, steps)
         for step in range(steps + 1):
@@ -129,7 +128,8 @@ def baseline_specs(config):
 
 
 def keras_optimizer_factory(spec):
-    return lambda: keras.optimizers.get(copy.deepcopy(spec))
+    """``run_seed -> optimizer``: a Keras optimiser draws nothing, so the seed is unused."""
+    return lambda run_seed: keras.optimizers.get(copy.deepcopy(spec))
 
 
 # Red (C3) is kept for the learned optimiser.

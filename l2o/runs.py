@@ -4,6 +4,7 @@ import json
 import os
 
 from l2o import checkpoints
+from l2o.registry import OPTIMIZERS
 from l2o.validation import ConfigError
 
 
@@ -38,15 +39,12 @@ def load_optimizer(directory, checkpoint="best", **kwargs):
     """The Keras optimiser meta-trained in ``directory``.
 
     ``checkpoint`` is ``best`` (lowest validation meta-loss), ``last``, or
-    ``period_NNNN``; ``kwargs`` go to the optimiser (``learning_rate``, ...).
+    ``period_NNNN``; ``kwargs`` go to the optimiser (``learning_rate``, ...);
+    ``run_seed`` seeds a stochastic optimiser's noise for one run.
     """
-    from l2o.optimizers import CONSTRUCTORS
+    import l2o.optimizers  # noqa: F401  (registers the constructors; heavy, so on first use)
 
     config = read_config(directory)
     meta_weights, _ = load_meta_weights(directory, checkpoint)
-    if config["constructor"] == "PIO":
-        # PIO goes on training its drift while it optimises: at the rate it trained with.
-        kwargs.setdefault("learning_rate",
-                          config["optimizer"]["config"].get("learning_rate", 0.01))
-    return CONSTRUCTORS[config["constructor"]](meta_weights=meta_weights,
-                                              network=config["network"], **kwargs)
+    return OPTIMIZERS.lookup("constructor", config["constructor"]).from_run(
+        config, meta_weights, **kwargs)

@@ -128,7 +128,7 @@ def test_vectorised_particles_equal_one_unroll_each(tmp_path, steps):
     from l2o.trainer import MetaTrainer
 
     trainer = MetaTrainer(resolve(tiny_config(tmp_path, training={"estimator": "pes"})))
-    truncations, tbptt = trainer.particle_truncations[0], trainer.estimators[0]
+    truncations, tbptt = trainer.estimators[0].truncations, trainer.estimators[0].tbptt
     state = truncations.init_state(np.random.default_rng(0))
     theta = truncations.flatten(trainer.meta_weights())
     thetas = theta[None] + np.random.default_rng(1).normal(0, 0.1, (4, theta.size))

@@ -8,9 +8,12 @@ from keras import ops
 
 from l2o.config import DEFAULTS
 from l2o.estimators import TBPTT
-from l2o.optimizers import RULE_CONSTRUCTORS as CONSTRUCTORS
+from l2o.optimizers import OPTIMIZERS, LearnedOptimizer
 from l2o.optimizers.cells import gru
 from l2o.problems import MLPClassifier, Quadratic
+
+# The constructors built on an update rule (PIO samples instead).
+CONSTRUCTORS = {name: cls for name, cls in OPTIMIZERS.items() if issubclass(cls, LearnedOptimizer)}
 
 # Small networks, and learning rates large enough that a mismatch would show.
 NETWORKS = {"DM": {}, "RNNProp": {},

@@ -156,7 +156,7 @@ def test_a_step_on_a_non_finite_loss_changes_nothing():
 
     weights = [keras.Variable(np.array([0.5, -0.5], np.float32))]
     optimizer = PIOOptimizer(network={"trajectories": 4, "dt": 0.25})
-    optimizer.step_with_potential(lambda w: ops.sum(w[0]) * np.nan, weights)
+    optimizer.apply_loss(lambda w: ops.sum(w[0]) * np.nan, weights)
     np.testing.assert_array_equal(weights[0].numpy(), [0.5, -0.5])
     assert not np.any(optimizer.meta_weights()["output/kernel"])
 

@@ -99,7 +99,7 @@ def test_imitation_loss_falls_tenfold(tmp_path):
                                     "config": {"learning_rate": 0.003, "global_clipnorm": 1.0}},
                          training={"depth": 3, "p_teacher": 1.0, "teachers": [
                              {"class_name": "Adam", "config": {"learning_rate": 0.001}}]},
-                         strategy={"num_periods": 3, "epochs_per_period": 4,
+                         strategy={"num_periods": 4, "epochs_per_period": 4,
                                    "unroll_distribution": 10})
     run(config)
     losses = [line["train_imitation_loss"] for line in summaries(tmp_path / "run")]
@@ -116,8 +116,8 @@ def test_imitation_needs_a_teacher():
 
 def test_parameter_scaling_keeps_the_problem_but_changes_coordinates(tmp_path):
     trainer = MetaTrainer(resolve(tiny_config(tmp_path), ["training/parameter_scale_spread=2"]))
-    plain = trainer.new_trajectory(0, seed=5)
-    scaled = trainer.new_trajectory(0, seed=5, scaled=True)
+    plain = trainer.estimators[0].new_trajectory(5)
+    scaled = trainer.estimators[0].new_trajectory(5, scaled=True)
     assert plain.scales is None
     for s, p, q in zip(scaled.scales, scaled.params, plain.params):
         np.testing.assert_allclose(np.asarray(s) * np.asarray(p), np.asarray(q), rtol=1e-6)

@@ -1,11 +1,36 @@
 """Meta-gradient estimators: how a truncation of inner training becomes a meta-gradient.
 
+Every estimator implements ``GradientEstimator`` (``l2o.estimators.base``).
 ``TBPTT`` differentiates through a truncation of a learned optimiser's unroll;
-``TruncatedES`` and ``PES`` estimate meta-gradients from perturbed, vectorised
-truncations (so far of small-state problems such as ``l2o.problems.influence``).
+``ParticleEstimator`` runs truncated ES or Persistent ES (``TruncatedES``,
+``PES``: the population arithmetic) over vectorised perturbed truncations.
 """
 
+from l2o.estimators.base import GradientEstimate, GradientEstimator
 from l2o.estimators.es import PES, TruncatedES
-from l2o.estimators.tbptt import TBPTT
+from l2o.estimators.particles import ParticleEstimator
+from l2o.estimators.tbptt import TBPTT, Trajectory
 
-__all__ = ["PES", "TBPTT", "TruncatedES"]
+
+def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
+    """The estimator ``training/estimator`` names, for a learned update rule on ``problem``."""
+    training = config["training"]
+    tbptt = TBPTT(rule, problem, meta_variables, config["loss_args"], training["unroll_weights"],
+                  training["second_order"], jit_compile, training["parameter_scale_spread"])
+    if training["estimator"] == "tbptt":
+        return tbptt
+    return ParticleEstimator(training["estimator"], tbptt, jit_compile, sigma=training["sigma"],
+                             n_particles=training["n_particles"], horizon=training["horizon"],
+                             stagger=training["stagger"])
+
+
+__all__ = [
+    "PES",
+    "TBPTT",
+    "GradientEstimate",
+    "GradientEstimator",
+    "ParticleEstimator",
+    "Trajectory",
+    "TruncatedES",
+    "learned_rule_estimator",
+]

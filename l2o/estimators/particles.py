@@ -1,5 +1,10 @@
 """Vectorised truncations of a learned optimiser's inner training, for ES and PES.
 
+``ParticleEstimator`` is the ``GradientEstimator`` of truncated ES and PES:
+its worker state is a population (``TruncatedES`` or ``PES``), which keeps the
+particles' inner states between truncations; validation is TBPTT's plain
+unroll, so that every estimator is scored alike.
+
 ``ParticleTruncations`` turns (update rule, problem) into the protocol of
 ``l2o.estimators.es``: the meta-weights flattened into one vector theta,
 P particles' inner states, and one batched call that unrolls all of them. A
@@ -13,15 +18,18 @@ same (seed, step) share one copy of their batches; otherwise each gets its own.
 import numpy as np
 from keras import ops
 
-from l2o import backend
+from l2o import backend, tree
+from l2o.estimators.base import GradientEstimate, GradientEstimator
+from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.unroll import meta_loss, unroll
-from l2o.optimizers.base import unflatten_like
+from l2o.streams import Stream, rng
+from l2o.tree import unflatten_like
 
 
 class ParticleTruncations:
     """``unroll`` and ``init_state`` for ``TruncatedES``/``PES`` over a learned optimiser.
 
-    ``new_trajectory(seed)`` returns a fresh ``l2o.trainer.Trajectory``;
+    ``new_trajectory(seed)`` returns a fresh ``l2o.estimators.tbptt.Trajectory``;
     ``template`` maps meta-weight names to arrays of their shapes, in the
     order that ``flatten`` and ``unflatten`` use.
     """
@@ -73,3 +81,48 @@ class ParticleTruncations:
         return losses, {"seed": states["seed"], "params": params, "opt": opt,
                         "initial_loss": states["initial_loss"]}
 
+
+
+class ParticleEstimator(GradientEstimator):
+    """Truncated ES (``estimator="es"``) or PES over a ``TBPTT``'s problem and rule.
+
+    ``options`` are the population's: ``sigma``, ``n_particles``, ``horizon``
+    and, for PES, ``stagger``.
+    """
+
+    def __init__(self, estimator, tbptt, jit_compile=False, **options):
+        self.tbptt, self.options = tbptt, options
+        self.population_class = {"es": TruncatedES, "pes": PES}[estimator]
+        if estimator == "es":
+            self.options.pop("stagger", None)
+        self.meta_variables = tbptt.meta_variables
+        template = {name: v.numpy() for name, v in self.meta_variables.items()}
+        self.truncations = ParticleTruncations(
+            tbptt.rule, tbptt.problem, template, tbptt.new_trajectory,
+            tbptt.loss_args, tbptt.unroll_weights, jit_compile)
+
+    def init_worker_state(self, seed):
+        # A population draws its particles' seeds from the first truncation's generator.
+        return self.population_class(self.truncations.unroll, self.truncations.init_state,
+                                     **self.options)
+
+    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
+        theta = self.truncations.flatten({name: v.numpy()
+                                          for name, v in self.meta_variables.items()})
+        gradient, value = worker_state.estimate(theta, generator, length)
+        grads = [ops.convert_to_tensor(g, v.dtype) for g, v in
+                 zip(self.truncations.unflatten(gradient), self.meta_variables.values())]
+        usable = bool(tree.all_finite([ops.convert_to_tensor(value), *grads]))
+        return GradientEstimate(loss=value, grads=grads, usable=usable, steps=length,
+                                restart=not usable), worker_state
+
+    def validate(self, unroll, seed):
+        return self.tbptt.validate(unroll, seed)
+
+    def worker_arrays(self, worker_state):
+        return worker_state.arrays(), {}
+
+    def load_worker_state(self, arrays, info):
+        population = self.init_worker_state(0)
+        population.load_arrays(arrays, self.truncations.init_state(rng(Stream.TRAJECTORY, 0)))
+        return population

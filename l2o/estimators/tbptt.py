@@ -7,33 +7,51 @@ off, the inner gradients are treated as constants as in Andrychowicz et al.).
 Parameters and optimiser state then carry over to the next truncation, which
 is where the bias comes from: the influence of the meta-weights on the state at
 the start of a truncation is ignored.
+
+A worker state is a ``Trajectory``: one inner training run in progress.
 """
 
+import dataclasses
+
+import numpy as np
 from keras import ops
 
-from l2o import backend
+from l2o import backend, tree
+from l2o.estimators.base import GradientEstimate, GradientEstimator
 from l2o.estimators.unroll import exploded, meta_loss, unroll
-from l2o.optimizers.base import all_finite
+from l2o.streams import Stream, rng
 
 
-class TBPTT:
+@dataclasses.dataclass
+class Trajectory:
+    """One inner training run in progress.
+
+    ``scales`` (one tensor per parameter, or None) make its loss f(scales * theta):
+    the random scaling of Lv et al., ``training/parameter_scale_spread``.
+    """
+
+    seed: int
+    params: list
+    state: object
+    initial_loss: object
+    scales: list = None
+    step: int = 0
+
+
+class TBPTT(GradientEstimator):
     """Meta-gradients and plain unrolls of one problem, compiled once.
 
-    ``estimate`` returns ``(meta_loss, grads, usable, params, state, losses,
-    exploded)`` for a truncation, ``usable`` saying whether the meta-loss and
-    every gradient are finite; ``imitate`` returns ``(imitation_loss, grads,
-    usable, params, state)`` for a truncation scored against teacher
-    parameters; ``evaluate`` returns ``(meta_loss, params, state, losses,
-    exploded)``.
+    ``parameter_scale_spread`` s > 0 makes each training trajectory's loss
+    f(c * theta) with c = exp(U(-s, s)) per coordinate (validation runs are
+    never scaled).
     """
 
     def __init__(self, rule, problem, meta_variables, loss_args, unroll_weights,
-                 second_order=True, jit_compile=False):
+                 second_order=True, jit_compile=False, parameter_scale_spread=0.0):
         self.rule, self.problem = rule, problem
         self.meta_variables = meta_variables
+        self.parameter_scale_spread = parameter_scale_spread
         self.loss_args, self.unroll_weights = loss_args, unroll_weights
-        self.second_order = second_order
-
         variables = list(meta_variables.values())
 
         def meta_weights():
@@ -53,12 +71,12 @@ class TBPTT:
         def estimate(params, state, batches, initial_loss, scales=None):
             (value, (params, state, losses, blew_up)), grads = backend.value_and_grad(
                 scored_unroll, variables)(params, state, batches, initial_loss, scales)
-            return value, grads, all_finite([value, *grads]), params, state, losses, blew_up
+            return value, grads, tree.all_finite([value, *grads]), params, state, losses, blew_up
 
         def imitate(params, state, batches, targets, scales=None):
             (value, (params, state)), grads = backend.value_and_grad(
                 imitation_unroll, variables)(params, state, batches, targets, scales)
-            return value, grads, all_finite([value, *grads]), params, state
+            return value, grads, tree.all_finite([value, *grads]), params, state
 
         def evaluate(params, state, batches, initial_loss):
             value, (params, state, losses, blew_up) = scored_unroll(
@@ -69,3 +87,86 @@ class TBPTT:
         self.imitate = backend.compile_fn(imitate, jit_compile, relax_leading_dim=True)
         self.evaluate = backend.compile_fn(evaluate, jit_compile, relax_leading_dim=True)
         self.initial_loss = backend.compile_fn(problem.loss, jit_compile)
+
+    # ------------------------------------------------------------------ trajectories
+
+    def scales(self, seed):
+        """exp(U(-s, s)) per coordinate for ``parameter_scale_spread`` s > 0, else None."""
+        spread = self.parameter_scale_spread
+        if spread <= 0:
+            return None
+        generator = rng(Stream.PARAMETER_SCALES, seed)
+        return [ops.convert_to_tensor(np.exp(generator.uniform(-spread, spread, p.shape))
+                                      .astype(np.float32))
+                for p in self.problem.init(seed)]
+
+    def new_trajectory(self, seed, scaled=False):
+        """A fresh trajectory; ``scaled`` applies ``parameter_scale_spread`` (training only)."""
+        scales = self.scales(seed) if scaled else None
+        # Starting from theta_0 / scales keeps the scaled problem's starting point f(theta_0).
+        initial = [ops.convert_to_tensor(p) for p in self.problem.init(seed)]
+        params = initial if scales is None else [p / s for p, s in zip(initial, scales)]
+        first_batch = tuple(ops.convert_to_tensor(b[0]) for b in self.problem.batches(seed, 0, 1))
+        return Trajectory(seed=seed, params=params, state=self.rule.init_state(params, seed),
+                          initial_loss=self.initial_loss(initial, first_batch), scales=scales)
+
+    # ------------------------------------------------------------------ GradientEstimator
+
+    def init_worker_state(self, seed):
+        return self.new_trajectory(seed, scaled=True)
+
+    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
+        trajectory = worker_state
+        batches = self.problem.batches(trajectory.seed, trajectory.step, length)
+        if teacher is not None:
+            targets = teacher.targets(scaled_params(trajectory), batches)
+            value, grads, usable, params, state = self.imitate(
+                trajectory.params, trajectory.state, batches,
+                unscaled_targets(trajectory, targets), trajectory.scales)
+            blew_up, kind = False, "imitation_loss"
+        else:
+            value, grads, usable, params, state, _, blew_up = self.estimate(
+                trajectory.params, trajectory.state, batches, trajectory.initial_loss,
+                trajectory.scales)
+            kind = "meta_loss"
+        usable = bool(usable)
+        advanced = dataclasses.replace(trajectory, params=params, state=state,
+                                       step=trajectory.step + length)
+        return GradientEstimate(loss=float(value), grads=grads, usable=usable, steps=length,
+                                restart=bool(blew_up) or not usable, kind=kind), advanced
+
+    def validate(self, unroll, seed):
+        trajectory = self.new_trajectory(seed)
+        batches = self.problem.batches(trajectory.seed, 0, unroll)
+        value, _, _, losses, _ = self.evaluate(trajectory.params, trajectory.state, batches,
+                                               trajectory.initial_loss)
+        return {"validation_meta_loss": float(value),
+                "validation_final_loss": float(losses[-1])}
+
+    def worker_arrays(self, worker_state):
+        trajectory = worker_state
+        return ({**tree.to_arrays("params", trajectory.params),
+                 **tree.to_arrays("state", trajectory.state),
+                 "initial_loss": np.asarray(trajectory.initial_loss)},
+                {"seed": trajectory.seed, "step": trajectory.step})
+
+    def load_worker_state(self, arrays, info):
+        template = self.new_trajectory(info["seed"], scaled=True)
+        return dataclasses.replace(
+            template, step=info["step"], params=tree.from_arrays("params", arrays, template.params),
+            state=tree.from_arrays("state", arrays, template.state),
+            initial_loss=ops.convert_to_tensor(arrays["initial_loss"]))
+
+
+def scaled_params(trajectory):
+    """The parameters the problem sees: scales * theta."""
+    if trajectory.scales is None:
+        return trajectory.params
+    return [s * p for s, p in zip(trajectory.scales, trajectory.params)]
+
+
+def unscaled_targets(trajectory, targets):
+    """Teacher targets (in the problem's coordinates) in the trajectory's coordinates."""
+    if trajectory.scales is None:
+        return targets
+    return [t / ops.convert_to_numpy(s)[None] for t, s in zip(targets, trajectory.scales)]

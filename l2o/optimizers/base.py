@@ -1,4 +1,4 @@
-"""The two faces of a learned optimiser.
+"""The two faces of a learned optimiser, and what it declares to the generic layers.
 
 ``UpdateRule`` is the pure core, in the manner of optax's ``init``/``update``
 pairs: ``update(meta_weights, grads, params, state) -> (updates, state)`` with
@@ -6,11 +6,29 @@ pairs: ``update(meta_weights, grads, params, state) -> (updates, state)`` with
 ``LearnedOptimizer`` is the Keras façade: a ``keras.optimizers.Optimizer`` whose
 ``build`` creates the rule's state per variable and whose ``update_step`` adds
 ``learning_rate * update`` to the variable. Both call the same ``update``.
+
+A constructor registered in ``l2o.registry.OPTIMIZERS`` declares, as class
+attributes and class methods, what the generic layers need of it:
+
+    rule_class                      its ``network`` section: keyword defaults, checks
+    validate_run_config(config)     checks of a whole resolved config it cannot honour
+    initial_meta_weights(config, problems)           ``{name: array}`` to meta-train from
+    gradient_estimators(config, problems, meta_variables, jit_compile)
+                                    one ``l2o.estimators.GradientEstimator`` per problem
+    from_run(config, meta_weights, run_seed=None, **kwargs)
+                                    the Keras optimiser a run's checkpoint describes
+
+and, as an instance method, ``apply_loss(loss_fn, variables)`` when it needs
+the loss as a function of the weights rather than its gradient (a sampler
+such as PIO): ``l2o.backend.make_train_step`` hands it that instead.
 """
 
 import keras
 import numpy as np
 from keras import ops
+
+from l2o.estimators import learned_rule_estimator
+from l2o.validation import ConfigError
 
 
 class UpdateRule:
@@ -41,24 +59,6 @@ class UpdateRule:
         """Raises ConfigError naming ``network/<key>`` for a value out of range."""
 
 
-def all_finite(tensors):
-    """True where every entry of every tensor is finite (a loss and its gradients)."""
-    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors]))
-
-
-def flatten_all(tensors):
-    """The coordinates of a list of tensors as one vector."""
-    return ops.concatenate([ops.reshape(t, (-1,)) for t in tensors], axis=0)
-
-
-def unflatten_like(vector, like):
-    """Splits ``vector`` into tensors shaped like the list ``like``."""
-    sizes = [int(np.prod(t.shape)) for t in like]
-    pieces = ops.split(vector, np.cumsum(sizes)[:-1].tolist(), axis=0) if len(like) > 1 \
-        else [vector]
-    return [ops.reshape(p, t.shape) for p, t in zip(pieces, like)]
-
-
 class LearnedOptimizer(keras.optimizers.Optimizer):
     """Keras optimiser that applies a learned ``UpdateRule``.
 
@@ -80,6 +80,30 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         if meta_weights is None:
             meta_weights = self.rule.init_meta_weights(seed)
         self.meta_weights = {k: np.asarray(v, np.float32) for k, v in meta_weights.items()}
+
+    @classmethod
+    def validate_run_config(cls, config):
+        """Every learned update rule meta-trains under every estimator and strategy."""
+
+    @classmethod
+    def initial_meta_weights(cls, config, problems):
+        return cls.rule_class(**config["network"]).init_meta_weights(config["training"]["seed"])
+
+    @classmethod
+    def gradient_estimators(cls, config, problems, meta_variables, jit_compile):
+        rule, seed = cls.rule_class(**config["network"]), config["training"]["seed"]
+        for index, problem in enumerate(problems):
+            try:  # a rule that cannot serve a problem (too many groups) says so now
+                rule.init_state([ops.convert_to_tensor(p) for p in problem.init(seed)], seed)
+            except ValueError as error:
+                raise ConfigError(f"{error} (problems/{index})") from None
+        return [learned_rule_estimator(rule, problem, meta_variables, config, jit_compile)
+                for problem in problems]
+
+    @classmethod
+    def from_run(cls, config, meta_weights, run_seed=None, **kwargs):
+        """The optimiser as meta-trained; its seed is the run's (a learned rule is deterministic)."""
+        return cls(meta_weights=meta_weights, network=config["network"], **kwargs)
 
     def build(self, variables):
         if self.built:

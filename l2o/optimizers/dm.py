@@ -24,8 +24,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.optimizers.base import LearnedOptimizer, flatten_all, unflatten_like
+from l2o.optimizers.base import LearnedOptimizer
 from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
+from l2o.registry import OPTIMIZERS
+from l2o.tree import flatten_all, unflatten_like
 from l2o.validation import check_range
 
 
@@ -74,6 +76,7 @@ class DMRule(CoordinatewiseLSTM):
 
 
 @keras.saving.register_keras_serializable(package="l2o")
+@OPTIMIZERS.register("DM")
 class DMOptimizer(LearnedOptimizer):
     """Keras optimiser applying a (meta-trained) DM network; see ``l2o.optimizers.dm``."""
 

@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
+from l2o.registry import OPTIMIZERS
 from l2o.validation import ConfigError, check_fraction, check_range
 
 SCHEDULES = ("constant", "inverse_time_decay", "log_linear")
@@ -122,6 +123,7 @@ class ScheduledSGDRule(UpdateRule):
 
 
 @keras.saving.register_keras_serializable(package="l2o")
+@OPTIMIZERS.register("ScheduledSGD")
 class ScheduledSGD(LearnedOptimizer):
     """Keras optimiser applying a meta-learned SGD schedule; see ``l2o.optimizers.hyper``."""
 

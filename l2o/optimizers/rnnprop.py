@@ -18,8 +18,10 @@ trick is a training option: ``training/parameter_scale_spread``.
 import keras
 from keras import ops
 
-from l2o.optimizers.base import LearnedOptimizer, flatten_all, unflatten_like
+from l2o.optimizers.base import LearnedOptimizer
 from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
+from l2o.registry import OPTIMIZERS
+from l2o.tree import flatten_all, unflatten_like
 from l2o.validation import check_fraction, check_range
 
 
@@ -62,6 +64,7 @@ class RNNPropRule(CoordinatewiseLSTM):
 
 
 @keras.saving.register_keras_serializable(package="l2o")
+@OPTIMIZERS.register("RNNProp")
 class RNNPropOptimizer(LearnedOptimizer):
     """Keras optimiser applying a (meta-trained) RNNProp network; see ``l2o.optimizers.rnnprop``."""
 

@@ -37,9 +37,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.optimizers.base import LearnedOptimizer, UpdateRule, flatten_all, unflatten_like
+from l2o.optimizers.base import LearnedOptimizer, UpdateRule
 from l2o.optimizers.cells import dense, gru, init_dense, init_gru
 from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
+from l2o.registry import OPTIMIZERS
+from l2o.streams import Stream, rng
+from l2o.tree import flatten_all, unflatten_like
 from l2o.validation import ConfigError, check_keras_name, check_range
 
 
@@ -52,7 +55,7 @@ def init_moments(params, timescales, init_lr, seed):
     coordinates = sum(int(np.prod(p.shape)) for p in params)
     dtype = params[0].dtype
     low, high = np.log(init_lr[0]), np.log(init_lr[1])
-    log_lr = np.random.default_rng(seed).uniform(low, high, coordinates) if high > low else \
+    log_lr = rng(Stream.RULE_STATE, seed).uniform(low, high, coordinates) if high > low else \
         np.full(coordinates, low)
     return {"m": ops.zeros((coordinates, timescales), dtype),
             "v": ops.zeros((coordinates, timescales), dtype), "step": ops.zeros((), dtype),
@@ -214,6 +217,7 @@ class ScaleHierarchicalRule(UpdateRule):
 
 
 @keras.saving.register_keras_serializable(package="l2o")
+@OPTIMIZERS.register("ScaleBasic")
 class ScaleBasicOptimizer(LearnedOptimizer):
     """Keras optimiser applying a ScaleBasic network; see ``l2o.optimizers.scale``."""
 
@@ -221,6 +225,7 @@ class ScaleBasicOptimizer(LearnedOptimizer):
 
 
 @keras.saving.register_keras_serializable(package="l2o")
+@OPTIMIZERS.register("ScaleHierarchical")
 class ScaleHierarchicalOptimizer(LearnedOptimizer):
     """Keras optimiser applying a ScaleHierarchical network; see ``l2o.optimizers.scale``."""
 

@@ -1,15 +1,16 @@
-"""Inner problems: pure losses, deterministic data streams and equivalent Keras models."""
+"""Inner problems: pure losses, deterministic data streams and equivalent Keras models.
+
+Importing this package registers every problem in ``PROBLEMS`` (a config's
+``problems[i]/target`` names one).
+"""
 
 from l2o.problems.base import Problem
 from l2o.problems.classifiers import ConvClassifier, MLPClassifier
 from l2o.problems.datasets import DataError
 from l2o.problems.landscapes import Carrillo, TwoMoons
 from l2o.problems.quadratic import Quadratic
+from l2o.registry import PROBLEMS
 from l2o.validation import ConfigError
-
-# ``target`` in a config's problem names one of these.
-PROBLEMS = {"quadratic": Quadratic, "mlp_classifier": MLPClassifier,
-            "conv_classifier": ConvClassifier, "carrillo": Carrillo, "two_moons": TwoMoons}
 
 
 def build(spec, field="problems/0"):
@@ -20,4 +21,5 @@ def build(spec, field="problems/0"):
         raise ConfigError(f"{field}/kwargs/{error}") from None
 
 
-__all__ = ["PROBLEMS", "Carrillo", "ConvClassifier", "MLPClassifier", "Problem", "Quadratic", "TwoMoons", "build"]
+__all__ = ["PROBLEMS", "Carrillo", "ConvClassifier", "MLPClassifier", "Problem", "Quadratic",
+           "TwoMoons", "build"]

@@ -10,7 +10,6 @@ equivalent ``keras.Model`` whose ``trainable_variables`` line up with
 ``params``.
 """
 
-import numpy as np
 
 
 class Problem:
@@ -41,8 +40,3 @@ class Problem:
     def build_model(self, params):
         """A ``keras.Model`` computing the same function, its weights set to ``params``."""
         raise NotImplementedError
-
-
-def rng(*keys):
-    """A numpy Generator determined by the integer ``keys``."""
-    return np.random.default_rng([int(k) % (2 ** 32) for k in keys])

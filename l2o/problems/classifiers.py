@@ -7,7 +7,9 @@ import numpy as np
 from keras import ops
 
 from l2o.problems import datasets
-from l2o.problems.base import Problem, rng
+from l2o.problems.base import Problem
+from l2o.registry import PROBLEMS
+from l2o.streams import Stream, rng
 from l2o.validation import ConfigError, check_keras_name, check_range, check_units
 
 
@@ -53,7 +55,7 @@ class Classifier(Problem):
 
     def init(self, seed):
         """Glorot-uniform kernels and zero biases, as Keras initialises its layers."""
-        generator, params = rng(seed, 0), []
+        generator, params = rng(Stream.PROBLEM_INIT, seed), []
         for shape in self.param_shapes():
             if len(shape) == 1:
                 params.append(np.zeros(shape, np.float32))
@@ -84,7 +86,7 @@ class Classifier(Problem):
         count = len(self.data["y_train"])
         order = np.arange(count)
         if self.shuffle_buffer > 1:
-            generator = rng(seed, 1, data_pass)
+            generator = rng(Stream.PROBLEM_DATA, seed, data_pass)
             window = min(self.shuffle_buffer, count)
             order = generator.permutation(count) if window >= count else np.concatenate(
                 [generator.permutation(order[k:k + window]) for k in range(0, count, window)])
@@ -109,6 +111,7 @@ class Classifier(Problem):
         return model
 
 
+@PROBLEMS.register("mlp_classifier")
 class MLPClassifier(Classifier):
     """Fully connected classifier: hidden ``layers`` with ``activation``, then logits."""
 
@@ -143,6 +146,7 @@ class MLPClassifier(Classifier):
                 + [keras.layers.Dense(self.classes)])
 
 
+@PROBLEMS.register("conv_classifier")
 class ConvClassifier(Classifier):
     """Strided 'same' convolutions (one per entry of ``filters``), global average pool, logits."""
 

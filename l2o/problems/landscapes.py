@@ -4,11 +4,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.problems.base import Problem, rng
+from l2o.problems.base import Problem
 from l2o.problems.classifiers import MLPClassifier
+from l2o.registry import PROBLEMS
+from l2o.streams import Stream, rng
 from l2o.validation import check_range
 
 
+@PROBLEMS.register("carrillo")
 class Carrillo(Problem):
     """A shifted Rastrigin function (Carrillo et al. 2018), used by PIO:
 
@@ -28,7 +31,7 @@ class Carrillo(Problem):
         check_range(f"{prefix}dim", kwargs["dim"], 0)
 
     def init(self, seed):
-        return [rng(seed, 0).standard_normal((self.dim,)).astype(np.float32)]
+        return [rng(Stream.PROBLEM_INIT, seed).standard_normal((self.dim,)).astype(np.float32)]
 
     def value(self, y):
         centred = y - self.shift
@@ -64,6 +67,7 @@ def identity(y_true, y_pred):
     return y_pred
 
 
+@PROBLEMS.register("two_moons")
 class TwoMoons(MLPClassifier):
     """Binary MLP (2-``layers``-1, one logit, sigmoid cross-entropy) on scikit-learn's moons."""
 

@@ -4,10 +4,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from l2o.problems.base import Problem, rng
+from l2o.problems.base import Problem
+from l2o.registry import PROBLEMS
+from l2o.streams import Stream, rng
 from l2o.validation import check_range
 
 
+@PROBLEMS.register("quadratic")
 class Quadratic(Problem):
     """f(x) = ||W x - y||^2 with W (dim x dim) and y drawn i.i.d. N(0, 1) per instance.
 
@@ -23,12 +26,12 @@ class Quadratic(Problem):
         check_range(f"{prefix}dim", kwargs["dim"], 0)
 
     def _instance(self, seed):
-        generator = rng(seed, 1)
+        generator = rng(Stream.PROBLEM_COEFFICIENTS, seed)
         return (generator.standard_normal((self.dim, self.dim)).astype(np.float32),
                 generator.standard_normal((self.dim,)).astype(np.float32))
 
     def init(self, seed):
-        return [rng(seed, 0).standard_normal((self.dim,)).astype(np.float32)]
+        return [rng(Stream.PROBLEM_INIT, seed).standard_normal((self.dim,)).astype(np.float32)]
 
     def loss(self, params, batch):
         w, y = batch

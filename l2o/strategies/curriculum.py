@@ -23,10 +23,12 @@ run resumed mid-stage continues exactly where it stopped.
 import numpy as np
 
 from l2o import checkpoints
+from l2o.registry import STRATEGIES
 from l2o.strategies.base import Strategy
 from l2o.validation import ConfigError
 
 
+@STRATEGIES.register("Curriculum")
 class CurriculumStrategy(Strategy):
     def __init__(self, schedule=None, min_periods=2, max_periods=10, max_stages=0, **options):
         super().__init__(schedule=schedule or {"base": 50, "power": 2}, min_periods=min_periods,

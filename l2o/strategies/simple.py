@@ -1,9 +1,11 @@
 """The Simple strategy: fixed periods, validation and a checkpoint after each."""
 
+from l2o.registry import STRATEGIES
 from l2o.strategies.base import Strategy, check_unroll_distribution, unroll_sampler
 from l2o.validation import ConfigError
 
 
+@STRATEGIES.register("Simple")
 class SimpleStrategy(Strategy):
     """``num_periods`` periods of ``epochs_per_period`` epochs.
 

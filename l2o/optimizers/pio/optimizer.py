@@ -1,16 +1,21 @@
 """PIOOptimizer: the Keras face of PIO (equations in ``l2o.optimizers.pio.rule``)."""
 
+import copy
+
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from l2o import backend, differentiable
-from l2o.optimizers.base import all_finite, unflatten_like
 from l2o.optimizers.pio.rule import PIORule
+from l2o.optimizers.pio.trainer import DriftEstimator, dimension_of
+from l2o.registry import OPTIMIZERS
+from l2o.tree import all_finite, unflatten_like
+from l2o.validation import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="l2o")
+@OPTIMIZERS.register("PIO")
 class PIOOptimizer(keras.optimizers.Optimizer):
     """Keras optimiser that samples a model's weights with PIO; see ``l2o.optimizers.pio.rule``.
 
@@ -20,7 +25,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
     ``seed`` by default). PIO needs the loss at sampled weights, which a
     Keras optimiser is never given: pass ``model=`` to let ``model.fit``
     drive it (its ``train_step`` is replaced by one that hands PIO the batch's
-    loss), or call ``step_with_potential`` yourself.
+    loss), or call ``apply_loss`` yourself.
     """
 
     rule_class = PIORule
@@ -38,6 +43,45 @@ class PIOOptimizer(keras.optimizers.Optimizer):
                                            .LearningRateSchedule) else learning_rate)
         if model is not None:
             attach(self, model)
+
+    # ------------------------------------------------------------------ run protocol
+
+    @classmethod
+    def validate_run_config(cls, config):
+        """PIO trains its drift network step by step: the meta-training knobs do not apply."""
+        training = config["training"]
+        for key, neutral in (("estimator", "tbptt"), ("epochs", 1), ("repeat", 1),
+                             ("persistent", False), ("p_teacher", 0.0),
+                             ("parameter_scale_spread", 0.0)):
+            if training[key] != neutral:
+                raise ConfigError(f"training/{key}: PIO does not use it; leave it at "
+                                  f"{neutral!r}, got {training[key]!r}")
+        if len(config["problems"]) != 1:
+            raise ConfigError(f"problems: PIO trains on exactly one problem (its weights are "
+                              f"the drift's dimension), got {len(config['problems'])}")
+
+    @classmethod
+    def initial_meta_weights(cls, config, problems):
+        seed = config["training"]["seed"]
+        return PIORule(**config["network"]).init_meta_weights(
+            seed, dimension_of(problems[0], seed))
+
+    @classmethod
+    def gradient_estimators(cls, config, problems, meta_variables, jit_compile):
+        return [DriftEstimator(PIORule(**config["network"]), problems[0], meta_variables,
+                               config["training"]["seed"])]
+
+    @classmethod
+    def from_run(cls, config, meta_weights, run_seed=None, **kwargs):
+        """Warm-started from the trained drift, which goes on training at the rate it trained
+        with; ``run_seed`` gives each evaluation run its own sampling noise."""
+        kwargs.setdefault("learning_rate", keras.optimizers.get(
+            copy.deepcopy(config["optimizer"])).get_config()["learning_rate"])
+        if run_seed is not None:
+            kwargs.setdefault("seed", run_seed)
+        return cls(meta_weights=meta_weights, network=config["network"], **kwargs)
+
+    # ------------------------------------------------------------------ Keras optimiser
 
     def build(self, variables):
         if self.built:
@@ -91,7 +135,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         for slot, before, after in zip(self._adam_slots, old, keras.tree.flatten(state)):
             slot.assign(ops.where(usable, after, before))
 
-    def step_with_potential(self, potential, variables):
+    def apply_loss(self, potential, variables):
         """One PIO step: train the drift against ``potential``, then sample the weights.
 
         ``potential(list of tensors shaped like variables) -> scalar`` is the
@@ -108,11 +152,11 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         scales = self.rule.scales(ops.convert_to_tensor(self.rule.sigma, "float32")
                                   if static else sigma)
         energy = self.rule.energy_of(potential, self._like, sigma)
-        base_seed = tf.random.experimental.stateless_fold_in(
-            tf.constant([self.seed, 0], tf.int32), tf.cast(self.iterations, tf.int32))
+        base_seed = backend.fold_in(ops.convert_to_tensor([self.seed, 0], "int32"),
+                                    self.iterations)
         objective = None
         for step in range(self.rule.drift_steps if self._drift else 0):
-            seed = tf.random.experimental.stateless_fold_in(base_seed, step + 1)
+            seed = backend.fold_in(base_seed, step + 1)
 
             def pis_objective(_, seed=seed):
                 weights = {k: ops.convert_to_tensor(v) for k, v in self._drift.items()}
@@ -137,7 +181,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         raise ValueError("PIOOptimizer samples weights from the loss at other weights, which a "
                          "gradient does not give: build it with model=... (model.fit) or call "
-                         "step_with_potential(loss_fn, variables)")
+                         "apply_loss(loss_fn, variables)")
 
     def get_config(self):
         config = super().get_config()
@@ -169,7 +213,7 @@ def attach(optimizer, model):
         loss = ops.mean(loss_function(y, predictions))
         if hasattr(model, "_loss_tracker"):
             model._loss_tracker.update_state(loss)
-        optimizer.step_with_potential(potential, model.trainable_variables)
+        optimizer.apply_loss(potential, model.trainable_variables)
         return model.compute_metrics(x, y, predictions)
 
     model.train_step = train_step

@@ -48,13 +48,12 @@ part: PIO samples, it does not descend.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from l2o import backend
-from l2o.optimizers.base import unflatten_like
 from l2o.optimizers.cells import dense, init_dense
 from l2o.optimizers.pio import sde
+from l2o.tree import unflatten_like
 from l2o.validation import ConfigError, check_range
 
 DRIFT_FORMATS = ("f", "grad", "mc")
@@ -72,7 +71,7 @@ class PIORule:
     """PIO's settings and maths: drift networks, the sampler's loss, weight selection.
 
     Not an ``UpdateRule``: PIO needs the loss at weights other than the
-    current ones, so ``PIOOptimizer`` drives it through ``step_with_potential``.
+    current ones, so ``PIOOptimizer`` drives it through ``apply_loss``.
     The keyword defaults are the config's ``network`` defaults.
     """
 
@@ -158,11 +157,10 @@ class PIORule:
         prior_variance = spread ** 2 * self.t_end
 
         def monte_carlo(x, t):
-            step_seed = tf.random.experimental.stateless_fold_in(
-                seed, tf.cast(tf.round(t / self.dt), tf.int32))
+            step_seed = backend.fold_in(seed, ops.round(t / self.dt))
             count, dimension = ops.shape(x)[0], ops.shape(x)[1]
-            normal = tf.random.stateless_normal([self.mc_samples, count, dimension], step_seed,
-                                                dtype=x.dtype)
+            normal = backend.stateless_normal([self.mc_samples, count, dimension], step_seed,
+                                              dtype=x.dtype)
             remaining = ops.sqrt(ops.maximum(self.t_end - t, 0.0))
             points = ops.reshape(x[None] + spread * remaining * normal, (-1, dimension))
             log_f = -energy(points) + 0.5 * ops.sum(ops.square(points), axis=1) / prior_variance
@@ -192,10 +190,9 @@ class PIORule:
         importance weight of the trajectory against the target.
         """
         drift_scale, noise_scale = scales
-        seed = sde.stateless_seed(seed)
+        seed = backend.stateless_seed(seed)
         terminal, running, stochastic = sde.integrate(
-            self.drift(weights, energy, scales, tf.random.experimental.stateless_fold_in(
-                seed, 1)),
+            self.drift(weights, energy, scales, backend.fold_in(seed, 1)),
             dimension, trajectories, seed, self.t_end, self.diffusion, self.dt, drift_scale,
             noise_scale, dtype)
         prior = sde.terminal_prior(dimension, self.t_end, self.diffusion, noise_scale, dtype)
@@ -254,7 +251,7 @@ def fit_sampler(rule, energy, dimension, iterations, learning_rate=1e-3, seed=0,
 
     def objective(iteration):
         weights = {k: ops.convert_to_tensor(v) for k, v in variables.items()}
-        return rule.objective(weights, energy, dimension, tf.stack([seed, iteration]),
+        return rule.objective(weights, energy, dimension, ops.stack([ops.convert_to_tensor(seed, "int32"), iteration]),
                               (1.0, 1.0)), None
 
     def train_step(iteration):
@@ -265,7 +262,7 @@ def fit_sampler(rule, energy, dimension, iterations, learning_rate=1e-3, seed=0,
 
     train_step = backend.compile_fn(train_step)
     for iteration in range(iterations):
-        value = train_step(tf.constant(iteration, tf.int32))
+        value = train_step(ops.convert_to_tensor(iteration, "int32"))
         if progress is not None:
             progress(iteration, float(value))
     return {name: np.asarray(v.numpy()) for name, v in variables.items()}

@@ -24,24 +24,9 @@ differentiable end to end with respect to everything ``u`` depends on.
 
 import math
 
-import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
+from keras import ops
 
 from l2o import backend
-
-tfd = tfp.distributions
-
-
-def stateless_seed(seed):
-    """A [2] int32 stateless seed from an int (deterministically) or a [2] tensor.
-
-    ``tfp.random.sanitize_seed`` would turn an int into a *stateful* draw, so
-    two solves with the same int seed would differ.
-    """
-    if isinstance(seed, (int, np.integer)):
-        return tf.constant([0, int(seed)], tf.int32)
-    return tf.cast(seed, tf.int32)
 
 
 def steps(t_end, dt):
@@ -53,11 +38,12 @@ def steps(t_end, dt):
     return count
 
 
-def terminal_prior(dimension, t_end, diffusion, noise_scale=1.0, dtype=tf.float32):
+def terminal_prior(dimension, t_end, diffusion, noise_scale=1.0, dtype="float32"):
     """The uncontrolled terminal law N(0, b^2 g^2 t_end I)."""
     scale = noise_scale * diffusion * math.sqrt(t_end)
-    return tfd.MultivariateNormalDiag(loc=tf.zeros([dimension], dtype),
-                                      scale_diag=tf.fill([dimension], tf.cast(scale, dtype)))
+    return backend.probability().distributions.MultivariateNormalDiag(
+        loc=ops.zeros([dimension], dtype),
+        scale_diag=ops.full([dimension], scale, dtype=dtype))
 
 
 # The Path Integral Sampler's defaults: t_end g^2 = 1, a unit-variance prior.
@@ -65,7 +51,7 @@ T_END, DIFFUSION, DT = 5.0, math.sqrt(0.2), 0.05
 
 
 def integrate(drift, dimension, trajectories, seed, t_end=T_END, diffusion=DIFFUSION,
-              dt=DT, drift_scale=1.0, noise_scale=1.0, dtype=tf.float32):
+              dt=DT, drift_scale=1.0, noise_scale=1.0, dtype="float32"):
     """Solves the SDE for ``trajectories`` independent paths.
 
     ``drift(x [trajectories, d], t scalar) -> u [trajectories, d]``; ``seed``
@@ -74,9 +60,10 @@ def integrate(drift, dimension, trajectories, seed, t_end=T_END, diffusion=DIFFU
     stochastic cost s [trajectories].
     """
     count = steps(t_end, dt)
-    step_seeds = tf.stack(tfp.random.split_seed(stateless_seed(seed), n=count))
-    times = tf.range(count, dtype=dtype) * dt
-    increment = tfd.Normal(tf.zeros([], dtype), tf.cast(math.sqrt(dt), dtype))
+    step_seeds = backend.split_seed(seed, count)
+    times = ops.arange(count, dtype=dtype) * dt
+    increment = backend.probability().distributions.Normal(
+        ops.zeros([], dtype), ops.cast(math.sqrt(dt), dtype))
     ratio = drift_scale / noise_scale
 
     def step(carry, inputs):
@@ -86,11 +73,11 @@ def integrate(drift, dimension, trajectories, seed, t_end=T_END, diffusion=DIFFU
         control = drift(x, t)
         relative = ratio * control
         x = x + drift_scale * diffusion * control * dt + noise_scale * diffusion * noise
-        running = running + 0.5 * tf.reduce_sum(tf.square(relative), axis=1) * dt
-        stochastic = stochastic + tf.reduce_sum(relative * noise, axis=1)
+        running = running + 0.5 * ops.sum(ops.square(relative), axis=1) * dt
+        stochastic = stochastic + ops.sum(relative * noise, axis=1)
         return (x, running, stochastic), ()
 
-    zeros = tf.zeros([trajectories], dtype)
+    zeros = ops.zeros([trajectories], dtype)
     (terminal, running, stochastic), _ = backend.scan(
-        step, (tf.zeros([trajectories, dimension], dtype), zeros, zeros), (step_seeds, times))
+        step, (ops.zeros([trajectories, dimension], dtype), zeros, zeros), (step_seeds, times))
     return terminal, running, stochastic

@@ -1,0 +1,67 @@
+"""The interface every meta-gradient estimator implements.
+
+After learned_optimization's ``GradientEstimator``: an estimator owns the
+compiled work of one problem and reads the meta-weights from the variables
+it was built with; the trainer owns the *worker states* (a trajectory in
+progress, a particle population, or nothing) and one epoch loop that, for
+each truncation, asks for an estimate, applies the meta-gradient when it is
+usable, and restarts the worker when the estimator says so.
+
+    state = estimator.init_worker_state(seed)
+    estimate, state = estimator.compute_gradient_estimate(state, generator, length)
+
+``generator`` is the truncation's numpy Generator (its noise, its batches);
+``length`` the truncation's inner steps as the strategy drew them.
+"""
+
+from typing import Any, NamedTuple
+
+
+class GradientEstimate(NamedTuple):
+    """One truncation's result.
+
+    ``loss``: the meta-loss (or imitation loss) it scored; ``grads``: one
+    tensor per meta-variable; ``usable``: the loss and every gradient are
+    finite (only then is it applied); ``steps``: inner steps taken;
+    ``restart``: the worker state must start afresh (a non-finite or exploded
+    trajectory); ``kind``: the metric it is logged under.
+    """
+
+    loss: float
+    grads: Any
+    usable: bool
+    steps: int
+    restart: bool
+    kind: str = "meta_loss"
+
+
+class GradientEstimator:
+    """Meta-gradients of one problem; see the module docstring."""
+
+    def init_worker_state(self, seed):
+        """A fresh worker state whose inner run is keyed by the integer ``seed``."""
+        raise NotImplementedError
+
+    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
+        """``(GradientEstimate, new worker state)`` for one truncation.
+
+        ``teacher`` (an ``l2o.imitation.Teacher``) asks for an imitation
+        truncation instead; estimators that cannot imitate refuse in config
+        validation, before any work.
+        """
+        raise NotImplementedError
+
+    def validate(self, unroll, seed):
+        """``{metric: float}`` of a fresh ``unroll``-step run from ``seed``.
+
+        Holds at least ``validation_meta_loss`` (what picks the best
+        checkpoint) and ``validation_final_loss``.
+        """
+        raise NotImplementedError
+
+    def worker_arrays(self, worker_state):
+        """``(named numpy arrays, JSON info)`` that ``load_worker_state`` rebuilds it from."""
+        raise NotImplementedError
+
+    def load_worker_state(self, arrays, info):
+        raise NotImplementedError
