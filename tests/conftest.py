@@ -5,7 +5,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "mnist"))
+SHARED_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
+MNIST = os.path.join(SHARED_DATA, "mnist")
+# `dataset: mnist` (the shipped configs) reads $L2O_DATA/mnist: the data at hand, no download.
+if os.path.isdir(SHARED_DATA):
+    os.environ.setdefault("L2O_DATA", SHARED_DATA)
 
 
 @pytest.fixture

@@ -2,10 +2,14 @@
 
 - ``digits``: scikit-learn's embedded 8x8 digits (offline; the default).
 - ``moons``: scikit-learn's two half-moons, 2-D points (offline).
-- a folder in MNIST's IDX format (MNIST, Fashion-MNIST, KMNIST, notMNIST):
-  ``train-*`` and ``t10k-*`` files, gzipped or not; with only one split present
-  it is divided into training and validation deterministically.
-- any other name is a TensorFlow Datasets name, loaded from ``data_dir``.
+- a path to a folder in MNIST's IDX format (MNIST, Fashion-MNIST, KMNIST,
+  notMNIST): ``train-*`` and ``t10k-*`` files, gzipped or not; with only one
+  split present it is divided into training and validation deterministically.
+  A path has a separator or starts with ``.``; anything else is a name.
+- a name (``mnist``, ``fashion_mnist``, ...): the IDX folder ``<root>/<name>``,
+  where the root is ``data_dir``, else the environment variable ``L2O_DATA``;
+  without IDX files there, TensorFlow Datasets loads it from the root
+  (downloading it there if absent, which needs the network).
 
 Images come back as float32 in [0, 1], shaped (N, height, width, channels)
 (moons: points shaped (N, 2)); labels as int32.
@@ -19,6 +23,10 @@ import numpy as np
 
 from l2o.validation import first_line
 
+# The folder holding one ``<name>/`` folder of IDX files per named data set, when the
+# problem gives no ``data_dir``; e.g. ``$L2O_DATA/mnist/t10k-images-idx3-ubyte.gz``.
+DATA_ROOT_VARIABLE = "L2O_DATA"
+
 
 class DataError(ValueError):
     """A data set that cannot be loaded; the message says which and why."""
@@ -30,9 +38,31 @@ def load(dataset, data_dir=None, validation_split=0.2):
         return _split(*_digits(), validation_split)
     if dataset == "moons":
         return _split(*_moons(), validation_split)
-    if os.sep in dataset or dataset.startswith(".") or os.path.isdir(dataset):
+    if os.sep in dataset or dataset.startswith("."):
         return _idx_folder(dataset, validation_split)
-    return _tfds(dataset, data_dir)
+    return _named(dataset, data_dir, validation_split)
+
+
+def _named(name, data_dir, validation_split):
+    """The IDX folder ``<root>/<name>``, else TensorFlow Datasets' ``name`` kept in the root.
+
+    The root is ``data_dir``, else ``$L2O_DATA``; TensorFlow Datasets uses its own
+    default folder when neither is given.
+    """
+    root, root_key = ((data_dir, "data_dir") if data_dir is not None
+                      else (os.environ.get(DATA_ROOT_VARIABLE), DATA_ROOT_VARIABLE))
+    if root is not None and _holds_idx(os.path.join(root, name)):
+        return _idx_folder(os.path.join(root, name), validation_split)
+    try:
+        return _tfds(name, root)
+    except _tfds_failures() as error:
+        looked = (f"{root_key} {root!r} holds no {name}/ IDX files" if root is not None
+                  else f"{DATA_ROOT_VARIABLE} is not set")
+        here = f"; for the folder here, write ./{name}" if os.path.isdir(name) else ""
+        raise DataError(
+            f"dataset: {name!r} not found: {looked}, and TensorFlow Datasets could not load it "
+            f"({type(error).__name__}: {first_line(error)[:200]}); set {DATA_ROOT_VARIABLE} (or "
+            f"data_dir) to a folder holding {name}/ with its IDX files{here}") from None
 
 
 @functools.cache
@@ -81,6 +111,12 @@ def _find(folder, prefix, kind):
     return None
 
 
+def _holds_idx(folder):
+    """Whether ``folder`` has an IDX split (TensorFlow Datasets' own folders have none)."""
+    return os.path.isdir(folder) and any(_find(folder, prefix, "images")
+                                         for prefix in ("train", "t10k"))
+
+
 @functools.cache
 def _idx_split(folder, prefix):
     images, labels = _find(folder, prefix, "images"), _find(folder, prefix, "labels")
@@ -108,17 +144,21 @@ def _idx_folder(folder, validation_split):
 
 @functools.cache
 def _tfds(name, data_dir):
-    try:
-        import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds
 
-        train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
-                                              as_supervised=True, data_dir=data_dir,
-                                              download=True))
-    except Exception as error:  # tfds raises many unrelated types for a missing set
-        raise DataError(f"dataset: TensorFlow Datasets could not load {name!r} "
-                        f"({type(error).__name__}: {first_line(error)[:200]}); "
-                        f"offline, use 'digits' or an MNIST-format IDX folder") from None
+    train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
+                                          as_supervised=True, data_dir=data_dir, download=True))
     scale = 255.0 if train[0].dtype == np.uint8 else 1.0
     return {"x_train": train[0].astype(np.float32) / scale, "y_train": train[1].astype(np.int32),
             "x_val": test[0].astype(np.float32) / scale, "y_val": test[1].astype(np.int32),
             "classes": int(train[1].max()) + 1}
+
+
+def _tfds_failures():
+    """What TensorFlow Datasets raises for a set it cannot get: unknown, offline, damaged."""
+    try:
+        import tensorflow as tf
+        from tensorflow_datasets import download
+    except ImportError:
+        return (ImportError,)
+    return (ImportError, ValueError, OSError, download.DownloadError, tf.errors.OpError)

@@ -1,0 +1,77 @@
+"""Shipped configs: package data found by name from any directory, listed by --list."""
+
+import json
+import os
+
+import pytest
+from conftest import ROOT
+
+from l2o import catalog, cli
+from l2o.validation import ConfigError
+
+
+def test_a_name_resolves_to_the_shipped_file_and_a_path_to_itself(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = os.path.join(catalog.FOLDER, "quickstart.yaml")
+    assert catalog.config_path("quickstart") == shipped
+    assert catalog.config_path("quickstart.yaml") == shipped
+    (tmp_path / "quickstart.yaml").write_text("constructor: DM\n")
+    assert catalog.config_path("quickstart.yaml") == "quickstart.yaml"
+
+
+def test_an_unknown_config_names_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        catalog.config_path("configs/quickstart.yaml")
+    assert str(error.value) == (
+        "config file not found: configs/quickstart.yaml (shipped configs: dm_curriculum, "
+        "dm_mnist, dm_quadratic, pes_schedule_mnist, pio_carrillo, quickstart, "
+        "rnnprop_imitation, rnnprop_mnist, scale_basic_mnist, scale_hierarchical_mnist; "
+        "or give a path)")
+
+
+def test_the_repository_configs_folder_is_the_package_one():
+    assert os.path.realpath(os.path.join(ROOT, "configs")) == os.path.realpath(catalog.FOLDER)
+
+
+def test_every_shipped_config_resolves_and_names_its_data_set_not_a_path():
+    from l2o.config import load_file, resolve
+
+    for name in catalog.shipped():
+        resolved = resolve(load_file(catalog.config_path(name)))
+        for problem in resolved["problems"]:
+            dataset = problem["kwargs"].get("dataset", "")
+            assert os.sep not in dataset and not dataset.startswith("."), (name, dataset)
+
+
+def test_list_names_each_shipped_config_with_its_description(capsys):
+    cli.train(["--list"])
+    listed = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert list(listed) == list(catalog.shipped())
+    assert listed["quickstart"] == ("Meta-train DM on an MLP over scikit-learn's embedded 8x8 "
+                                    "digits (offline), in minutes.")
+    assert listed["dm_mnist"].startswith("DM on the reference task of Andrychowicz et al.")
+
+
+def test_train_takes_a_shipped_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cli.train(["quickstart", "--dry-run", "strategy/num_periods=1"])
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["directory"] == "runs/quickstart"
+    assert resolved["strategy"]["num_periods"] == 1
+    assert resolved["problems"][0]["kwargs"]["dataset"] == "digits"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["nope"], "error: config file not found: nope (shipped configs: dm_curriculum, "),
+    ([], "error: give a config file or a shipped config's name (l2o-train --list)"),
+])
+def test_train_without_a_config_gives_one_line_and_exit_2(tmp_path, monkeypatch, capfd, argv,
+                                                          expected):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_status:
+        cli.train(argv)
+    assert exit_status.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(expected), err
+    assert os.listdir(tmp_path) == []
