@@ -69,6 +69,7 @@ from keras import ops
 from tqdm.auto import tqdm
 
 from l2o import backend
+from l2o.validation import check_choice
 
 STRATEGIES = ("all", "random", "bottom_up", "top_down")
 MODES = ("max", "min")
@@ -109,7 +110,7 @@ def layer_schedule(strategy, n_layers, iteration, generator):
         return (iteration % n_layers,)
     if strategy == "top_down":
         return (n_layers - 1 - iteration % n_layers,)
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    raise AssertionError(f"unchecked layer strategy {strategy!r}")
 
 
 _COMPILED_FORWARDS = weakref.WeakKeyDictionary()
@@ -218,10 +219,8 @@ class ESOptimizer:
         if not isinstance(n_samples, numbers.Integral) or n_samples < 2 or n_samples % 2:
             raise ValueError(f"n_samples must be an even integer >= 2 (mirrored pairs), "
                              f"got {n_samples!r}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_choice("strategy", strategy, STRATEGIES)
+        check_choice("mode", mode, MODES)
         if not isinstance(n_workers, numbers.Integral) or n_workers < 1:
             raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
         self.vectorized = bool(getattr(objective, "vectorized", False))

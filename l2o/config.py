@@ -266,10 +266,7 @@ def validate(config):
                         signature_defaults(PROBLEMS[spec["target"]]))
             PROBLEMS[spec["target"]].validate_config(f"{field}/{index}/kwargs/", spec["kwargs"])
     for name, options in CHOICES.items():
-        value = _get(config, name)
-        if not any(type(value) is type(option) and value == option for option in options):
-            raise ConfigError(f"{name}: {value!r} is not one of "
-                              f"{', '.join(json.dumps(option) for option in options)}")
+        check_choice(name, _get(config, name), options)
     for name in POSITIVE_INTS:
         if _get(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {_get(config, name)}")

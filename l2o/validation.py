@@ -9,6 +9,7 @@ Each rule lives here once; a failed check raises ``ConfigError`` (a
 import copy
 import difflib
 import inspect
+import json
 
 
 class ConfigError(ValueError):
@@ -86,11 +87,14 @@ def check_keras_optimizer(name, spec):
 
 
 def check_choice(name, value, options):
-    if not isinstance(value, str) or value not in options:
-        close = difflib.get_close_matches(str(value), list(options), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(options)}"
-        raise ConfigError(f"{name}: unknown value {value!r}; {hint}")
-
+    """``value`` is one of ``options`` (same type too: ``1`` is not ``True``); the one
+    message for a bad choice, with the closest option when there is one."""
+    if any(type(value) is type(option) and value == option for option in options):
+        return
+    names = [option if isinstance(option, str) else json.dumps(option) for option in options]
+    close = difflib.get_close_matches(str(value), names, n=1) if isinstance(value, str) else []
+    hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(names)}"
+    raise ConfigError(f"{name}: unknown value {value!r}; {hint}")
 
 
 def unknown_key(name, key, known):

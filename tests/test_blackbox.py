@@ -217,9 +217,9 @@ def test_vectorised_serial_and_worker_pool_give_the_same_estimates():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"strategy": "sideways"}, "strategy must be one of"),
+    ({"strategy": "sideways"}, "strategy: unknown value .sideways."),
     ({"n_samples": 7}, "n_samples must be an even integer"),
-    ({"mode": "maximise"}, "mode must be one of"),
+    ({"mode": "maximise"}, "mode: unknown value .maximise."),
     ({"sigma": 0.0}, "sigma must be a positive number"),
     ({"sigma": "big"}, "sigma must be a positive number"),
     ({"n_workers": 0}, "n_workers must be a positive integer"),

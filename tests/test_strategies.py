@@ -136,5 +136,5 @@ def test_annealing_schedules(schedule, factors):
 
 
 def test_unknown_annealing_schedule():
-    with pytest.raises(ConfigError, match="strategy/annealing_schedule: unknown name 'cosine'"):
+    with pytest.raises(ConfigError, match="strategy/annealing_schedule: unknown value 'cosine'"):
         resolve({}, ["strategy/annealing_schedule=cosine"])

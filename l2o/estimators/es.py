@@ -34,6 +34,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from l2o import tree
+from l2o.validation import check_choice
+
 STAGGERS = ("lockstep", "breakstep")
 
 
@@ -66,17 +69,6 @@ def _reset_where(mask, fresh, states):
         return ops.where(shaped, ops.cast(ops.convert_to_tensor(new)[None], old.dtype), old)
 
     return keras.tree.map_structure(select, fresh, states)
-
-
-def _leaves(prefix, tree):
-    return {f"{prefix}/{k}": np.asarray(ops.convert_to_numpy(leaf))
-            for k, leaf in enumerate(keras.tree.flatten(tree))}
-
-
-def _from_leaves(prefix, arrays, template):
-    count = len(keras.tree.flatten(template))
-    return keras.tree.pack_sequence_as(
-        template, [ops.convert_to_tensor(arrays[f"{prefix}/{k}"]) for k in range(count)])
 
 
 class TruncatedES:
@@ -115,12 +107,12 @@ class TruncatedES:
         """Everything a resumed run needs, as named numpy arrays (none before the start)."""
         if self.state is None:
             return {}
-        return {"step": np.asarray(self.step), **_leaves("state", self.state)}
+        return {"step": np.asarray(self.step), **tree.to_arrays("state", self.state)}
 
     def load_arrays(self, arrays, template):
         """Inverse of ``arrays``; ``template`` is any one inner state (for its structure)."""
         if "step" in arrays:
-            self.state, self.step = _from_leaves("state", arrays, template), int(arrays["step"])
+            self.state, self.step = tree.from_arrays("state", arrays, template), int(arrays["step"])
 
 
 class PES:
@@ -128,8 +120,7 @@ class PES:
 
     def __init__(self, unroll, init_state, sigma, n_particles, horizon=None,
                  stagger="lockstep"):
-        if stagger not in STAGGERS:
-            raise ValueError(f"stagger must be one of {STAGGERS}, got {stagger!r}")
+        check_choice("stagger", stagger, STAGGERS)
         if stagger == "breakstep" and horizon is None:
             raise ValueError("breakstep staggers resets at the horizon: set a horizon")
         self.unroll, self.init_state = unroll, init_state
@@ -171,11 +162,11 @@ class PES:
         if self.states is None:
             return {}
         return {"steps": self.steps, "accumulated": self.accumulated,
-                **_leaves("states", self.states)}
+                **tree.to_arrays("states", self.states)}
 
     def load_arrays(self, arrays, template):
         """Inverse of ``arrays``; ``template`` is one particle's state (for its structure)."""
         if "steps" in arrays:
             self.steps = np.array(arrays["steps"])
             self.accumulated = np.array(arrays["accumulated"])
-            self.states = _from_leaves("states", arrays, template)
+            self.states = tree.from_arrays("states", arrays, template)

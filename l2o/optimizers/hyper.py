@@ -28,7 +28,7 @@ from keras import ops
 
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
 from l2o.registry import OPTIMIZERS
-from l2o.validation import ConfigError, check_fraction, check_range
+from l2o.validation import ConfigError, check_choice, check_fraction, check_range
 
 SCHEDULES = ("constant", "inverse_time_decay", "log_linear")
 
@@ -59,9 +59,7 @@ class ScheduledSGDRule(UpdateRule):
 
     @classmethod
     def validate_config(cls, network):
-        if network["schedule"] not in SCHEDULES:
-            raise ConfigError(f"network/schedule: unknown value {network['schedule']!r}; "
-                              f"choose from {', '.join(SCHEDULES)}")
+        check_choice("network/schedule", network["schedule"], SCHEDULES)
         for key in ("learning_rate", "final_learning_rate", "decay_steps"):
             check_range(f"network/{key}", network[key], 0.0)
         check_range("network/horizon", network["horizon"], 0)

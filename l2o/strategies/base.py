@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from l2o import backend, checkpoints, runs
-from l2o.validation import ConfigError
+from l2o.validation import ConfigError, check_choice
 
 # Named annealing schedules: the factor on training/p_teacher in period i.
 NAMED_SCHEDULES = {"constant": lambda i: 1.0, "inverse": lambda i: 1.0 / (1.0 + i),
@@ -51,9 +51,7 @@ class Strategy:
                 raise ConfigError(f"strategy/{key}: must be at least 1, got {strategy[key]}")
         schedule = strategy["annealing_schedule"]
         if isinstance(schedule, str):
-            if schedule not in NAMED_SCHEDULES:
-                raise ConfigError(f"strategy/annealing_schedule: unknown name {schedule!r}; "
-                                  f"choose from {', '.join(NAMED_SCHEDULES)}")
+            check_choice("strategy/annealing_schedule", schedule, NAMED_SCHEDULES)
             return
         entries = schedule if isinstance(schedule, list) else [schedule]
         if not entries or not all(isinstance(x, (int, float)) and not isinstance(x, bool)

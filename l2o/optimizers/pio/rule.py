@@ -54,7 +54,7 @@ from l2o import backend
 from l2o.optimizers.cells import dense, init_dense
 from l2o.optimizers.pio import sde
 from l2o.tree import unflatten_like
-from l2o.validation import ConfigError, check_range
+from l2o.validation import ConfigError, check_choice, check_range
 
 DRIFT_FORMATS = ("f", "grad", "mc")
 SIGMA_RESCALINGS = ("none", "static", "dynamic")
@@ -93,9 +93,7 @@ class PIORule:
         for key, options in (("drift_format", DRIFT_FORMATS),
                              ("sigma_rescaling", SIGMA_RESCALINGS),
                              ("weights_from", WEIGHTS_FROM)):
-            if network[key] not in options:
-                raise ConfigError(f"network/{key}: unknown value {network[key]!r}; choose from "
-                                  f"{', '.join(options)}")
+            check_choice(f"network/{key}", network[key], options)
         for key in ("sigma", "t_end", "diffusion", "dt", "grad_clip"):
             check_range(f"network/{key}", network[key], 0.0)
         for key in ("trajectories", "channels", "layers", "mc_samples"):
