@@ -184,6 +184,86 @@ def _objective_vector(value):
     return vector
 
 
+def _stack_rows(rows):
+    if len({row.size for row in rows}) != 1:
+        raise ValueError(f"the objective returned different numbers of values for "
+                         f"different candidates: {sorted({row.size for row in rows})}")
+    return np.stack(rows)
+
+
+class CandidateEvaluator:
+    """How the candidates of one ES step are scored: ``evaluator(center, offsets, samples)``.
+
+    ``center`` holds the current weights (numpy, aligned with
+    ``model.trainable_variables``), ``offsets`` maps a variable index to its n
+    perturbations; the result is the [n, K] objective values. ``close()``
+    releases what the evaluator holds (a worker pool).
+    """
+
+    def __call__(self, center, offsets, samples):
+        raise NotImplementedError
+
+    def close(self):
+        """Nothing to release by default."""
+
+
+class LocalEvaluator(CandidateEvaluator):
+    """One candidate at a time on the model itself, in this process."""
+
+    def __init__(self, model, objective):
+        self.model, self.objective = model, objective
+
+    def __call__(self, center, offsets, samples):
+        return _stack_rows(_evaluate_candidates(self.model, self.objective, center, offsets,
+                                                samples))
+
+
+class VectorizedEvaluator(CandidateEvaluator):
+    """Every candidate in one call of a vectorised objective on stacked weights."""
+
+    def __init__(self, objective, n_samples):
+        self.objective, self.n_samples = objective, n_samples
+
+    def __call__(self, center, offsets, samples):
+        stacked = [center[i][None] + offsets[i] if i in offsets
+                   else np.broadcast_to(center[i], (self.n_samples,) + center[i].shape)
+                   for i in range(len(center))]
+        values = np.asarray(ops.convert_to_numpy(self.objective(stacked, samples)), np.float64)
+        if values.ndim not in (1, 2) or values.shape[0] != self.n_samples:
+            raise ValueError(f"a vectorised objective must return shape [{self.n_samples}] "
+                             f"or [{self.n_samples}, K], got {values.shape}")
+        return values.reshape(self.n_samples, -1)
+
+
+class PoolEvaluator(CandidateEvaluator):
+    """Candidates split across a pool of spawned processes, each holding a model copy.
+
+    The pool starts on the first call (each worker imports TensorFlow).
+    """
+
+    def __init__(self, model, objective, n_workers):
+        self.model, self.objective, self.n_workers = model, objective, n_workers
+        self._pool = None
+
+    def __call__(self, center, offsets, samples):
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.n_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(self.model, self.objective))
+        count = len(next(iter(offsets.values())))
+        bounds = np.linspace(0, count, self.n_workers + 1).astype(int)
+        futures = [self._pool.submit(_evaluate_in_worker, center,
+                                     {i: offset[start:stop] for i, offset in offsets.items()},
+                                     samples)
+                   for start, stop in itertools.pairwise(bounds) if stop > start]
+        return _stack_rows([row for future in futures for row in future.result()])
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
 class ESOptimizer:
     """Trains ``model`` by evolution strategies on ``objective``, which it MAXIMISES.
 
@@ -243,7 +323,12 @@ class ESOptimizer:
         self.generator = np.random.default_rng(seed)
         self.iterations = 0
         self.layer_names, self.layer_groups = self._layer_groups(model)
-        self._pool = None
+        if self.vectorized:
+            self.evaluator = VectorizedEvaluator(objective, self.n_samples)
+        elif self.n_workers > 1:
+            self.evaluator = PoolEvaluator(model, objective, self.n_workers)
+        else:
+            self.evaluator = LocalEvaluator(model, objective)
 
     @staticmethod
     def _layer_groups(model):
@@ -279,7 +364,7 @@ class ESOptimizer:
             draws = self.generator.standard_normal((half,) + center[index].shape)
             directions[index] = np.concatenate([draws, -draws]).astype(center[index].dtype)
         offsets = {index: self.sigma * eps for index, eps in directions.items()}
-        values = self._evaluate(center, offsets, samples)
+        values = self.evaluator(center, offsets, samples)
         scores = centred_ranks(self._maximised(values)) @ self._weights_for(values.shape[1])
         ascent = {index: (np.tensordot(scores, eps.astype(np.float64), axes=1)
                           / (self.n_samples * self.sigma)).astype(eps.dtype)
@@ -333,47 +418,13 @@ class ESOptimizer:
 
     def close(self):
         """Stops the worker pool, if one was started."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self.evaluator.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
         self.close()
-
-    def _evaluate(self, center, offsets, samples):
-        if self.vectorized:
-            stacked = [center[i][None] + offsets[i] if i in offsets
-                       else np.broadcast_to(center[i], (self.n_samples,) + center[i].shape)
-                       for i in range(len(center))]
-            values = np.asarray(ops.convert_to_numpy(self.objective(stacked, samples)),
-                                np.float64)
-            if values.ndim not in (1, 2) or values.shape[0] != self.n_samples:
-                raise ValueError(f"a vectorised objective must return shape [{self.n_samples}] "
-                                 f"or [{self.n_samples}, K], got {values.shape}")
-            return values.reshape(self.n_samples, -1)
-        if self.n_workers == 1:
-            rows = _evaluate_candidates(self.model, self.objective, center, offsets, samples)
-        else:
-            rows = [row for chunk in self._pool_map(center, offsets, samples) for row in chunk]
-        if len({row.size for row in rows}) != 1:
-            raise ValueError(f"the objective returned different numbers of values for "
-                             f"different candidates: {sorted({row.size for row in rows})}")
-        return np.stack(rows)
-
-    def _pool_map(self, center, offsets, samples):
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.n_workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker, initargs=(self.model, self.objective))
-        bounds = np.linspace(0, self.n_samples, self.n_workers + 1).astype(int)
-        futures = [self._pool.submit(_evaluate_in_worker, center,
-                                     {i: offset[start:stop] for i, offset in offsets.items()},
-                                     samples)
-                   for start, stop in itertools.pairwise(bounds) if stop > start]
-        return [future.result() for future in futures]
 
     def _maximised(self, values):
         signed = values if self.mode == "max" else -values
