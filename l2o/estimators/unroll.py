@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from l2o import backend
+from l2o.tree import all_finite
 
 
 def step_weights(unroll_weights, length, dtype):
@@ -50,7 +51,7 @@ def meta_loss(losses, initial_loss, loss_args, unroll_weights):
 
 def exploded(losses, initial_loss, loss_args):
     """True where an unroll's losses left the allowed range (or stopped being finite)."""
-    finite = ops.all(ops.isfinite(losses))
+    finite = all_finite([losses])
     multiplier = loss_args["obj_train_max_multiplier"]
     if multiplier <= 0:
         return ops.logical_not(finite)

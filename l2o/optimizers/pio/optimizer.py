@@ -172,7 +172,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         # A step whose samples all blew up leaves the weights where they were.
         current = ops.concatenate([ops.reshape(ops.cast(v, chosen.dtype), (-1,))
                                    for v in self._targets], axis=0)
-        chosen = ops.where(ops.all(ops.isfinite(chosen)), chosen, current)
+        chosen = ops.where(all_finite([chosen]), chosen, current)
         for variable, value in zip(self._targets, unflatten_like(chosen, self._like)):
             variable.assign(ops.cast(value, variable.dtype))
         self.iterations.assign_add(1)
