@@ -1,6 +1,7 @@
 """Named data sets: `dataset: mnist` reads <data_dir or $L2O_DATA>/mnist, else TensorFlow
 Datasets; offline, one line naming the data set, the folder looked in and the fix."""
 
+import logging
 import os
 
 import numpy as np
@@ -25,6 +26,7 @@ def offline(monkeypatch, tmp_path_factory):
 
     def load(name, **kwargs):
         attempts.append({"name": name, **kwargs})
+        logging.getLogger("absl").warning("Variant folder mnist/3.0.1 has no dataset_info.json")
         raise tfds.download.DownloadError("Failed to get url https://example.invalid/mnist")
 
     monkeypatch.setattr(tfds, "load", load)
@@ -87,7 +89,8 @@ def test_offline_error_is_one_line_naming_set_folder_and_fix(tmp_path, monkeypat
     assert str(error.value) == expected + "; for the folder here, write ./kmnist"
 
 
-def test_cli_without_l2o_data_gives_one_line_and_exit_2(tmp_path, monkeypatch, capfd, offline):
+def test_cli_without_l2o_data_gives_one_line_and_exit_2(tmp_path, monkeypatch, capfd, caplog,
+                                                        offline):
     monkeypatch.delenv("L2O_DATA", raising=False)
     config = tiny_config(tmp_path / "run")
     config["problems"][0]["kwargs"]["dataset"] = "mnist"
@@ -104,3 +107,4 @@ def test_cli_without_l2o_data_gives_one_line_and_exit_2(tmp_path, monkeypatch, c
     assert err.rstrip().endswith("set L2O_DATA (or data_dir) to a folder holding mnist/ with "
                                  "its IDX files")
     assert not (tmp_path / "run").exists()
+    assert not [record for record in caplog.records if record.name == "absl"]

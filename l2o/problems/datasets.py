@@ -17,6 +17,7 @@ Images come back as float32 in [0, 1], shaped (N, height, width, channels)
 
 import functools
 import gzip
+import logging
 import os
 
 import numpy as np
@@ -146,8 +147,16 @@ def _idx_folder(folder, validation_split):
 def _tfds(name, data_dir):
     import tensorflow_datasets as tfds
 
-    train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
-                                          as_supervised=True, data_dir=data_dir, download=True))
+    # Its warnings about the half-made folder of a failed download would bury the one-line error.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
+                                              as_supervised=True, data_dir=data_dir,
+                                              download=True))
+    finally:
+        absl.setLevel(level)
     scale = 255.0 if train[0].dtype == np.uint8 else 1.0
     return {"x_train": train[0].astype(np.float32) / scale, "y_train": train[1].astype(np.int32),
             "x_val": test[0].astype(np.float32) / scale, "y_val": test[1].astype(np.int32),
