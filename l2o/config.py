@@ -25,8 +25,12 @@ from l2o.validation import (
     ConfigError,
     check_choice,
     check_keras_optimizer,
+    check_learning_rate,
+    check_network,
     check_range,
+    check_spec,
     check_tree,
+    fill_spec,
     first_line,
     signature_defaults,
     unknown_key,
@@ -86,6 +90,9 @@ DEFAULTS = {
         "n_particles": 8,
         "horizon": None,
         "stagger": "lockstep",
+        # Stop the run after a period in which no meta-update was finite (and at the end
+        # of one without a finite validation meta-loss); false: warn and go on.
+        "stop_on_nonfinite": True,
     },
     "strategy_constructor": "Simple",
     "strategy": {},
@@ -226,53 +233,29 @@ def _fill_dependent_defaults(config):
         if not isinstance(specs, list) or not specs:
             raise ConfigError(f"{field}: must be a non-empty list of problems")
         for index, spec in enumerate(specs):
-            _fill_problem(f"{field}/{index}", spec, PROBLEMS)
-
-
-def _fill_problem(name, spec, problems):
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{name}: a problem is a mapping with target, args and kwargs")
-    for key in spec:
-        if key not in ("target", "args", "kwargs"):
-            raise ConfigError(unknown_key(f"{name}/{key}", key, ("target", "args", "kwargs")))
-    check_choice(f"{name}/target", spec.get("target"), problems)
-    if not isinstance(spec.setdefault("kwargs", {}), dict):
-        raise ConfigError(f"{name}/kwargs: must be a mapping")
-    if not isinstance(spec.setdefault("args", []), list):
-        raise ConfigError(f"{name}/args: must be a list")
-    defaults = signature_defaults(problems[spec["target"]])
-    if len(spec["args"]) > len(defaults):
-        raise ConfigError(f"{name}/args: {spec['target']} takes at most {len(defaults)} "
-                          f"arguments ({', '.join(defaults)})")
-    # Positional arguments become keyword arguments, so each is checked by name.
-    for key, value in zip(defaults, spec["args"]):
-        if key in spec["kwargs"]:
-            raise ConfigError(f"{name}/kwargs/{key}: given in args too")
-        spec["kwargs"][key] = value
-    spec["args"] = []
-    spec["kwargs"] = _merge(defaults, spec["kwargs"])
+            fill_spec(f"{field}/{index}", spec, PROBLEMS)
 
 
 def validate(config):
     """Checks every key against the defaults' keys and types; raises ConfigError."""
     reference = copy.deepcopy(DEFAULTS)
-    reference["network"] = signature_defaults(OPTIMIZERS[config["constructor"]].rule_class)
     reference["strategy"] = signature_defaults(STRATEGIES[config["strategy_constructor"]])
     check_tree("", config, reference, UNTYPED)
+    config["network"] = check_network(OPTIMIZERS[config["constructor"]].rule_class,
+                                      config["network"])
     for field, specs in (("problems", config["problems"]),
                          ("evaluation/problems", config["evaluation"]["problems"] or [])):
         for index, spec in enumerate(specs):
-            check_tree(f"{field}/{index}/kwargs/", spec["kwargs"],
-                        signature_defaults(PROBLEMS[spec["target"]]))
-            PROBLEMS[spec["target"]].validate_config(f"{field}/{index}/kwargs/", spec["kwargs"])
+            check_spec(f"{field}/{index}", spec, PROBLEMS)
     for name, options in CHOICES.items():
         check_choice(name, _get(config, name), options)
     for name in POSITIVE_INTS:
         if _get(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {_get(config, name)}")
     for name in NON_NEGATIVE:
-        if _get(config, name) < 0:
-            raise ConfigError(f"{name}: must be non-negative, got {_get(config, name)}")
+        if not 0 <= _get(config, name) < float("inf"):  # NaN fails both comparisons
+            raise ConfigError(f"{name}: must be finite and non-negative, "
+                              f"got {_get(config, name)}")
     if not isinstance(config["directory"], str) or not config["directory"].strip():
         raise ConfigError(f"directory: must be a non-empty path, got {config['directory']!r}")
     check_keras_optimizer("optimizer", config["optimizer"])
@@ -292,15 +275,12 @@ def validate(config):
                           f"{training['estimator']}")
     OPTIMIZERS[config["constructor"]].validate_run_config(config)
     baseline = config["evaluation"]["baseline"]
-    rates = baseline["learning_rates"]
-    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
-        raise ConfigError(f"evaluation/baseline/learning_rates: must be positive numbers, "
-                          f"got {rates!r}")
-    baseline["learning_rates"] = [float(r) for r in rates]
+    baseline["learning_rates"] = [
+        check_learning_rate(f"evaluation/baseline/learning_rates/{index}", rate)
+        for index, rate in enumerate(baseline["learning_rates"])]
     check_keras_optimizer("evaluation/baseline",
                            {"class_name": baseline["class_name"], "config": baseline["config"]})
     STRATEGIES[config["strategy_constructor"]].validate_config(config["strategy"])
-    OPTIMIZERS[config["constructor"]].rule_class.validate_config(config["network"])
     return config
 
 
@@ -322,9 +302,9 @@ def _check_estimator(training):
             raise ConfigError("training/horizon: only ES and PES particles restart at a "
                               "horizon; with tbptt it must be null")
         return
-    # The ES estimators score plain unrolls: nothing to repeat, imitate, rescale or cut
-    # short (a diverging particle is not restarted on its own).
-    for key, neutral in (("repeat", 1), ("p_teacher", 0.0), ("parameter_scale_spread", 0.0)):
+    # The ES estimators score plain unrolls: nothing to repeat, imitate or cut short (a
+    # diverging particle is not restarted on its own).
+    for key, neutral in (("repeat", 1), ("p_teacher", 0.0)):
         if training[key] != neutral:
             raise ConfigError(f"training/{key}: must be {neutral} with training/estimator "
                               f"{training['estimator']}, got {training[key]!r}")

@@ -16,12 +16,13 @@ from l2o.problems import MLPClassifier, Quadratic
 CONSTRUCTORS = {name: cls for name, cls in OPTIMIZERS.items() if issubclass(cls, LearnedOptimizer)}
 
 # Small networks, and learning rates large enough that a mismatch would show.
-NETWORKS = {"DM": {}, "RNNProp": {},
+NETWORKS = {"DM": {}, "RNNProp": {}, "NormalizedMLP": {"learning_rate": 0.01},
             "ScaleBasic": {"init_lr": [0.01, 0.1]},
             "ScaleHierarchical": {"init_lr": [0.01, 0.1]},
             "ScheduledSGD": {"learning_rate": 1.0, "decay_steps": 2.0, "momentum": 0.5,
                              "learn_momentum": True, "groups": 2}}
 SMALL = {"DM": {"layers": [6, 5]}, "RNNProp": {"layers": [6, 5]},
+         "NormalizedMLP": {"hidden_layers": [6]},
          "ScaleBasic": {"layers": [6], "timescales": 2},
          "ScaleHierarchical": {"param_units": 4, "tensor_units": 3, "global_units": 2,
                                "timescales": 3, "init_lr": [0.01, 0.1]},
@@ -109,6 +110,21 @@ def test_tbptt_gradient_matches_finite_differences(constructor):
     analytic = {n: ops.convert_to_numpy(g) for n, g in zip(names, grads)}
     base = {n: ops.convert_to_numpy(v) for n, v in variables.items()}
 
+    # The meta-loss by hand: an eager loop of the rule's update, scored with the default
+    # loss_args and unroll weights "mean": mean_t log(f_t / (f_0 + eps)), f_t taken before
+    # step t's update and f_0 the loss of the initial parameters on the first batch.
+    assert DEFAULTS["loss_args"]["scale_objective"] and DEFAULTS["loss_args"][
+        "use_log_objective"] and not DEFAULTS["loss_args"]["use_numerator_epsilon"]
+    meta = {n: ops.convert_to_tensor(v) for n, v in base.items()}
+    current, state, losses = list(params), rule.init_state(params, 0), []
+    for step in range(3):
+        batch = tuple(b[step] for b in batches)
+        losses.append(float(problem.loss(current, batch)))
+        updates, state = rule.update(meta, gradients(problem, current, batch), current, state)
+        current = [p + u for p, u in zip(current, updates)]
+    by_hand = np.mean(np.log(np.array(losses) / (losses[0] + DEFAULTS["loss_args"]["epsilon"])))
+    assert float(value) == pytest.approx(by_hand, rel=1e-10, abs=1e-12)
+
     def loss_at(point):
         for n in names:
             variables[n].assign(point[n])
@@ -126,7 +142,6 @@ def test_tbptt_gradient_matches_finite_differences(constructor):
         exact = sum(float(np.sum(analytic[n] * direction[n])) for n in names)
         assert abs(exact) > 1e-8
         assert abs(exact - finite) / abs(finite) < 1e-3, (exact, finite)
-    assert float(value) == pytest.approx(loss_at(base), rel=1e-12)
 
 
 def test_gru_cell_matches_keras():

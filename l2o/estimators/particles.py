@@ -8,9 +8,10 @@ unroll, so that every estimator is scored alike.
 ``ParticleTruncations`` turns (update rule, problem) into the protocol of
 ``l2o.estimators.es``: the meta-weights flattened into one vector theta,
 P particles' inner states, and one batched call that unrolls all of them. A
-particle's state is ``{"seed", "params", "opt", "initial_loss"}``: the seed
-of its inner run (which fixes its initial parameters and its batches), its
-parameters and optimiser state, and f_0 for the meta-loss. Each particle's
+particle's state is ``{"seed", "params", "opt", "initial_loss", "scales"}``:
+the seed of its inner run (which fixes its initial parameters, its batches
+and its random parameter scaling), its parameters and optimiser state, f_0
+for the meta-loss, and the scales of ``training/parameter_scale_spread``. Each particle's
 truncation is scored by the same ``meta_loss`` as TBPTT's. Particles at the
 same (seed, step) share one copy of their batches; otherwise each gets its own.
 """
@@ -40,16 +41,17 @@ class ParticleTruncations:
         self.names = list(template)
         self._like = [np.zeros(np.shape(template[name]), np.float32) for name in self.names]
 
-        def truncation(thetas, params, opt, initial_losses, batches, shared):
+        def truncation(thetas, params, opt, initial_losses, scales, batches, shared):
             def one(elements):
-                theta, params, opt, initial_loss, *own = elements
+                theta, params, opt, initial_loss, scales, *own = elements
                 meta = dict(zip(self.names, unflatten_like(theta, self._like)))
                 params, opt, losses, _ = unroll(rule, problem, meta, params, opt,
                                                 batches if shared else own[0],
-                                                second_order=False)
+                                                second_order=False, scales=scales)
                 return meta_loss(losses, initial_loss, loss_args, unroll_weights), params, opt
 
-            elements = (thetas, params, opt, initial_losses) + (() if shared else (batches,))
+            elements = (thetas, params, opt, initial_losses, scales) + (
+                () if shared else (batches,))
             return ops.vectorized_map(one, elements)
 
         self._truncation = backend.compile_fn(truncation, jit_compile, relax_leading_dim=True)
@@ -62,9 +64,12 @@ class ParticleTruncations:
 
     def init_state(self, generator):
         seed = int(generator.integers(2 ** 31))
-        trajectory = self.new_trajectory(seed)
+        trajectory = self.new_trajectory(seed, scaled=True)
+        # Unscaled particles carry scales of one: the products are then exact.
+        scales = trajectory.scales or [ops.ones_like(p) for p in trajectory.params]
         return {"seed": ops.convert_to_tensor(seed, "int64"), "params": trajectory.params,
-                "opt": trajectory.state, "initial_loss": trajectory.initial_loss}
+                "opt": trajectory.state, "initial_loss": trajectory.initial_loss,
+                "scales": scales}
 
     def unroll(self, thetas, states, steps, length):
         seeds = ops.convert_to_numpy(states["seed"])
@@ -76,10 +81,9 @@ class ParticleTruncations:
             per_particle = [self.problem.batches(seed, step, length) for seed, step in keys]
             batches = tuple(np.stack(parts) for parts in zip(*per_particle))
         losses, params, opt = self._truncation(
-            thetas, states["params"], states["opt"], states["initial_loss"],
+            thetas, states["params"], states["opt"], states["initial_loss"], states["scales"],
             tuple(ops.convert_to_tensor(b) for b in batches), shared)
-        return losses, {"seed": states["seed"], "params": params, "opt": opt,
-                        "initial_loss": states["initial_loss"]}
+        return losses, {**states, "params": params, "opt": opt}
 
 
 

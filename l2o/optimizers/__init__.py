@@ -7,6 +7,7 @@ Importing this package registers every constructor in ``OPTIMIZERS``
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
 from l2o.optimizers.dm import DMOptimizer, DMRule
 from l2o.optimizers.hyper import ScheduledSGD, ScheduledSGDRule
+from l2o.optimizers.mlp import NormalizedMLPOptimizer, NormalizedMLPRule
 from l2o.optimizers.pio import PIOOptimizer, PIORule
 from l2o.optimizers.rnnprop import RNNPropOptimizer, RNNPropRule
 from l2o.optimizers.scale import (
@@ -17,7 +18,8 @@ from l2o.optimizers.scale import (
 )
 from l2o.registry import OPTIMIZERS
 
-__all__ = ["OPTIMIZERS", "DMOptimizer", "DMRule", "LearnedOptimizer", "PIOOptimizer", "PIORule",
+__all__ = ["OPTIMIZERS", "DMOptimizer", "DMRule", "LearnedOptimizer", "NormalizedMLPOptimizer",
+           "NormalizedMLPRule", "PIOOptimizer", "PIORule",
            "RNNPropOptimizer", "RNNPropRule", "ScaleBasicOptimizer", "ScaleBasicRule",
            "ScaleHierarchicalOptimizer", "ScaleHierarchicalRule", "ScheduledSGD",
            "ScheduledSGDRule", "UpdateRule"]

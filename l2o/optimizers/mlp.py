@@ -1,0 +1,173 @@
+"""NormalizedMLP: a per-parameter MLP update rule with Adam-like features and an RMS-normalised step.
+
+After the small MLP learned optimisers of Metz et al. (2020, 2022) and the
+output normalisation of Celo2 (Moudgil et al. 2026); written from the papers.
+Every parameter tensor theta (viewed as a matrix R x C: a vector is 1 x n,
+a kernel with more axes folds its leading axes into rows) keeps, with
+gradient g at step t = 1, 2, ...
+
+    m_b   <- b m_b + (1 - b) g                 for each b in ``momentum_decays``
+    v     <- b2 v + (1 - b2) g^2
+    r     <- b2 r + (1 - b2) mean_cols(g^2),   c <- b2 c + (1 - b2) mean_rows(g^2)
+    v_fac  = r c^T / mean(r)                   (Adafactor's factored second moment)
+
+with bias corrections m^_b = m_b / (1 - b^t), v^ = v / (1 - b2^t), and the same
+for r and c. Per coordinate, the features are
+
+    g, theta, m^_b (each b), m^_b / sqrt(v^ + eps) (each b), g / sqrt(v^ + eps),
+    g / sqrt(v_fac + eps), m^_0 / sqrt(v_fac + eps)
+
+each divided by its root mean square over the tensor (so that the network
+sees the same scale on every tensor and task), and the step features
+tanh(t / tau) for tau in ``timescales``. An MLP shared by every coordinate
+(``hidden_layers``, ``activation``) maps them to a direction correction d and
+a log-magnitude l. The update of the tensor is
+
+    u     = (a + d) * exp(``magnitude_scale`` * l),   a = m^_1 / (sqrt(v^) + eps)
+    delta = -lr_t * u / rms(u),   log lr_t = log_lr + sum_i w_i tanh(t / tau_i)
+
+where a is Adam's direction at the second momentum decay (0.9 by default)
+and rms is over the tensor: whatever the gradients' scale, each tensor moves
+by lr_t per coordinate in root mean square, which is what keeps the rule
+stable on tasks far from those it was meta-trained on. The MLP's output layer
+starts at zero and the schedule weights w at zero, so an untrained rule is
+Adam with a per-tensor normalised step of size exp(log_lr) =
+``learning_rate``; meta-training learns the corrections and the schedule.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from l2o.optimizers.base import LearnedOptimizer, UpdateRule
+from l2o.optimizers.cells import dense, init_dense
+from l2o.registry import OPTIMIZERS
+from l2o.validation import ConfigError, check_fraction, check_keras_name, check_range, check_units
+
+
+def matrix_shape(shape):
+    """The R x C view of a tensor: a scalar is 1 x 1, a vector 1 x n, leading axes fold into R."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, int(shape[0])
+    return int(np.prod(shape[:-1])), int(shape[-1])
+
+
+def rms_normalise(x, axis=None):
+    """``x`` divided by its root mean square over ``axis`` (all axes by default); 0 stays 0."""
+    return x / ops.sqrt(ops.mean(ops.square(x), axis=axis, keepdims=True) + 1e-12)
+
+
+class NormalizedMLPRule(UpdateRule):
+    """The pure update; equations in the module docstring."""
+
+    def __init__(self, hidden_layers=(32, 32), activation="relu",
+                 momentum_decays=(0.5, 0.9, 0.99, 0.999), second_moment_decay=0.999,
+                 timescales=(10.0, 100.0, 1000.0, 10000.0), learning_rate=1e-3,
+                 magnitude_scale=0.1, epsilon=1e-8):
+        self.hidden_layers = [int(u) for u in hidden_layers]
+        self.activation = activation
+        self.momentum_decays = [float(b) for b in momentum_decays]
+        self.second_moment_decay = float(second_moment_decay)
+        self.timescales = [float(t) for t in timescales]
+        self.learning_rate = float(learning_rate)
+        self.magnitude_scale = float(magnitude_scale)
+        self.epsilon = float(epsilon)
+
+    @classmethod
+    def validate_config(cls, network):
+        check_units("network/hidden_layers", network["hidden_layers"])
+        check_keras_name("network/activation", network["activation"], "activations")
+        decays = network["momentum_decays"]
+        if len(decays) < 2:
+            raise ConfigError(f"network/momentum_decays: needs at least two decays (the "
+                              f"second is Adam's direction), got {decays!r}")
+        for index, decay in enumerate(decays):
+            check_fraction(f"network/momentum_decays/{index}", decay)
+        check_fraction("network/second_moment_decay", network["second_moment_decay"])
+        for index, timescale in enumerate(network["timescales"]):
+            check_range(f"network/timescales/{index}", timescale, 0.0)
+        check_range("network/learning_rate", network["learning_rate"], 0.0)
+        check_range("network/magnitude_scale", network["magnitude_scale"], 0.0, 10.0)
+        check_range("network/epsilon", network["epsilon"], 0.0)
+
+    @property
+    def feature_count(self):
+        return 2 + 2 * len(self.momentum_decays) + 3 + len(self.timescales)
+
+    def init_meta_weights(self, seed):
+        weights, width = {}, self.feature_count
+        for index, units in enumerate(self.hidden_layers):
+            weights.update(init_dense(f"mlp/{index}", width, units, seed + index))
+            width = units
+        output = init_dense("mlp/output", width, 2, seed + len(self.hidden_layers))
+        output["mlp/output/kernel"][:] = 0.0
+        weights.update(output)
+        weights["schedule/log_lr"] = np.array(np.log(self.learning_rate), np.float32)
+        weights["schedule/weights"] = np.zeros((len(self.timescales),), np.float32)
+        return weights
+
+    def init_state(self, params, seed):
+        decays = len(self.momentum_decays)
+        return {"step": ops.zeros((), params[0].dtype),
+                "m": [ops.zeros(tuple(p.shape) + (decays,), p.dtype) for p in params],
+                "v": [ops.zeros(p.shape, p.dtype) for p in params],
+                "rows": [ops.zeros((matrix_shape(p.shape)[0],), p.dtype) for p in params],
+                "cols": [ops.zeros((matrix_shape(p.shape)[1],), p.dtype) for p in params]}
+
+    def update(self, meta_weights, grads, params, state):
+        step = state["step"] + 1.0
+        dtype = params[0].dtype
+        decays = ops.convert_to_tensor(np.array(self.momentum_decays), dtype)
+        b2, eps = self.second_moment_decay, self.epsilon
+        momentum_correction = 1.0 - ops.power(decays, step)
+        second_correction = 1.0 - ops.power(ops.convert_to_tensor(b2, dtype), step)
+        step_features = ops.tanh(step / ops.convert_to_tensor(np.array(self.timescales), dtype))
+        log_lr = meta_weights["schedule/log_lr"] + ops.sum(
+            meta_weights["schedule/weights"] * step_features)
+        activation = keras.activations.get(self.activation)
+        updates, new = [], {"step": step, "m": [], "v": [], "rows": [], "cols": []}
+        for g, p, m, v, r, c in zip(grads, params, state["m"], state["v"], state["rows"],
+                                    state["cols"]):
+            rows, cols = matrix_shape(p.shape)
+            m = decays * m + (1.0 - decays) * g[..., None]
+            v = b2 * v + (1.0 - b2) * ops.square(g)
+            square = ops.reshape(ops.square(g), (rows, cols))
+            r = b2 * r + (1.0 - b2) * ops.mean(square, axis=1)
+            c = b2 * c + (1.0 - b2) * ops.mean(square, axis=0)
+            m_hat, v_hat = m / momentum_correction, v / second_correction
+            factored = ops.reshape(
+                (r[:, None] * c[None, :]) / (ops.mean(r) * second_correction + 1e-30), p.shape)
+            inverse_rms = ops.rsqrt(v_hat + eps)[..., None]
+            inverse_factored = ops.rsqrt(factored + eps)
+            columns = [g[..., None], p[..., None], m_hat, m_hat * inverse_rms,
+                       g[..., None] * inverse_rms, (g * inverse_factored)[..., None],
+                       (m_hat[..., 0] * inverse_factored)[..., None]]
+            # Each feature over the tensor's coordinates (every axis but the last).
+            features = ops.concatenate(
+                [rms_normalise(column, axis=tuple(range(len(column.shape) - 1)))
+                 for column in columns], axis=-1)
+            flat = ops.reshape(features, (-1, features.shape[-1]))
+            flat = ops.concatenate(
+                [flat, ops.broadcast_to(step_features[None], (flat.shape[0],
+                                                              len(self.timescales)))], axis=-1)
+            hidden = flat
+            for index in range(len(self.hidden_layers)):
+                hidden = activation(dense(meta_weights, f"mlp/{index}", hidden))
+            out = dense(meta_weights, "mlp/output", hidden)
+            adam = ops.reshape(m_hat[..., 1] / (ops.sqrt(v_hat) + eps), (-1,))
+            direction = (adam + out[:, 0]) * ops.exp(self.magnitude_scale * out[:, 1])
+            update = -ops.exp(log_lr) * rms_normalise(direction)
+            updates.append(ops.reshape(update, p.shape))
+            for key, value in (("m", m), ("v", v), ("rows", r), ("cols", c)):
+                new[key].append(value)
+        return updates, new
+
+
+@keras.saving.register_keras_serializable(package="l2o")
+@OPTIMIZERS.register("NormalizedMLP")
+class NormalizedMLPOptimizer(LearnedOptimizer):
+    """Keras optimiser applying a (meta-trained) NormalizedMLP rule; see ``l2o.optimizers.mlp``."""
+
+    rule_class = NormalizedMLPRule
