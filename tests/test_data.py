@@ -23,6 +23,7 @@ def offline(monkeypatch, tmp_path_factory):
     import tensorflow_datasets as tfds
 
     attempts = []
+    levels = {name: logging.getLogger(name).level for name in ("absl", "urllib3")}
 
     def load(name, **kwargs):
         attempts.append({"name": name, **kwargs})
@@ -32,7 +33,9 @@ def offline(monkeypatch, tmp_path_factory):
 
     monkeypatch.setattr(tfds, "load", load)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
-    return attempts
+    yield attempts
+    for name, level in levels.items():  # loading quiets them for good: not past this test
+        logging.getLogger(name).setLevel(level)
 
 
 def data_root(tmp_path, mnist_folder, *names):

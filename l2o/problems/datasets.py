@@ -15,7 +15,6 @@ Images come back as float32 in [0, 1], shaped (N, height, width, channels)
 (moons: points shaped (N, 2)); labels as int32.
 """
 
-import contextlib
 import functools
 import gzip
 import logging
@@ -149,30 +148,17 @@ def _tfds(name, data_dir):
     import tensorflow_datasets as tfds
 
     # Offline, a download's progress bars and warnings (absl: a half-made folder; urllib3:
-    # each retry) would bury the one-line error.
+    # each retry) would bury the one-line error. For the rest of the process: the download's
+    # threads go on retrying after the first failure has been reported.
     tfds.disable_progress_bar()
-    with _quiet("absl", "urllib3"):
-        train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
-                                              as_supervised=True, data_dir=data_dir,
-                                              download=True))
+    for logger in ("absl", "urllib3"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
+                                          as_supervised=True, data_dir=data_dir, download=True))
     scale = 255.0 if train[0].dtype == np.uint8 else 1.0
     return {"x_train": train[0].astype(np.float32) / scale, "y_train": train[1].astype(np.int32),
             "x_val": test[0].astype(np.float32) / scale, "y_val": test[1].astype(np.int32),
             "classes": int(train[1].max()) + 1}
-
-
-@contextlib.contextmanager
-def _quiet(*logger_names):
-    """The named loggers show errors only, for the duration."""
-    loggers = [logging.getLogger(name) for name in logger_names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def _tfds_failures():
