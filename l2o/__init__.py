@@ -5,8 +5,9 @@
     model.compile(optimizer=optimizer, loss=...)
 """
 
+from l2o import pretrained
 from l2o.runs import load_optimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_optimizer"]
+__all__ = ["__version__", "load_optimizer", "pretrained"]
