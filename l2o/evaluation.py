@@ -23,7 +23,9 @@ from l2o import backend, checkpoints, problems
 def evaluation_problems(config):
     specs = config["evaluation"]["problems"] or config["problems"]
     field = "evaluation/problems" if config["evaluation"]["problems"] else "problems"
-    return [problems.build(spec, f"{field}/{index}") for index, spec in enumerate(specs)]
+    # A task family is evaluated on each of its members (its ``member`` k: on that one).
+    return [member for index, spec in enumerate(specs)
+            for member in problems.build(spec, f"{field}/{index}").members()]
 
 
 def curves(problem, make_optimizer, steps, repeats, seed, validation_every, description=""):

@@ -28,6 +28,10 @@ class Stream(enum.IntEnum):
     PIO_VALIDATION = 8
     # Learned-rule state drawn at initialisation (ScaleBasic's per-coordinate rates).
     RULE_STATE = 9
+    # Task families: the member task a trajectory trains on.
+    TASK_SAMPLE = 10
+    # Teacher-student regression: the teacher network of an instance.
+    TEACHER_STUDENT = 11
 
 
 def rng(stream, *keys):

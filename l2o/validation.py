@@ -144,3 +144,38 @@ def check_tree(prefix, values, reference, untyped=()):
             check_tree(f"{name}/", value, expected, untyped)
         elif name not in untyped:
             values[key] = check_type(name, value, expected)
+
+
+def fill_spec(name, spec, registry):
+    """Completes the ``{target, args, kwargs}`` entry ``name`` of ``registry`` in place.
+
+    Positional arguments become keyword arguments (so each is checked by
+    name) and missing keyword arguments take the class's keyword defaults.
+    """
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{name}: a {registry.kind} is a mapping with target, args and kwargs")
+    for key in spec:
+        if key not in ("target", "args", "kwargs"):
+            raise ConfigError(unknown_key(f"{name}/{key}", key, ("target", "args", "kwargs")))
+    check_choice(f"{name}/target", spec.get("target"), registry)
+    if not isinstance(spec.setdefault("kwargs", {}), dict):
+        raise ConfigError(f"{name}/kwargs: must be a mapping")
+    if not isinstance(spec.setdefault("args", []), list):
+        raise ConfigError(f"{name}/args: must be a list")
+    defaults = signature_defaults(registry[spec["target"]])
+    if len(spec["args"]) > len(defaults):
+        raise ConfigError(f"{name}/args: {spec['target']} takes at most {len(defaults)} "
+                          f"arguments ({', '.join(defaults)})")
+    for key, value in zip(defaults, spec["args"]):
+        if key in spec["kwargs"]:
+            raise ConfigError(f"{name}/kwargs/{key}: given in args too")
+        spec["kwargs"][key] = value
+    spec["args"] = []
+    spec["kwargs"] = {**defaults, **copy.deepcopy(spec["kwargs"])}
+
+
+def check_spec(name, spec, registry):
+    """The keys, types and values of a filled entry's ``kwargs`` (see ``fill_spec``)."""
+    cls = registry[spec["target"]]
+    check_tree(f"{name}/kwargs/", spec["kwargs"], signature_defaults(cls))
+    cls.validate_config(f"{name}/kwargs/", spec["kwargs"])

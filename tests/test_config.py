@@ -96,9 +96,10 @@ def test_yaml_files_read_exponent_floats(tmp_path):
 
 def test_problem_args_bind_by_position():
     config = resolve({"problems": [{"target": "quadratic", "args": [7]}]})
-    assert config["problems"][0] == {"target": "quadratic", "args": [], "kwargs": {"dim": 7}}
-    with pytest.raises(ConfigError, match="problems/0/args: quadratic takes at most 1"):
-        resolve({"problems": [{"target": "quadratic", "args": [7, 8]}]})
+    assert config["problems"][0] == {"target": "quadratic", "args": [], "kwargs": {
+        "dim": 7, "condition_number": None, "loss_scale": 1.0}}
+    with pytest.raises(ConfigError, match="problems/0/args: quadratic takes at most 3"):
+        resolve({"problems": [{"target": "quadratic", "args": [7, None, 1.0, 8]}]})
 
 
 def test_scale_learning_rate_bounds():

@@ -7,8 +7,10 @@ Importing this package registers every problem in ``PROBLEMS`` (a config's
 from l2o.problems.base import Problem
 from l2o.problems.classifiers import ConvClassifier, MLPClassifier
 from l2o.problems.datasets import DataError
+from l2o.problems.family import TaskFamily
 from l2o.problems.landscapes import Carrillo, TwoMoons
 from l2o.problems.quadratic import Quadratic
+from l2o.problems.regression import TeacherStudent
 from l2o.registry import PROBLEMS
 from l2o.validation import ConfigError
 
@@ -22,4 +24,4 @@ def build(spec, field="problems/0"):
 
 
 __all__ = ["PROBLEMS", "Carrillo", "ConvClassifier", "MLPClassifier", "Problem", "Quadratic",
-           "TwoMoons", "build"]
+           "TaskFamily", "TeacherStudent", "TwoMoons", "build"]

@@ -8,8 +8,19 @@ that ``seed`` picks, stacked on a leading axis. The stream is a function of
 baseline all see identical batches. ``build_model(params)`` gives the
 equivalent ``keras.Model`` whose ``trainable_variables`` line up with
 ``params``.
+
+A problem may stand for several tasks (a task family, ``l2o.problems.family``):
+``members()`` lists them and ``member_of(seed)`` picks the one that the run
+keyed by ``seed`` trains on; a single task is its own only member.
 """
 
+import itertools
+
+import keras
+import numpy as np
+from keras import ops
+
+from l2o.streams import Stream, rng
 
 
 class Problem:
@@ -40,3 +51,40 @@ class Problem:
     def build_model(self, params):
         """A ``keras.Model`` computing the same function, its weights set to ``params``."""
         raise NotImplementedError
+
+    def members(self):
+        """The distinct tasks this problem stands for, each compiled on its own."""
+        return [self]
+
+    def member_of(self, seed):
+        """Index into ``members()`` of the task that run ``seed`` trains on."""
+        return 0
+
+
+def glorot_uniform(shapes, seed):
+    """Glorot-uniform kernels and zero biases (rank 1), as Keras initialises its layers."""
+    generator, params = rng(Stream.PROBLEM_INIT, seed), []
+    for shape in shapes:
+        if len(shape) == 1:
+            params.append(np.zeros(shape, np.float32))
+            continue
+        receptive = int(np.prod(shape[:-2]))
+        limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+        params.append(generator.uniform(-limit, limit, shape).astype(np.float32))
+    return params
+
+
+def dense_shapes(sizes):
+    """Kernel and bias shapes of a dense stack with layer widths ``sizes`` (input first)."""
+    return [shape for n_in, n_out in itertools.pairwise(sizes)
+            for shape in ((n_in, n_out), (n_out,))]
+
+
+def dense_stack(params, inputs, activation):
+    """``inputs`` (batch, features) through kernel/bias pairs; no activation on the last."""
+    hidden, activation = inputs, keras.activations.get(activation)
+    for index in range(0, len(params), 2):
+        hidden = ops.matmul(hidden, params[index]) + params[index + 1]
+        if index + 2 < len(params):
+            hidden = activation(hidden)
+    return hidden

@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from l2o.problems import datasets
-from l2o.problems.base import Problem
+from l2o.problems.base import Problem, dense_shapes, dense_stack, glorot_uniform
 from l2o.registry import PROBLEMS
 from l2o.streams import Stream, rng
 from l2o.validation import ConfigError, check_keras_name, check_range, check_units
@@ -19,14 +19,23 @@ class Classifier(Problem):
     Batches: each pass over the training data is a fresh permutation drawn
     from (seed, pass), shuffled within windows of ``shuffle_buffer`` examples
     (1: no shuffling); the last incomplete batch of a pass is dropped.
+    ``image_size`` s resamples the images to s x s by area averaging (null: as
+    stored); ``loss_scale`` multiplies the loss.
     """
 
     def __init__(self, activation, dataset, batch_size, shuffle_buffer, data_dir,
-                 validation_split):
+                 validation_split, image_size=None, loss_scale=1.0):
         self.activation = activation
         self.batch_size = int(batch_size)
         self.shuffle_buffer = int(shuffle_buffer)
+        self.loss_scale = float(loss_scale)
         self.data = datasets.load(dataset, data_dir, validation_split)
+        if image_size is not None:
+            if self.data["x_train"].ndim != 4:
+                raise datasets.DataError(f"image_size: {dataset!r} holds points, not images; "
+                                         f"leave image_size null")
+            self.data = {**self.data, **{key: datasets.resize(self.data[key], image_size)
+                                         for key in ("x_train", "x_val")}}
         self.input_shape = self.data["x_train"].shape[1:]
         self.classes = self.data["classes"]
         if self.batch_size > len(self.data["y_train"]):
@@ -43,6 +52,10 @@ class Classifier(Problem):
         check_range(f"{prefix}validation_split", kwargs["validation_split"], 0.0, 0.9)
         if kwargs.get("data_dir") is not None and not isinstance(kwargs["data_dir"], str):
             raise ConfigError(f"{prefix}data_dir: must be a path or null")
+        size = kwargs.get("image_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigError(f"{prefix}image_size: must be null or a positive int, got {size!r}")
+        check_range(f"{prefix}loss_scale", kwargs.get("loss_scale", 1.0), 0.0)
 
     def param_shapes(self):
         raise NotImplementedError
@@ -54,20 +67,11 @@ class Classifier(Problem):
         raise NotImplementedError
 
     def init(self, seed):
-        """Glorot-uniform kernels and zero biases, as Keras initialises its layers."""
-        generator, params = rng(Stream.PROBLEM_INIT, seed), []
-        for shape in self.param_shapes():
-            if len(shape) == 1:
-                params.append(np.zeros(shape, np.float32))
-                continue
-            receptive = int(np.prod(shape[:-2]))
-            limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
-            params.append(generator.uniform(-limit, limit, shape).astype(np.float32))
-        return params
+        return glorot_uniform(self.param_shapes(), seed)
 
     def loss(self, params, batch):
         images, labels = batch
-        return ops.mean(ops.sparse_categorical_crossentropy(
+        return self.loss_scale * ops.mean(ops.sparse_categorical_crossentropy(
             labels, self.logits(params, images), from_logits=True))
 
     def accuracy(self, params, batch):
@@ -116,10 +120,11 @@ class MLPClassifier(Classifier):
     """Fully connected classifier: hidden ``layers`` with ``activation``, then logits."""
 
     def __init__(self, layers=(20,), activation="sigmoid", dataset="digits", batch_size=128,
-                 shuffle_buffer=16384, data_dir=None, validation_split=0.2):
+                 shuffle_buffer=16384, data_dir=None, validation_split=0.2, image_size=None,
+                 loss_scale=1.0):
         self.layers = [int(u) for u in layers]
         super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
-                         validation_split)
+                         validation_split, image_size, loss_scale)
 
     @classmethod
     def validate_config(cls, prefix, kwargs):
@@ -127,18 +132,11 @@ class MLPClassifier(Classifier):
         check_units(f"{prefix}layers", kwargs["layers"])
 
     def param_shapes(self):
-        sizes = [int(np.prod(self.input_shape))] + self.layers + [self.classes]
-        return [shape for n_in, n_out in itertools.pairwise(sizes)
-                for shape in ((n_in, n_out), (n_out,))]
+        return dense_shapes([int(np.prod(self.input_shape))] + self.layers + [self.classes])
 
     def logits(self, params, images):
-        hidden = ops.reshape(images, (ops.shape(images)[0], -1))
-        activation = keras.activations.get(self.activation)
-        for index in range(0, len(params), 2):
-            hidden = ops.matmul(hidden, params[index]) + params[index + 1]
-            if index + 2 < len(params):
-                hidden = activation(hidden)
-        return hidden
+        return dense_stack(params, ops.reshape(images, (ops.shape(images)[0], -1)),
+                           self.activation)
 
     def keras_layers(self):
         return ([keras.layers.Flatten()]
@@ -151,11 +149,12 @@ class ConvClassifier(Classifier):
     """Strided 'same' convolutions (one per entry of ``filters``), global average pool, logits."""
 
     def __init__(self, filters=(16, 32), kernel_size=3, activation="relu", dataset="digits",
-                 batch_size=128, shuffle_buffer=16384, data_dir=None, validation_split=0.2):
+                 batch_size=128, shuffle_buffer=16384, data_dir=None, validation_split=0.2,
+                 image_size=None, loss_scale=1.0):
         self.filters = [int(f) for f in filters]
         self.kernel_size = int(kernel_size)
         super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
-                         validation_split)
+                         validation_split, image_size, loss_scale)
 
     @classmethod
     def validate_config(cls, prefix, kwargs):

@@ -169,3 +169,24 @@ def _tfds_failures():
     except ImportError:
         return (ImportError,)
     return (ImportError, ValueError, OSError, download.DownloadError, tf.errors.OpError)
+
+
+def resize(images, size):
+    """``images`` (N, H, W, C) resampled to (N, size, size, C) by area averaging.
+
+    Output pixel i along an axis of n input pixels covers the input span
+    [i n / size, (i + 1) n / size) and is the mean of the input over it, each
+    input pixel weighted by its overlap (28 -> 8 averages 3.5 x 3.5 pixels);
+    enlarging repeats pixels.
+    """
+    return np.einsum("ih,nhwc,jw->nijc", _area_weights(images.shape[1], size), images,
+                     _area_weights(images.shape[2], size)).astype(np.float32)
+
+
+def _area_weights(length, size):
+    """(size, length) matrix: the overlap of input pixel j with output pixel i, over its width."""
+    edges = np.arange(size + 1) * (length / size)
+    starts, ends = np.arange(length), np.arange(1, length + 1)
+    overlap = (np.minimum(ends[None], edges[1:, None])
+               - np.maximum(starts[None], edges[:-1, None])).clip(0)
+    return overlap / (length / size)
