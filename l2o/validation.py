@@ -10,6 +10,9 @@ import copy
 import difflib
 import inspect
 import json
+import math
+
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -74,12 +77,27 @@ def check_keras_name(name, value, kind):
         raise ConfigError(f"{name}: unknown {kind[:-1]} {value!r}") from None
 
 
+def check_learning_rate(name, value):
+    """A positive, finite learning rate, as a float (YAML reads ``1`` as an int, which Keras
+    refuses); a negative one would ascend the loss without a word, and 0 would not move."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value < math.inf:
+        raise ConfigError(f"{name}: must be a positive number, got {value!r}")
+    return float(value)
+
+
 def check_keras_optimizer(name, spec):
+    """A ``{class_name, config}`` that Keras builds; a numeric ``config/learning_rate`` is
+    checked and made a float in place (a schedule, a mapping, is left to Keras)."""
     import keras
 
     if not isinstance(spec, dict) or set(spec) - {"class_name", "config"}:
         raise ConfigError(f"{name}: a Keras optimiser is {{class_name: ..., config: {{...}}}}, "
                           f"got {spec!r}")
+    config = spec.get("config")
+    if isinstance(config, dict) and not isinstance(config.get("learning_rate", {}), dict):
+        config["learning_rate"] = check_learning_rate(f"{name}/config/learning_rate",
+                                                      config["learning_rate"])
     try:
         keras.optimizers.get(copy.deepcopy(spec))
     except (ValueError, TypeError) as error:
@@ -179,3 +197,44 @@ def check_spec(name, spec, registry):
     cls = registry[spec["target"]]
     check_tree(f"{name}/kwargs/", spec["kwargs"], signature_defaults(cls))
     cls.validate_config(f"{name}/kwargs/", spec["kwargs"])
+
+
+def check_network(rule_class, network):
+    """``network``, a learned update rule's settings, completed with ``rule_class``'s keyword
+    defaults and checked: keys and types against those defaults, then the rule's
+    ``validate_config``. The one check of ``network``, for configs and constructors alike."""
+    if network is None:
+        network = {}
+    if not isinstance(network, dict):
+        raise ConfigError(f"network: must be a mapping of {rule_class.__name__} settings, "
+                          f"got {network!r}")
+    defaults = signature_defaults(rule_class)
+    complete = {**defaults, **copy.deepcopy(network)}
+    check_tree("network/", complete, defaults)
+    rule_class.validate_config(complete)
+    return complete
+
+
+def check_meta_weights(given, expected, shapes=True):
+    """``given`` as float32 arrays, with the names of ``expected`` (``{name: array}``, from the
+    rule's ``init_meta_weights``) and, if ``shapes``, their shapes."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"meta_weights: must be a mapping of name -> array, got "
+                          f"{type(given).__name__}")
+    names = ", ".join(sorted(expected)) or "none"
+    for key in given:
+        if key not in expected:
+            raise ConfigError(f"meta_weights/{key}: unknown meta-weight; expected {names}")
+    for key in sorted(expected):
+        if key not in given:
+            raise ConfigError(f"meta_weights/{key}: missing; expected {names}")
+    arrays = {}
+    for key, value in given.items():
+        try:
+            arrays[key] = np.asarray(value, np.float32)
+        except (TypeError, ValueError):
+            raise ConfigError(f"meta_weights/{key}: not an array of numbers") from None
+        if shapes and arrays[key].shape != np.shape(expected[key]):
+            raise ConfigError(f"meta_weights/{key}: shape {arrays[key].shape} does not match "
+                              f"{np.shape(expected[key])}")
+    return arrays

@@ -24,11 +24,10 @@ such as PIO): ``l2o.backend.make_train_step`` hands it that instead.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from l2o.estimators import learned_rule_estimator
-from l2o.validation import ConfigError
+from l2o.validation import ConfigError, check_meta_weights, check_network
 
 
 class UpdateRule:
@@ -72,14 +71,18 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
     def __init__(self, meta_weights=None, network=None, learning_rate=1.0, seed=0,
                  name=None, **kwargs):
+        # Checked before Keras makes a variable: a bad size or weight otherwise fails deep
+        # in the first training step, or (a layer of 0 units, in oneDNN) aborts the process.
+        rule = self.rule_class(**check_network(self.rule_class, network))
+        initial = rule.init_meta_weights(seed)
+        meta_weights = initial if meta_weights is None else check_meta_weights(meta_weights,
+                                                                                initial)
         super().__init__(learning_rate=learning_rate, name=name or type(self).__name__,
                          **kwargs)
         self.network = dict(network or {})
         self.seed = seed
-        self.rule = self.rule_class(**self.network)
-        if meta_weights is None:
-            meta_weights = self.rule.init_meta_weights(seed)
-        self.meta_weights = {k: np.asarray(v, np.float32) for k, v in meta_weights.items()}
+        self.rule = rule
+        self.meta_weights = meta_weights
 
     @classmethod
     def validate_run_config(cls, config):

@@ -86,14 +86,20 @@ def apply_outputs(outputs, log_lr, max_lr):
     return ops.exp(log_lr) * outputs[:, 0], log_lr
 
 
-def check_init_lr(init_lr, max_lr):
+def check_moments(network):
+    """The settings both rules give ``init_moments``, ``update_moments`` and ``apply_outputs``."""
+    # Beyond 8 timescales the decay 1 - 10^-8 rounds to 1 in float32, and its bias
+    # correction 1 - 1^t to 0: every update would be NaN.
+    check_range("network/timescales", network["timescales"], 0, 8)
+    check_range("network/epsilon", network["epsilon"], 0.0)
+    init_lr, max_lr = network["init_lr"], network["max_lr"]
     check_range("network/max_lr", max_lr, 0.0)
-    if init_lr[-1] > max_lr:
-        raise ConfigError(f"network/init_lr: above network/max_lr ({max_lr}), got {init_lr!r}")
-    if (len(init_lr) != 2 or not all(isinstance(x, (int, float)) and x > 0 for x in init_lr)
-            or init_lr[0] > init_lr[1]):
+    if (len(init_lr) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                     and x > 0 for x in init_lr) or init_lr[0] > init_lr[1]):
         raise ConfigError(f"network/init_lr: must be [low, high] with 0 < low <= high, "
                           f"got {init_lr!r}")
+    if init_lr[-1] > max_lr:
+        raise ConfigError(f"network/init_lr: above network/max_lr ({max_lr}), got {init_lr!r}")
 
 
 class ScaleBasicRule(CoordinatewiseLSTM):
@@ -110,9 +116,7 @@ class ScaleBasicRule(CoordinatewiseLSTM):
     @classmethod
     def validate_config(cls, network):
         super().validate_config(network)
-        check_range("network/timescales", network["timescales"], 0)
-        check_init_lr(network["init_lr"], network["max_lr"])
-        check_range("network/epsilon", network["epsilon"], 0.0)
+        check_moments(network)
 
     def init_meta_weights(self, seed):
         return zero_lr_change(super().init_meta_weights(seed))
@@ -153,9 +157,7 @@ class ScaleHierarchicalRule(UpdateRule):
     def validate_config(cls, network):
         for key in ("param_units", "tensor_units", "global_units"):
             check_range(f"network/{key}", network[key], 0)
-        check_range("network/timescales", network["timescales"], 0)
-        check_init_lr(network["init_lr"], network["max_lr"])
-        check_range("network/epsilon", network["epsilon"], 0.0)
+        check_moments(network)
         for key in ("activation", "recurrent_activation"):
             check_keras_name(f"network/{key}", network[key], "activations")
         for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):

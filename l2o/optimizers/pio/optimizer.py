@@ -11,7 +11,7 @@ from l2o.optimizers.pio.rule import PIORule
 from l2o.optimizers.pio.trainer import DriftEstimator, dimension_of
 from l2o.registry import OPTIMIZERS
 from l2o.tree import all_finite, unflatten_like
-from l2o.validation import ConfigError
+from l2o.validation import ConfigError, check_learning_rate, check_meta_weights, check_network
 
 
 @keras.saving.register_keras_serializable(package="l2o")
@@ -32,11 +32,17 @@ class PIOOptimizer(keras.optimizers.Optimizer):
 
     def __init__(self, meta_weights=None, network=None, learning_rate=0.01, seed=0, model=None,
                  name=None, **kwargs):
+        # Checked before Keras makes a variable, so a bad value fails here, not in a graph.
+        rule = PIORule(**check_network(PIORule, network))
+        if not callable(learning_rate):  # a schedule is Keras's to check
+            learning_rate = check_learning_rate("learning_rate", learning_rate)
+        if meta_weights is not None:
+            # Names now; the shapes follow the model's size, so ``build`` checks them.
+            meta_weights = check_meta_weights(meta_weights, rule.init_meta_weights(int(seed), 1),
+                                              shapes=False)
         super().__init__(learning_rate=learning_rate, name=name or "PIOOptimizer", **kwargs)
-        self.network, self.seed = dict(network or {}), int(seed)
-        self.rule = PIORule(**self.network)
-        self.initial_meta_weights = None if meta_weights is None else {
-            k: np.asarray(v, np.float32) for k, v in meta_weights.items()}
+        self.network, self.seed, self.rule = dict(network or {}), int(seed), rule
+        self.initial_meta_weights = meta_weights
         # lr_0 for ``tie_sigma_to_learning_rate``: sigma_t = sigma * lr_t / lr_0.
         self._initial_learning_rate = float(
             learning_rate(0) if isinstance(learning_rate, keras.optimizers.schedules
@@ -92,8 +98,9 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         object.__setattr__(self, "_targets", list(variables))
         self._like = [ops.zeros(v.shape, v.dtype) for v in variables]
         self.dimension = int(sum(np.prod(v.shape) for v in variables))
-        weights = self.initial_meta_weights or self.rule.init_meta_weights(self.seed,
-                                                                           self.dimension)
+        weights = self.rule.init_meta_weights(self.seed, self.dimension)
+        if self.initial_meta_weights is not None:
+            weights = check_meta_weights(self.initial_meta_weights, weights)
         self._drift = {
             name: self.add_variable(shape=value.shape, dtype="float32", name=f"pio_drift_{k}",
                                     initializer=lambda shape, dtype, value=value: value)
@@ -178,7 +185,9 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         self.iterations.assign_add(1)
         return ops.mean(result["loss"]) / self.dimension if objective is None else objective
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+    def apply(self, grads, trainable_variables=None):
+        # Where Keras hands an optimiser gradients (model.fit, apply_gradients): refused
+        # before ``build``, which inside model.fit's trace would fail on symbolic tensors.
         raise ValueError("PIOOptimizer samples weights from the loss at other weights, which a "
                          "gradient does not give: build it with model=... (model.fit) or call "
                          "apply_loss(loss_fn, variables)")
