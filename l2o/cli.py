@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-import zipfile
+
+from l2o import runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -35,9 +36,8 @@ def _import_tensorflow_quietly():
 OVERRIDES_HELP = "section/key=value overrides, e.g. strategy/num_periods=3"
 INTERRUPTED = dict.fromkeys(("train", "resume"), ": the last finished period is checkpointed; "
                                                  "continue with resume.py")
-# What resume may change: the schedule ahead, evaluation, compilation. Anything else
-# (network, problems, seed, ...) would not match the checkpoint.
-RESUMABLE = ("strategy/", "evaluation/", "training/jit_compile=")
+# The overrides resume takes: a section's keys, or one key (runs.RESUMABLE says why).
+RESUMABLE = tuple(name + ("=" if "/" in name else "/") for name in runs.RESUMABLE)
 
 
 class UsageError(Exception):
@@ -54,8 +54,8 @@ def _entry(function):
         except (ConfigError, UsageError) as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
-        except (OSError, json.JSONDecodeError, zipfile.BadZipFile) as error:
-            # Unreadable or damaged files: name them, without a traceback.
+        except OSError as error:
+            # Unreadable files, a full disk: the message names the file.
             print(f"error: {type(error).__name__}: {first_line(error)}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
@@ -111,10 +111,14 @@ def train(argv):
 
     trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
     directory = resolved["directory"]
-    holds_run = os.path.exists(os.path.join(directory, "config.json"))
+    holds_config = os.path.exists(os.path.join(directory, "config.json"))
+    # Checkpoints without their config.json are a run too: training there would resume them.
+    holds_run = holds_config or os.path.exists(os.path.join(directory, "checkpoints"))
     if holds_run and not args.overwrite:
         raise UsageError(f"{directory} already holds a run: continue it with resume.py, "
-                         f"set directory=..., or pass --overwrite")
+                         f"set directory=..., or pass --overwrite" if holds_config else
+                         f"{directory} holds checkpoints but no config.json: set "
+                         f"directory=..., or pass --overwrite to start afresh there")
     if holds_run:
         if os.path.abspath(directory) in (os.getcwd(), os.path.abspath(os.sep)):
             raise UsageError(f"--overwrite would delete {directory}; choose a run directory")

@@ -112,7 +112,8 @@ def evaluate(config, directory, label, make_optimizer):
         summary["problems"].append(summarise(result))
     folder = os.path.join(directory, "evaluation")
     checkpoints.save(os.path.join(folder, f"{label}.npz"), arrays, summary)
-    checkpoints.write_text(os.path.join(folder, f"{label}.json"), json.dumps(summary, indent=2))
+    checkpoints.write_text(os.path.join(folder, f"{label}.json"),
+                           checkpoints.json_dumps_finite(summary, indent=2))
     return summary
 
 

@@ -3,14 +3,22 @@
 A run directory holds
     config.json              the resolved config (resume.py reads it back)
     checkpoints/last.npz     everything needed to resume after the last period
+    checkpoints/previous.npz the same after the period before: resume falls back
+                             to it when last.npz is damaged (one more file of
+                             last.npz's size, where full state in every period
+                             file would multiply the disk a run takes)
     checkpoints/best.npz     meta-weights of the best validation so far
     checkpoints/period_NNNN.npz   meta-weights after each period
-    summary.jsonl            one JSON line per period
+    summary.jsonl            one JSON line per period (null for a non-finite number)
     tensorboard/             the same scalars for TensorBoard
+Every checkpoint records the config it must match (``runs.checkpoint_record``).
 """
 
 import json
+import math
 import os
+import shutil
+import sys
 import time
 
 import numpy as np
@@ -18,6 +26,11 @@ from tqdm.auto import tqdm
 
 from l2o import backend, checkpoints, runs
 from l2o.validation import ConfigError, check_choice
+
+
+class NonFiniteTraining(ConfigError):
+    """Training that produced nothing finite: the config's scales or rates cannot train."""
+
 
 # Named annealing schedules: the factor on training/p_teacher in period i.
 NAMED_SCHEDULES = {"constant": lambda i: 1.0, "inverse": lambda i: 1.0 / (1.0 + i),
@@ -80,32 +93,89 @@ class Strategy:
         """Trains in ``directory``, resuming after its last finished period if any."""
         self.trainer, self.directory = trainer, directory
         self.state = {"period": -1, "best_validation": float("inf")}
-        last = os.path.join(directory, "checkpoints", "last.npz")
-        if os.path.exists(last):
-            arrays, info = checkpoints.load(last)
-            trainer.load_state_arrays(arrays, info["trainer"])
-            self.state = info["strategy"]
+        self._rotate_last = self._resume()
         runs.save_config(trainer.config, directory)
-        self._drop_summaries_after(self.state["period"])
-        self.log = backend.ScalarLog(os.path.join(directory, "tensorboard"))
+        self._restore_logs(self.state["period"])
         self.run_periods()
+        if not math.isfinite(self.state["best_validation"]):
+            self._non_finite(f"{directory}: no period had a finite validation meta-loss, so the "
+                             f"run has no best checkpoint (its periods are in checkpoints/)")
         return self.state
 
-    def _drop_summaries_after(self, period):
-        """Forgets summary lines of periods that a kill cut short of their checkpoint."""
+    def _resume(self):
+        """Restores the newest intact full state: last.npz, else previous.npz (saying so).
+
+        Returns whether the next checkpoint may keep last.npz as previous.npz:
+        not after a fall-back, which would replace the intact previous state
+        by the damaged file.
+        """
+        folder = os.path.join(self.directory, "checkpoints")
+        paths = [os.path.join(folder, name) for name in ("last.npz", "previous.npz")]
+        if not any(os.path.exists(path) for path in paths):
+            return True
+        problems = []
+        for path in paths:
+            try:
+                self._load_state(path)
+            except checkpoints.CheckpointError as error:
+                problems.append(str(error))
+                continue
+            if problems:
+                print(f"warning: {problems[0]}; resuming from {os.path.basename(path)}, the "
+                      f"state after period {self.state['period'] + 1}", file=sys.stderr)
+            return not problems
+        raise checkpoints.CheckpointError(
+            f"{folder}: no intact checkpoint to resume from ({'; '.join(problems)}); "
+            f"start afresh with train.py --overwrite")
+
+    def _load_state(self, path):
+        arrays, info = checkpoints.load(path)
+        runs.check_checkpoint(path, info, self.trainer.config,
+                              os.path.join(self.directory, "config.json"))
+        try:
+            self.trainer.load_state_arrays(arrays, info["trainer"])
+        except KeyError as error:  # an entry looked up in a mapping the trainer built itself
+            raise checkpoints.CheckpointError(
+                f"{path}: incomplete checkpoint: no entry {error}") from None
+        state = info["strategy"]
+        # Looked up by name: an incomplete file raises CheckpointError here, and resume falls back.
+        self.state = dict(state, period=state["period"], best_validation=state["best_validation"])
+
+    def _restore_logs(self, period):
+        """Forgets the logs of periods that a kill cut short of their checkpoint.
+
+        Their summary lines go; TensorBoard, which cannot forget a step, is then
+        rewritten from the lines that stay, so no step is logged twice.
+        """
         path = os.path.join(self.directory, "summary.jsonl")
-        if not os.path.exists(path):
-            return
-        with open(path) as handle:
-            lines = [line for line in handle if line.strip()]
-        kept = []
+        logdir = os.path.join(self.directory, "tensorboard")
+        lines, kept, records = [], [], []
+        if os.path.exists(path):
+            with open(path) as handle:
+                lines = [line for line in handle if line.strip()]
         for line in lines:
             try:
-                if json.loads(line)["period"] <= period:
-                    kept.append(line)
-            except (ValueError, KeyError):  # a line torn by a kill
+                record = json.loads(line)
+                finished = record["period"] <= period
+            except (ValueError, KeyError, TypeError):  # a line torn by a kill
                 continue
-        checkpoints.write_text(path, "".join(kept))
+            if finished:
+                kept.append(line)
+                records.append(record)
+        rewrite = len(kept) < len(lines)
+        if rewrite:
+            checkpoints.write_text(path, "".join(kept))
+            shutil.rmtree(logdir, ignore_errors=True)
+        self.log = backend.ScalarLog(logdir)
+        for record in records if rewrite else ():
+            self.log.write(record["period"], _scalars(record))
+
+    def _non_finite(self, message):
+        """Stops the run with ``message`` (training/stop_on_nonfinite), or warns and goes on."""
+        if self.trainer.config["training"]["stop_on_nonfinite"]:
+            raise NonFiniteTraining(f"{message}; check the config's scales and learning rates "
+                                    f"(training/stop_on_nonfinite=false goes on regardless)")
+        tqdm.write(f"warning: {message}", file=sys.stderr)
 
     def progress(self, total, description):
         return tqdm(total=total, desc=description, unit="trunc", mininterval=1.0,
@@ -118,12 +188,13 @@ class Strategy:
         truncations = (self.options["epochs_per_period"] * len(trainer.problems)
                        * training["epochs"] * training["depth"])
         imitation = training["p_teacher"] * self.imitation_factor(period)
-        started, inner_steps = time.perf_counter(), 0
+        started, inner_steps, attempted = time.perf_counter(), 0, 0
         losses = {"meta_loss": [], "imitation_loss": []}
         with self.progress(truncations, f"period {period + 1}") as bar:
             def on_truncation(meta_loss, steps):
-                nonlocal inner_steps
+                nonlocal inner_steps, attempted
                 inner_steps += steps
+                attempted += 1
                 bar.set_postfix(loss=f"{meta_loss:.4f}", refresh=False)
                 bar.update(1)
 
@@ -131,6 +202,10 @@ class Strategy:
                 for kind, values in trainer.train_epoch(period, epoch, sample_unroll, imitation,
                                                         on_truncation).items():
                     losses[kind].extend(values)
+        if attempted and not any(losses.values()):
+            # The trainer skips a non-finite update; skipping all of them trains nothing.
+            self._non_finite(f"period {period + 1}: no meta-update was finite (all {attempted} "
+                             f"truncations skipped)")
         metrics = {f"train_{kind}": float(np.mean(values))
                    for kind, values in losses.items() if values}
         metrics["inner_steps_per_second"] = inner_steps / (time.perf_counter() - started)
@@ -144,23 +219,33 @@ class Strategy:
                                               metrics["validation_meta_loss"]))
         folder = os.path.join(self.directory, "checkpoints")
         weights = {f"meta/{k}": v for k, v in self.trainer.meta_weights().items()}
-        meta_info = {"period": period, **metrics}
+        meta_info = {"period": period, **metrics,
+                     "config": runs.checkpoint_record(self.trainer.config)}
         checkpoints.save(os.path.join(folder, f"period_{period:04d}.npz"), weights, meta_info)
         if improved:
             checkpoints.save(os.path.join(folder, "best.npz"), weights, meta_info)
         # Logs first: a kill before last.npz lands makes resume redo this period and
-        # drop its summary line, while the reverse order would lose the line.
+        # drop its logs, while the reverse order would lose the summary line.
         record = {"period": period, **metrics, "best": improved}
-        with open(os.path.join(self.directory, "summary.jsonl"), "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self.log.write(period, {k: v for k, v in metrics.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        checkpoints.append_line(os.path.join(self.directory, "summary.jsonl"),
+                                checkpoints.json_dumps_finite(record))
+        self.log.write(period, _scalars(record))
         arrays, trainer_info = self.trainer.state_arrays()
         checkpoints.save(os.path.join(folder, "last.npz"), arrays,
-                         {"strategy": self.state, "trainer": trainer_info, **meta_info})
+                         {"strategy": self.state, "trainer": trainer_info, **meta_info},
+                         previous=os.path.join(folder, "previous.npz") if self._rotate_last
+                         else None)
+        self._rotate_last = True
         tqdm.write(f"period {period + 1}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             + (" (best)" if improved else ""))
+
+
+def _scalars(record):
+    """The TensorBoard scalars of a summary record: its finite numbers but the period."""
+    return {key: value for key, value in record.items()
+            if key != "period" and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value)}
 
 
 def unroll_sampler(distribution):
