@@ -12,7 +12,7 @@ from conftest import ROOT, tiny_config
 
 def run_command(script, *arguments):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *arguments],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
 
 
 def write_config(tmp_path, **sections):
@@ -30,8 +30,8 @@ def assert_one_clear_error(result, expected):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("strategy/epochs_per_perod=5", "strategy/epochs_per_perod: unknown key; did you mean "
-                                    "'epochs_per_period'?"),
+    ("strategy/epochs_per_perod=5", ("strategy/epochs_per_perod: unknown key; did you mean "
+                                     "'epochs_per_period'?")),
     ("training/depth=lots", "training/depth: expected int"),
     ("problems/0/kwargs/dataset=./missing/mnist", "problems/0/kwargs/dataset: no such folder"),
 ])

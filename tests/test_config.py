@@ -30,11 +30,11 @@ def test_int_accepted_where_float_expected():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("strategy/epochs_per_perod=5", "strategy/epochs_per_perod: unknown key; did you mean "
-                                    "'epochs_per_period'"),
+    ("strategy/epochs_per_perod=5", ("strategy/epochs_per_perod: unknown key; did you mean "
+                                     "'epochs_per_period'")),
     ("trainng/depth=3", "trainng: unknown key; did you mean 'training'"),
-    ("problems/0/kwargs/batch_szie=3", "problems/0/kwargs/batch_szie: unknown key; did you "
-                                       "mean 'batch_size'"),
+    ("problems/0/kwargs/batch_szie=3", ("problems/0/kwargs/batch_szie: unknown key; did you "
+                                        "mean 'batch_size'")),
     ("training/depth=abc", "training/depth: expected int, got str"),
     ("training/persistent=3", "training/persistent: expected bool"),
     ("training/depth=0", "training/depth: must be at least 1"),
