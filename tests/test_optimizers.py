@@ -16,7 +16,7 @@ from l2o.problems import MLPClassifier, Quadratic
 CONSTRUCTORS = {name: cls for name, cls in OPTIMIZERS.items() if issubclass(cls, LearnedOptimizer)}
 
 # Small networks, and learning rates large enough that a mismatch would show.
-NETWORKS = {"DM": {}, "RNNProp": {}, "NormalizedMLP": {"learning_rate": 0.01},
+NETWORKS = {"DM": {}, "RNNProp": {}, "NormalizedMLP": {"learning_rate": 0.5},
             "ScaleBasic": {"init_lr": [0.01, 0.1]},
             "ScaleHierarchical": {"init_lr": [0.01, 0.1]},
             "ScheduledSGD": {"learning_rate": 1.0, "decay_steps": 2.0, "momentum": 0.5,

@@ -116,7 +116,7 @@ def test_model_fit_moves_the_weights_to_a_sampled_point():
     assert np.max(np.abs(optimizer.meta_weights()["output/kernel"])) > 0
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, PIOOptimizer) and restored.network == optimizer.network
-    np.testing.assert_array_equal(restored.initial_meta_weights["output/kernel"],
+    np.testing.assert_array_equal(restored.given_meta_weights["output/kernel"],
                                   optimizer.meta_weights()["output/kernel"])
 
 

@@ -138,3 +138,29 @@ def test_annealing_schedules(schedule, factors):
 def test_unknown_annealing_schedule():
     with pytest.raises(ConfigError, match="strategy/annealing_schedule: unknown value 'cosine'"):
         resolve({}, ["strategy/annealing_schedule=cosine"])
+
+
+def test_a_non_finite_validation_never_becomes_the_best(tmp_path):
+    """-inf (a loss of exactly 0 under the log objective) must not win best.npz for good."""
+    from l2o import backend, checkpoints
+    from l2o.strategies import SimpleStrategy
+
+    class Trainer:
+        config = resolve(tiny_config(tmp_path))
+
+        def meta_weights(self):
+            return {"w": np.zeros(2, np.float32)}
+
+        def state_arrays(self):
+            return {}, {}
+
+    strategy = SimpleStrategy()
+    strategy.trainer, strategy.directory = Trainer(), str(tmp_path)
+    strategy.state = {"period": -1, "best_validation": float("inf")}
+    strategy._rotate_last = True
+    strategy.log = backend.ScalarLog(str(tmp_path / "tensorboard"))
+    for period, validation in enumerate([-1.0, float("-inf"), float("nan"), -2.0]):
+        strategy.finish_period(period, {"validation_meta_loss": validation})
+        _, info = checkpoints.load(str(tmp_path / "checkpoints" / "best.npz"))
+        assert info["period"] == (0 if period < 3 else 3)
+    assert strategy.state["best_validation"] == -2.0

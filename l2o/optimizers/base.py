@@ -96,10 +96,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     def gradient_estimators(cls, config, problems, meta_variables, jit_compile):
         rule, seed = cls.rule_class(**config["network"]), config["training"]["seed"]
         for index, problem in enumerate(problems):
-            try:  # a rule that cannot serve a problem (too many groups) says so now
-                rule.init_state([ops.convert_to_tensor(p) for p in problem.init(seed)], seed)
-            except ValueError as error:
-                raise ConfigError(f"{error} (problems/{index})") from None
+            for member in problem.members():
+                try:  # a rule that cannot serve a task (too many groups) says so now
+                    rule.init_state([ops.convert_to_tensor(p) for p in member.init(seed)], seed)
+                except ValueError as error:
+                    raise ConfigError(f"{error} (problems/{index})") from None
         return [learned_rule_estimator(rule, problem, meta_variables, config, jit_compile)
                 for problem in problems]
 

@@ -213,10 +213,13 @@ class Strategy:
 
     def finish_period(self, period, metrics):
         """Checkpoints and logs a finished period (``metrics`` includes validation)."""
-        improved = metrics["validation_meta_loss"] < self.state["best_validation"]
+        # A non-finite validation (-inf where a run's loss reached exactly 0 under a log
+        # objective, NaN where it blew up) ranks nothing: it can never become the best.
+        validation = metrics["validation_meta_loss"]
+        improved = math.isfinite(validation) and validation < self.state["best_validation"]
         self.state = dict(self.state, period=period,
-                          best_validation=min(self.state["best_validation"],
-                                              metrics["validation_meta_loss"]))
+                          best_validation=validation if improved
+                          else self.state["best_validation"])
         folder = os.path.join(self.directory, "checkpoints")
         weights = {f"meta/{k}": v for k, v in self.trainer.meta_weights().items()}
         meta_info = {"period": period, **metrics,

@@ -42,7 +42,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
                                               shapes=False)
         super().__init__(learning_rate=learning_rate, name=name or "PIOOptimizer", **kwargs)
         self.network, self.seed, self.rule = dict(network or {}), int(seed), rule
-        self.initial_meta_weights = meta_weights
+        self.given_meta_weights = meta_weights
         # lr_0 for ``tie_sigma_to_learning_rate``: sigma_t = sigma * lr_t / lr_0.
         self._initial_learning_rate = float(
             learning_rate(0) if isinstance(learning_rate, keras.optimizers.schedules
@@ -68,6 +68,9 @@ class PIOOptimizer(keras.optimizers.Optimizer):
 
     @classmethod
     def initial_meta_weights(cls, config, problems):
+        if len(problems[0].members()) > 1:
+            raise ConfigError("problems/0: PIO samples the weights of one task; a task family "
+                              "has several (name one member)")
         seed = config["training"]["seed"]
         return PIORule(**config["network"]).init_meta_weights(
             seed, dimension_of(problems[0], seed))
@@ -99,8 +102,8 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         self._like = [ops.zeros(v.shape, v.dtype) for v in variables]
         self.dimension = int(sum(np.prod(v.shape) for v in variables))
         weights = self.rule.init_meta_weights(self.seed, self.dimension)
-        if self.initial_meta_weights is not None:
-            weights = check_meta_weights(self.initial_meta_weights, weights)
+        if self.given_meta_weights is not None:
+            weights = check_meta_weights(self.given_meta_weights, weights)
         self._drift = {
             name: self.add_variable(shape=value.shape, dtype="float32", name=f"pio_drift_{k}",
                                     initializer=lambda shape, dtype, value=value: value)
@@ -194,7 +197,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        weights = self.meta_weights() if self.built else self.initial_meta_weights
+        weights = self.meta_weights() if self.built else self.given_meta_weights
         config.update(network=self.network, seed=self.seed,
                       meta_weights=None if weights is None else {
                           k: v.tolist() for k, v in weights.items()})
