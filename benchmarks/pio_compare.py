@@ -49,8 +49,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from l2o import backend, problems, sde
-from l2o.optimizers.pio import PIOOptimizer, PIORule
+from l2o import backend, problems
+from l2o.optimizers.pio import PIOOptimizer, PIORule, sde
 
 tf.get_logger().setLevel("ERROR")  # one compiled step per seed for Keras optimisers is intended
 

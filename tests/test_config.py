@@ -57,7 +57,7 @@ def test_int_accepted_where_float_expected():
     ("network/preprocess_p=100", "network/preprocess_p: must be above 0.0 and at most 80.0"),
     ("optimizer/class_name=Adamm", "optimizer: not a usable Keras optimiser"),
     ("evaluation/baseline/config/learning_rat=0.1", "evaluation/baseline: not a usable Keras"),
-    ("loss_args/epsilon=-1", "loss_args/epsilon: must be non-negative"),
+    ("loss_args/epsilon=-1", "loss_args/epsilon: must be finite and non-negative"),
     ("no_equals_sign", "is not of the form section/key=value"),
     ("training/estimator=pse", "training/estimator: unknown value 'pse'; did you mean 'pes'"),
     ("training/n_particles=5", "training/n_particles: must be even"),
