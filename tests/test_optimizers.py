@@ -98,8 +98,13 @@ def test_config_round_trip_and_saved_model(constructor, tmp_path):
 def test_tbptt_gradient_matches_finite_differences(constructor):
     """Acceptance: 3-step unroll on the quadratic, float64, relative error < 1e-3."""
     rule, problem = CONSTRUCTORS[constructor].rule_class(**SMALL[constructor]), Quadratic(dim=10)
+    # Zero-initialised arrays (biases, NormalizedMLP's output layer, which would leave every
+    # layer below it without gradient) made random, so that every meta-weight matters.
+    noise = np.random.default_rng(2)
+    initial = {k: v if np.any(v) else 0.1 * noise.standard_normal(v.shape)
+               for k, v in rule.init_meta_weights(seed=1).items()}
     variables = {k: keras.Variable(v.astype(np.float64), dtype="float64", name=k.replace("/", "_"))
-                 for k, v in rule.init_meta_weights(seed=1).items()}
+                 for k, v in initial.items()}
     estimator = TBPTT(rule, problem, variables, DEFAULTS["loss_args"], "mean")
     params = [ops.convert_to_tensor(p.astype(np.float64)) for p in problem.init(5)]
     batches = tuple(b.astype(np.float64) for b in problem.batches(5, 0, 3))
