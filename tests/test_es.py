@@ -31,6 +31,22 @@ def total_loss_gradient(theta, stop_between_truncations):
         tape.gradient(total, theta)[0, 0])
 
 
+def within_three_standard_errors(samples, expected, floor=0.0):
+    samples = np.asarray(samples, np.float64)
+    error = max(np.std(samples) / np.sqrt(samples.size), floor)
+    return abs(np.mean(samples) - expected) < 3 * error
+
+
+def assert_unbiased_with_power(samples, expected, floor=0.0):
+    """The mean of ``samples`` is within 3 standard errors of ``expected``, and the same
+    test would reject an estimator 50% too large or too small, or of the wrong sign."""
+    assert within_three_standard_errors(samples, expected, floor), (
+        np.mean(samples), np.std(samples) / np.sqrt(len(samples)), expected)
+    for factor in (-1.0, 0.5, 1.5):
+        assert not within_three_standard_errors(factor * np.asarray(samples), expected, floor), \
+            f"an estimator off by a factor {factor} would pass too: the test has no power"
+
+
 def test_antithetic_pairs():
     eps = antithetic_noise(np.random.default_rng(0), 6, (2,), 0.1)
     np.testing.assert_array_equal(eps[:3], -eps[3:])
@@ -49,9 +65,8 @@ def test_pes_is_unbiased_where_truncated_backprop_is_not():
                   horizon=K * TRUNCATIONS)
         estimates.append(sum(float(pes.estimate(THETA, generator, K)[0][0])
                              for _ in range(TRUNCATIONS)))
-    mean = np.mean(estimates)
+    assert_unbiased_with_power(estimates, exact)
     error = np.std(estimates) / np.sqrt(len(estimates))
-    assert abs(mean - exact) < 3 * error, (mean, error, exact)
     assert abs(tbptt - exact) > 10 * error, (tbptt, exact, error)
 
 
@@ -68,8 +83,7 @@ def test_truncated_es_estimates_the_truncated_gradient():
         tape.watch(theta)
         loss = influence.unroll(theta, influence.initial_state()[None], K)[0][0]
     exact = float(tape.gradient(loss, theta)[0, 0])
-    error = np.std(first_truncation) / np.sqrt(len(first_truncation))
-    assert abs(np.mean(first_truncation) - exact) < 3 * max(error, 1e-6)
+    assert_unbiased_with_power(first_truncation, exact, floor=1e-6)
 
 
 def test_pes_resets_at_the_horizon():
@@ -116,7 +130,7 @@ def test_rtrl_is_the_exact_online_gradient_and_uoro_its_unbiased_estimate():
     samples = [UORO(influence.transition(), np.ones(influence.DIMENSION),
                     np.random.default_rng(seed)).estimate(theta, steps)[0]
                for seed in range(2000)]
-    assert abs(np.mean(samples) - expected) < 3 * np.std(samples) / np.sqrt(len(samples))
+    assert_unbiased_with_power(samples, expected)
 
 
 @pytest.mark.parametrize("steps", [[0, 0, 0, 0], [0, 5, 0, 5]], ids=["shared", "own-batches"])

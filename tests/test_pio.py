@@ -94,30 +94,67 @@ def test_loss_gradient_through_the_solver_matches_finite_differences(drift_forma
         assert abs(exact - finite) <= 1e-5 * max(1.0, abs(finite)), (name, exact, finite)
 
 
-def test_model_fit_moves_the_weights_to_a_sampled_point():
-    """PIOOptimizer(model=...) in model.fit: each step the weights become the best terminal sample."""
+def carrillo_numpy(y):
+    """The Carrillo function (shift 0, offset 0) of each row of ``y``, by hand."""
+    return np.mean(y ** 2 - 10 * np.cos(2 * np.pi * y) + 10, axis=-1)
+
+
+def test_model_fit_moves_the_weights_to_the_best_sampled_point():
+    """PIOOptimizer(model=...) in model.fit: after each step the weights are the terminal
+    sample of lowest loss V (E = V / sigma being what PIO scores them by)."""
     import keras
 
     from l2o.optimizers.pio import PIOOptimizer
     from l2o.problems import Carrillo
     from l2o.problems.landscapes import identity
 
+    sigma = 0.5
     problem = Carrillo(dim=2)
     model = problem.build_model(problem.init(0))
-    optimizer = PIOOptimizer(network={"sigma": 1.0, "trajectories": 16, "dt": 0.25}, model=model)
-    model.compile(optimizer=optimizer, loss=identity)
-    start = model.get_weights()[0].copy()
-    history = model.fit(np.zeros((4, 1)), np.zeros((4,)), batch_size=2, epochs=2, verbose=0)
+    optimizer = PIOOptimizer(network={"sigma": sigma, "trajectories": 16, "dt": 0.25},
+                             model=model)
+    samples_seen = []
+    select = optimizer.rule.select
+
+    def recording_select(samples, potentials):
+        samples_seen.append((ops.convert_to_numpy(samples), ops.convert_to_numpy(potentials)))
+        return select(samples, potentials)
+
+    optimizer.rule.select = recording_select
+    model.compile(optimizer=optimizer, loss=identity, run_eagerly=True)
+    weights_after = []
+    history = model.fit(np.zeros((4, 1)), np.zeros((4,)), batch_size=2, epochs=2, verbose=0,
+                        callbacks=[keras.callbacks.LambdaCallback(
+                            on_train_batch_end=lambda batch, logs: weights_after.append(
+                                model.get_weights()[0].copy()))])
     assert np.all(np.isfinite(history.history["loss"]))
-    assert int(optimizer.iterations) == 4
-    weights = model.get_weights()[0]
-    assert np.max(np.abs(weights - start)) > 1e-3
+    assert int(optimizer.iterations) == 4 and len(samples_seen) == len(weights_after) == 4
+    for (samples, energies), weights in zip(samples_seen, weights_after):
+        values = carrillo_numpy(samples.astype(np.float64))
+        np.testing.assert_allclose(energies, values / sigma, rtol=1e-5)
+        assert np.ptp(values) > 0.1  # a real choice among the 16
+        np.testing.assert_allclose(weights, samples[np.argmin(values)], rtol=1e-6)
     # The drift network trained: its zero-initialised output layer moved.
     assert np.max(np.abs(optimizer.meta_weights()["output/kernel"])) > 0
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, PIOOptimizer) and restored.network == optimizer.network
     np.testing.assert_array_equal(restored.given_meta_weights["output/kernel"],
                                   optimizer.meta_weights()["output/kernel"])
+
+
+@pytest.mark.parametrize("weights_from", ["best", "mean"])
+def test_weight_selection_leaves_out_non_finite_samples(weights_from):
+    rule = PIORule(weights_from=weights_from)
+    samples = np.array([[1.0, 2.0], [np.nan, 0.0], [3.0, -1.0], [5.0, 5.0], [0.5, 0.5]],
+                       np.float32)
+    potentials = np.array([2.0, -9.0, 1.0, np.inf, 1.5], np.float32)  # row 1 lowest, but NaN
+    chosen = ops.convert_to_numpy(rule.select(ops.convert_to_tensor(samples),
+                                              ops.convert_to_tensor(potentials)))
+    expected = samples[2] if weights_from == "best" else samples[[0, 2, 4]].mean(axis=0)
+    np.testing.assert_allclose(chosen, expected, rtol=1e-6)
+    nothing_finite = rule.select(ops.convert_to_tensor(samples[[1, 3]]),
+                                 ops.convert_to_tensor(np.array([1.0, np.inf], np.float32)))
+    assert not np.any(np.isfinite(ops.convert_to_numpy(nothing_finite)))
 
 
 def test_pio_run_from_a_config_resumes_exactly_and_evaluates(tmp_path):
