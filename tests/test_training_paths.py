@@ -133,13 +133,7 @@ def test_a_non_finite_meta_gradient_is_skipped(tmp_path):
     assert summary["train_meta_loss"] == pytest.approx(value, rel=1e-5)
 
 
-@pytest.mark.parametrize("estimator", [
-    "tbptt",
-    pytest.param("pes", marks=pytest.mark.xfail(
-        raises=tf.errors.InvalidArgumentError, strict=True,
-        reason="XLA cannot compile the particles' vectorized_map (its while-loop fallback "
-               "uses TensorListReserve of variants); 'auto' turns XLA on with a GPU")),
-])
+@pytest.mark.parametrize("estimator", ["tbptt", "pes"])
 def test_jit_compile_gives_the_same_numbers(tmp_path, estimator):
     """training/jit_compile=true (XLA) against false on the digits MLP with DM."""
     training = {"depth": 2, "estimator": estimator, "jit_compile": False}

@@ -31,7 +31,7 @@ def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
                   training["second_order"], jit_compile, training["parameter_scale_spread"])
     if training["estimator"] == "tbptt":
         return tbptt
-    return ParticleEstimator(training["estimator"], tbptt, jit_compile, sigma=training["sigma"],
+    return ParticleEstimator(training["estimator"], tbptt, sigma=training["sigma"],
                              n_particles=training["n_particles"], horizon=training["horizon"],
                              stagger=training["stagger"])
 

@@ -35,8 +35,7 @@ class ParticleTruncations:
     order that ``flatten`` and ``unflatten`` use.
     """
 
-    def __init__(self, rule, problem, template, new_trajectory, loss_args, unroll_weights,
-                 jit_compile=False):
+    def __init__(self, rule, problem, template, new_trajectory, loss_args, unroll_weights):
         self.problem, self.new_trajectory = problem, new_trajectory
         self.names = list(template)
         self._like = [np.zeros(np.shape(template[name]), np.float32) for name in self.names]
@@ -54,7 +53,9 @@ class ParticleTruncations:
                 () if shared else (batches,))
             return ops.vectorized_map(one, elements)
 
-        self._truncation = backend.compile_fn(truncation, jit_compile, relax_leading_dim=True)
+        # Never XLA: it cannot compile vectorized_map's while-loop fallback (TensorListReserve
+        # of variants, TF 2.21), and ``auto`` turns XLA on wherever there is a GPU.
+        self._truncation = backend.compile_fn(truncation, False, relax_leading_dim=True)
 
     def flatten(self, meta_weights):
         return np.concatenate([np.reshape(meta_weights[name], -1) for name in self.names])
@@ -94,7 +95,7 @@ class ParticleEstimator(GradientEstimator):
     and, for PES, ``stagger``.
     """
 
-    def __init__(self, estimator, tbptt, jit_compile=False, **options):
+    def __init__(self, estimator, tbptt, **options):
         self.tbptt, self.options = tbptt, options
         self.population_class = {"es": TruncatedES, "pes": PES}[estimator]
         if estimator == "es":
@@ -103,7 +104,7 @@ class ParticleEstimator(GradientEstimator):
         template = {name: v.numpy() for name, v in self.meta_variables.items()}
         self.truncations = ParticleTruncations(
             tbptt.rule, tbptt.problem, template, tbptt.new_trajectory,
-            tbptt.loss_args, tbptt.unroll_weights, jit_compile)
+            tbptt.loss_args, tbptt.unroll_weights)
 
     def init_worker_state(self, seed):
         # A population draws its particles' seeds from the first truncation's generator.
