@@ -58,6 +58,15 @@ class UpdateRule:
         """Raises ConfigError naming ``network/<key>`` for a value out of range."""
 
 
+def keep_targets(optimizer, variables):
+    """Records the variables ``optimizer`` updates as ``optimizer._targets``.
+
+    Kept out of Keras's tracking, which would count them among the optimiser's own
+    variables (``optimizer.variables``) and save them with its state.
+    """
+    object.__setattr__(optimizer, "_targets", list(variables))
+
+
 class LearnedOptimizer(keras.optimizers.Optimizer):
     """Keras optimiser that applies a learned ``UpdateRule``.
 
@@ -113,9 +122,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        # The variables it updates, kept out of Keras's tracking (which would count
-        # them among the optimiser's own variables, and save them with its state).
-        object.__setattr__(self, "_targets", list(variables))
+        keep_targets(self, variables)
         self._state_structure = self.rule.init_state(
             [ops.zeros(v.shape, v.dtype) for v in variables], self.seed)
         flat = keras.tree.flatten(self._state_structure)

@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from l2o import backend, differentiable
+from l2o.optimizers.base import keep_targets
 from l2o.optimizers.pio.rule import PIORule
 from l2o.optimizers.pio.trainer import DriftEstimator, dimension_of
 from l2o.registry import OPTIMIZERS
@@ -96,9 +97,7 @@ class PIOOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        # The variables it updates, kept out of Keras's tracking (which would count
-        # them among the optimiser's own variables, and save them with its state).
-        object.__setattr__(self, "_targets", list(variables))
+        keep_targets(self, variables)
         self._like = [ops.zeros(v.shape, v.dtype) for v in variables]
         self.dimension = int(sum(np.prod(v.shape) for v in variables))
         weights = self.rule.init_meta_weights(self.seed, self.dimension)
