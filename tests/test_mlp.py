@@ -53,22 +53,30 @@ def numpy_steps(meta, grads_per_step, params, settings):
         hidden = np.maximum(hidden @ meta["mlp/0/kernel"] + meta["mlp/0/bias"], 0.0)
         out = hidden @ meta["mlp/output/kernel"] + meta["mlp/output/bias"]
         adam = (m_hat[..., 1] / (np.sqrt(v_hat) + eps)).reshape(-1)
-        u = (adam + out[:, 0]) * np.exp(settings["magnitude_scale"] * out[:, 1])
-        lr = np.exp(meta["schedule/log_lr"] + np.sum(meta["schedule/weights"] * step))
-        update = (-lr * u / np.sqrt(np.mean(u ** 2) + 1e-12)).reshape(p.shape)
+        magnitude = np.exp(settings["magnitude_scale"] * out[:, 1])
+        lr = np.exp(meta["schedule/log_lr"] + np.sum(meta["schedule/weights"] * step)) \
+            * rows ** meta["schedule/fan_in_power"]
+        if settings.get("step_scale") == "adam":
+            u = (adam + np.sqrt(np.mean(adam ** 2) + 1e-12) * out[:, 0]) * magnitude
+            update = (-lr * u).reshape(p.shape)
+        else:
+            u = (adam + out[:, 0]) * magnitude
+            update = (-lr * u / np.sqrt(np.mean(u ** 2) + 1e-12)).reshape(p.shape)
         updates.append(update)
         p = p + update
     return updates
 
 
+@pytest.mark.parametrize("step_scale", ["tensor_rms", "adam"])
 @pytest.mark.parametrize("shape", [(3, 4), (6,)])
-def test_update_matches_the_equations_by_hand(shape):
-    rule = NormalizedMLPRule(**SETTINGS)
+def test_update_matches_the_equations_by_hand(shape, step_scale):
+    settings = {**SETTINGS, "step_scale": step_scale}
+    rule = NormalizedMLPRule(**settings)
     meta = random_meta_weights(rule, 1, np.float64)
     generator = np.random.default_rng(2)
     params = generator.standard_normal(shape)
     grads = [generator.standard_normal(shape) * scale for scale in (1.0, 0.1, 3.0)]
-    expected = numpy_steps(meta, grads, params, SETTINGS)
+    expected = numpy_steps(meta, grads, params, settings)
     current = [ops.convert_to_tensor(params)]
     state = rule.init_state(current, 0)
     tensors = {k: ops.convert_to_tensor(v) for k, v in meta.items()}
@@ -84,7 +92,8 @@ def test_step_size_is_the_learned_rate_whatever_the_gradient_scale():
     meta = {k: ops.convert_to_tensor(v) for k, v in random_meta_weights(rule, 3).items()}
     params = [ops.convert_to_tensor(np.ones((4, 5), np.float32))]
     lr = float(np.exp(meta["schedule/log_lr"]
-                      + ops.sum(meta["schedule/weights"] * np.tanh(1.0 / np.array([3.0, 30.0])))))
+                      + ops.sum(meta["schedule/weights"] * np.tanh(1.0 / np.array([3.0, 30.0])))
+                      + meta["schedule/fan_in_power"] * np.log(4.0)))
     for scale in (1e-6, 1.0, 1e6):
         grads = [ops.convert_to_tensor(
             np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32) * scale)]
@@ -93,11 +102,35 @@ def test_step_size_is_the_learned_rate_whatever_the_gradient_scale():
         assert rms == pytest.approx(lr, rel=1e-4), scale
 
 
-def test_meta_gradient_matches_finite_differences():
+def test_untrained_adam_scaled_rule_is_adam():
+    """step_scale adam with the initial meta-weights is Keras's Adam at ``learning_rate``, step
+    for step, including the shrinking step once the gradients turn to noise."""
+    settings = {**SETTINGS, "momentum_decays": [0.5, 0.9, 0.99], "second_moment_decay": 0.999,
+                "step_scale": "adam", "learning_rate": 0.003}
+    rule = NormalizedMLPRule(**settings)
+    meta = {k: ops.convert_to_tensor(v) for k, v in rule.init_meta_weights(0).items()}
+    generator = np.random.default_rng(4)
+    value = generator.standard_normal((5, 3)).astype(np.float32)
+    variable = keras.Variable(value)
+    adam = keras.optimizers.Adam(learning_rate=0.003, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    current = [ops.convert_to_tensor(value)]
+    state = rule.init_state(current, 0)
+    for step in range(30):
+        scale = 1.0 if step < 10 else 0.01
+        grad = (generator.standard_normal((5, 3)) * scale).astype(np.float32)
+        adam.apply_gradients([(ops.convert_to_tensor(grad), variable)])
+        updates, state = rule.update(meta, [ops.convert_to_tensor(grad)], current, state)
+        current = [current[0] + updates[0]]
+        np.testing.assert_allclose(ops.convert_to_numpy(current[0]), variable.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("step_scale", ["tensor_rms", "adam"])
+def test_meta_gradient_matches_finite_differences(step_scale):
     """TBPTT through 4 steps of the rule on a quadratic, float64: backprop == central FD."""
     keras.backend.set_floatx("float64")
     try:
-        rule = NormalizedMLPRule(**SETTINGS)
+        rule = NormalizedMLPRule(**SETTINGS, step_scale=step_scale)
         meta = random_meta_weights(rule, 5, np.float64)
         problem = Quadratic(dim=4)
         params = [ops.convert_to_tensor(p.astype(np.float64)) for p in problem.init(1)]

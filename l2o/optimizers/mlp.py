@@ -24,15 +24,27 @@ tanh(t / tau) for tau in ``timescales``. An MLP shared by every coordinate
 a log-magnitude l. The update of the tensor is
 
     u     = (a + d) * exp(``magnitude_scale`` * l),   a = m^_1 / (sqrt(v^) + eps)
-    delta = -lr_t * u / rms(u),   log lr_t = log_lr + sum_i w_i tanh(t / tau_i)
+    delta = -lr_t * R^p * u / rms(u),   log lr_t = log_lr + sum_i w_i tanh(t / tau_i)
 
-where a is Adam's direction at the second momentum decay (0.9 by default)
-and rms is over the tensor: whatever the gradients' scale, each tensor moves
-by lr_t per coordinate in root mean square, which is what keeps the rule
-stable on tasks far from those it was meta-trained on. The MLP's output layer
-starts at zero and the schedule weights w at zero, so an untrained rule is
-Adam with a per-tensor normalised step of size exp(log_lr) =
-``learning_rate``; meta-training learns the corrections and the schedule.
+with ``step_scale: tensor_rms`` (the default), where a is Adam's direction at
+the second momentum decay (0.9 by default), R the tensor's fan-in (rows of
+its matrix view) and rms is over the tensor: whatever the gradients' scale,
+each tensor moves by lr_t R^p per coordinate in root mean square, which keeps
+the rule stable on tasks far from those it was meta-trained on, but never
+lets the step shrink as the gradients fall into noise. With ``step_scale:
+adam`` the step keeps Adam's own scale instead,
+
+    u     = (a + rms(a) d) * exp(``magnitude_scale`` * l),   delta = -lr_t * R^p * u
+
+so it shrinks, as Adam's does, when the first moment falls below the
+second's square root (noise-dominated or vanishing gradients), and the
+correction d is measured in units of Adam's step. The fan-in power p lets
+the rule learn how the step should scale with layer width (muP predicts
+p = -1 for Adam's hidden layers). The MLP's output layer starts at zero and
+the schedule weights w and p at zero, so an untrained rule is Adam with a
+per-tensor normalised step of size exp(log_lr) = ``learning_rate``
+(``tensor_rms``) or exactly Adam(``learning_rate``) (``adam``); meta-training
+learns the corrections, the schedule and p.
 """
 
 import keras
@@ -42,7 +54,16 @@ from keras import ops
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
 from l2o.optimizers.cells import dense, init_dense
 from l2o.registry import OPTIMIZERS
-from l2o.validation import ConfigError, check_fraction, check_keras_name, check_range, check_units
+from l2o.validation import (
+    ConfigError,
+    check_choice,
+    check_fraction,
+    check_keras_name,
+    check_range,
+    check_units,
+)
+
+STEP_SCALES = ("tensor_rms", "adam")
 
 
 def matrix_shape(shape):
@@ -54,9 +75,14 @@ def matrix_shape(shape):
     return int(np.prod(shape[:-1])), int(shape[-1])
 
 
+def rms(x, axis=None):
+    """The root mean square of ``x`` over ``axis`` (all axes by default), axes kept."""
+    return ops.sqrt(ops.mean(ops.square(x), axis=axis, keepdims=True) + 1e-12)
+
+
 def rms_normalise(x, axis=None):
     """``x`` divided by its root mean square over ``axis`` (all axes by default); 0 stays 0."""
-    return x / ops.sqrt(ops.mean(ops.square(x), axis=axis, keepdims=True) + 1e-12)
+    return x / rms(x, axis)
 
 
 class NormalizedMLPRule(UpdateRule):
@@ -65,7 +91,7 @@ class NormalizedMLPRule(UpdateRule):
     def __init__(self, hidden_layers=(32, 32), activation="relu",
                  momentum_decays=(0.5, 0.9, 0.99, 0.999), second_moment_decay=0.999,
                  timescales=(10.0, 100.0, 1000.0, 10000.0), learning_rate=1e-3,
-                 magnitude_scale=0.1, epsilon=1e-8):
+                 magnitude_scale=0.1, epsilon=1e-8, step_scale="tensor_rms"):
         self.hidden_layers = [int(u) for u in hidden_layers]
         self.activation = activation
         self.momentum_decays = [float(b) for b in momentum_decays]
@@ -74,6 +100,7 @@ class NormalizedMLPRule(UpdateRule):
         self.learning_rate = float(learning_rate)
         self.magnitude_scale = float(magnitude_scale)
         self.epsilon = float(epsilon)
+        self.step_scale = step_scale
 
     @classmethod
     def validate_config(cls, network):
@@ -91,6 +118,7 @@ class NormalizedMLPRule(UpdateRule):
         check_range("network/learning_rate", network["learning_rate"], 0.0)
         check_range("network/magnitude_scale", network["magnitude_scale"], 0.0, 10.0)
         check_range("network/epsilon", network["epsilon"], 0.0)
+        check_choice("network/step_scale", network["step_scale"], STEP_SCALES)
 
     @property
     def feature_count(self):
@@ -106,6 +134,7 @@ class NormalizedMLPRule(UpdateRule):
         weights.update(output)
         weights["schedule/log_lr"] = np.array(np.log(self.learning_rate), np.float32)
         weights["schedule/weights"] = np.zeros((len(self.timescales),), np.float32)
+        weights["schedule/fan_in_power"] = np.zeros((), np.float32)
         return weights
 
     def init_state(self, params, seed):
@@ -157,8 +186,12 @@ class NormalizedMLPRule(UpdateRule):
                 hidden = activation(dense(meta_weights, f"mlp/{index}", hidden))
             out = dense(meta_weights, "mlp/output", hidden)
             adam = ops.reshape(m_hat[..., 1] / (ops.sqrt(v_hat) + eps), (-1,))
-            direction = (adam + out[:, 0]) * ops.exp(self.magnitude_scale * out[:, 1])
-            update = -ops.exp(log_lr) * rms_normalise(direction)
+            magnitude = ops.exp(self.magnitude_scale * out[:, 1])
+            step_size = ops.exp(log_lr + meta_weights["schedule/fan_in_power"] * float(np.log(rows)))
+            if self.step_scale == "adam":
+                update = -step_size * (adam + rms(adam) * out[:, 0]) * magnitude
+            else:
+                update = -step_size * rms_normalise((adam + out[:, 0]) * magnitude)
             updates.append(ops.reshape(update, p.shape))
             for key, value in (("m", m), ("v", v), ("rows", r), ("cols", c)):
                 new[key].append(value)
