@@ -21,8 +21,7 @@ def value_and_grad(fn, wrt):
     def wrapped(*args):
         # Keras variables as their tf.Variable, so that non-trainable ones (an
         # optimiser's own) can be watched too.
-        targets = tf.nest.map_structure(lambda t: t.value if hasattr(t, "path") else t,
-                                        args[0] if wrt is None else list(wrt))
+        targets = tf.nest.map_structure(_unwrap, args[0] if wrt is None else list(wrt))
         with tf.GradientTape() as tape:
             tape.watch([t for t in tf.nest.flatten(targets)
                         if tf.is_tensor(t) or isinstance(t, tf.Variable)])
@@ -31,6 +30,48 @@ def value_and_grad(fn, wrt):
             value, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     return wrapped
+
+
+def _unwrap(target):
+    """A Keras variable as its tf.Variable; anything else as it is."""
+    return target.value if hasattr(target, "path") else target
+
+
+class Tape:
+    """A gradient tape that records from its creation until ``stop()``.
+
+    ``with tf.GradientTape()`` ties a tape to a block; the differentiable
+    wrapper of Keras models (``l2o.differentiable.model``) needs tapes that
+    open after one optimisation step and close at the next, for several
+    models at once, in any order. A tape created while another records is
+    recorded by it, so a gradient taken from the inner tape can itself be
+    differentiated on the outer one (second order). ``watch`` lists tensors to
+    differentiate with respect to; trainable variables read while the tape
+    records are watched too unless ``watch_variables`` is false.
+    """
+
+    def __init__(self, watch=(), persistent=False, watch_variables=True):
+        self._tape = tf.GradientTape(persistent=persistent,
+                                     watch_accessed_variables=watch_variables)
+        self._tape.__enter__()
+        self._tape.watch(list(watch))
+        self.recording = True
+
+    def stop(self):
+        if self.recording:
+            self._tape.__exit__(None, None, None)
+            self.recording = False
+
+    def gradient(self, target, sources):
+        """d target / d each of ``sources`` (tensors or Keras variables); None where unconnected.
+
+        Computed on every other tape still recording, never on this one.
+        """
+        sources = [_unwrap(s) for s in sources]
+        if not self.recording:
+            return self._tape.gradient(target, sources)
+        with self._tape.stop_recording():
+            return self._tape.gradient(target, sources)
 
 
 def stop_gradient(tensors):
