@@ -54,8 +54,9 @@ def numpy_steps(meta, grads_per_step, params, settings):
         out = hidden @ meta["mlp/output/kernel"] + meta["mlp/output/bias"]
         adam = (m_hat[..., 1] / (np.sqrt(v_hat) + eps)).reshape(-1)
         magnitude = np.exp(settings["magnitude_scale"] * out[:, 1])
-        lr = np.exp(meta["schedule/log_lr"] + np.sum(meta["schedule/weights"] * step)) \
-            * rows ** meta["schedule/fan_in_power"]
+        lr = np.exp(meta["schedule/log_lr"] + np.sum(meta["schedule/weights"] * step)
+                    + (meta["schedule/vector_log_lr"] if rows == 1 else
+                       meta["schedule/fan_in_power"] * np.log(rows)))
         if settings.get("step_scale") == "adam":
             u = (adam + np.sqrt(np.mean(adam ** 2) + 1e-12) * out[:, 0]) * magnitude
             update = (-lr * u).reshape(p.shape)

@@ -24,24 +24,26 @@ tanh(t / tau) for tau in ``timescales``. An MLP shared by every coordinate
 a log-magnitude l. The update of the tensor is
 
     u     = (a + d) * exp(``magnitude_scale`` * l),   a = m^_1 / (sqrt(v^) + eps)
-    delta = -lr_t * R^p * u / rms(u),   log lr_t = log_lr + sum_i w_i tanh(t / tau_i)
+    delta = -lr_t * s * u / rms(u),   log lr_t = log_lr + sum_i w_i tanh(t / tau_i)
 
 with ``step_scale: tensor_rms`` (the default), where a is Adam's direction at
 the second momentum decay (0.9 by default), R the tensor's fan-in (rows of
-its matrix view) and rms is over the tensor: whatever the gradients' scale,
-each tensor moves by lr_t R^p per coordinate in root mean square, which keeps
+its matrix view), s = R^p for a matrix and exp(o) for a vector (R = 1), and
+rms is over the tensor: whatever the gradients' scale, each tensor moves by
+lr_t s per coordinate in root mean square, which keeps
 the rule stable on tasks far from those it was meta-trained on, but never
 lets the step shrink as the gradients fall into noise. With ``step_scale:
 adam`` the step keeps Adam's own scale instead,
 
-    u     = (a + rms(a) d) * exp(``magnitude_scale`` * l),   delta = -lr_t * R^p * u
+    u     = (a + rms(a) d) * exp(``magnitude_scale`` * l),   delta = -lr_t * s * u
 
 so it shrinks, as Adam's does, when the first moment falls below the
 second's square root (noise-dominated or vanishing gradients), and the
 correction d is measured in units of Adam's step. The fan-in power p lets
 the rule learn how the step should scale with layer width (muP predicts
-p = -1 for Adam's hidden layers). The MLP's output layer starts at zero and
-the schedule weights w and p at zero, so an untrained rule is Adam with a
+p = -1 for Adam's hidden layers), and the vector offset o how biases should
+move relative to kernels. The MLP's output layer starts at zero and the
+schedule weights w, p and o at zero, so an untrained rule is Adam with a
 per-tensor normalised step of size exp(log_lr) = ``learning_rate``
 (``tensor_rms``) or exactly Adam(``learning_rate``) (``adam``); meta-training
 learns the corrections, the schedule and p.
@@ -135,6 +137,7 @@ class NormalizedMLPRule(UpdateRule):
         weights["schedule/log_lr"] = np.array(np.log(self.learning_rate), np.float32)
         weights["schedule/weights"] = np.zeros((len(self.timescales),), np.float32)
         weights["schedule/fan_in_power"] = np.zeros((), np.float32)
+        weights["schedule/vector_log_lr"] = np.zeros((), np.float32)
         return weights
 
     def init_state(self, params, seed):
@@ -187,7 +190,10 @@ class NormalizedMLPRule(UpdateRule):
             out = dense(meta_weights, "mlp/output", hidden)
             adam = ops.reshape(m_hat[..., 1] / (ops.sqrt(v_hat) + eps), (-1,))
             magnitude = ops.exp(self.magnitude_scale * out[:, 1])
-            step_size = ops.exp(log_lr + meta_weights["schedule/fan_in_power"] * float(np.log(rows)))
+            # A vector (bias, scale) has no fan-in to scale by, but its own offset.
+            log_step = log_lr + (meta_weights["schedule/vector_log_lr"] if rows == 1 else
+                                 meta_weights["schedule/fan_in_power"] * float(np.log(rows)))
+            step_size = ops.exp(log_step)
             if self.step_scale == "adam":
                 update = -step_size * (adam + rms(adam) * out[:, 0]) * magnitude
             else:
