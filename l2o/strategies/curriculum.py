@@ -11,9 +11,10 @@ as in the Simple strategy, each followed by validation at the fixed horizon
   least ``min_periods`` periods, or after ``max_periods`` periods.
 - A stage improved the run if its best validation meta-loss is below the best
   before the stage began.
-- After a stage ends, the run stops if ``max_stages`` > 0 stages have run, if
-  ``max_stages`` = 0 and the stage did not improve the run, or if a list
-  schedule has no next entry. Otherwise the meta-weights go back to the best
+- After a stage ends, the run stops if a list schedule has no next entry
+  (a list limits the stages to its length, as in the l2o toolkit), if
+  ``max_stages`` > 0 stages have run, or if ``max_stages`` = 0 and the stage
+  did not improve the run. Otherwise the meta-weights go back to the best
   checkpoint and the next stage begins.
 
 All of this is kept in the strategy state saved with every checkpoint, so a
@@ -80,10 +81,11 @@ class CurriculumStrategy(Strategy):
 
     def should_stop(self, progress):
         stages_done = progress["stage"] + 1
+        if self.unroll_length(stages_done) is None:
+            return True
         if self.options["max_stages"] > 0:
             return stages_done >= self.options["max_stages"]
-        return (not progress["stage_best"] < progress["best_before"]
-                or self.unroll_length(progress["stage"] + 1) is None)
+        return not progress["stage_best"] < progress["best_before"]
 
     def next_stage(self, progress):
         arrays, _ = checkpoints.load(f"{self.directory}/checkpoints/best.npz")
