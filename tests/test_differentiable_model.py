@@ -1,11 +1,17 @@
 """Unmodified Keras models through their own optimisation steps (``l2o.differentiable.model``):
 meta-gradients against finite differences, the steps against Keras's optimisers, offline and
-online windows, the compiled meta-learners on the same model, meta-training, and errors."""
+online windows, the compiled meta-learners on the same model, meta-training, errors, the
+README's examples and the few-shot MAML example."""
+
+import os
+import re
 
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT
 from keras import ops
+from test_differentiable import run_example
 
 from l2o import backend, differentiable
 from l2o.differentiable import MetaAdam, MetaModel, MetaSGD, SlidingWindow
@@ -152,7 +158,8 @@ def test_two_models_stepped_after_both_losses_are_computed():
 
 def test_offline_window_equals_the_compiled_offline_meta_learner():
     """``model_loss`` runs OfflineMetaLearner on the same model: its meta-step (SGD 1.0 on the
-    mean over tasks) moves the weights and rate by the mean of the windows' meta-gradients."""
+    mean over tasks) moves the model's own weights and the rate by the mean of the windows'
+    meta-gradients."""
     model = make_model(dtype="float32")
     tasks = [make_batches(3, dtype="float32", seed=10 + i) for i in range(2)]
     log_rate = keras.Variable(np.log(0.3), dtype="float32")
@@ -168,11 +175,12 @@ def test_offline_window_equals_the_compiled_offline_meta_learner():
     learner = differentiable.OfflineMetaLearner(
         differentiable.model_loss(model, mse), model.trainable_variables,
         differentiable.sgd(rate, momentum=0.5), keras.optimizers.SGD(1.0), [log_rate])
-    start = [ops.convert_to_numpy(v) for v in [log_rate, *learner.params]]
+    assert all(ours is theirs for ours, theirs in zip(learner.params, model.trainable_variables))
+    start = [ops.convert_to_numpy(v) for v in [log_rate, *model.trainable_variables]]
     stacked = [tuple(np.stack([task[k][j] for task in tasks]) for j in range(2))
                for k in range(3)]
     learner.step(stacked[:2], stacked[2])
-    for before, variable, grad in zip(start, [log_rate, *learner.params], expected):
+    for before, variable, grad in zip(start, [log_rate, *model.trainable_variables], expected):
         np.testing.assert_allclose(before - ops.convert_to_numpy(variable), grad,
                                    rtol=1e-4, atol=1e-6)
 
@@ -275,3 +283,41 @@ def test_misuse_inside_and_outside_windows_is_named():
         np.testing.assert_array_equal(ops.convert_to_numpy(variable), value)
     with SlidingWindow():
         inner.step(mse(y, net(x)))
+
+
+def readme_section(title):
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        text = handle.read()
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else None]
+
+
+# What the README's first differentiable-optimiser snippet takes as given.
+SNIPPET_GIVEN = {"params": [np.zeros(3, np.float32)], "grads": [np.ones(3, np.float32)]}
+
+
+def test_readme_examples_run_and_learn_the_learning_rate(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", readme_section("Differentiable optimisers"),
+                        re.DOTALL)
+    assert len(blocks) == 3
+    for index, block in enumerate(blocks):
+        namespace = dict(SNIPPET_GIVEN)
+        code = compile(block, f"README.md, differentiable optimisers, example {index}", "exec")
+        exec(code, namespace)  # noqa: S102 (the README's own examples)
+        if "log_lr" in namespace:
+            assert float(ops.exp(namespace["log_lr"])) > 0.015  # from 0.01
+    assert "inner learning rate" in capsys.readouterr().out
+    table = readme_section("Coming from Meta-Optim")
+    for name in ("MetaModel", "MetaSGD", "MetaAdam", "SlidingWindow", "window.gradient",
+                 "maml_fewshot.py"):
+        assert name in table
+
+
+def test_maml_fewshot_example_quick(capsys):
+    results, output = run_example("maml_fewshot", ["--quick"], capsys)
+    assert "| MAML, lr 0.4 |" in output and "best lr per column" in output
+    maml, baseline = results["MAML", 0.4], results["no meta-learning", 0.4]
+    assert abs(maml[0][0] - 0.2) < 0.05  # unadapted: chance, 5-way
+    # Even 60 meta-iterations make one step from MAML's weights beat one from the start's.
+    assert maml[1][0] > baseline[1][0] + 0.05

@@ -64,7 +64,9 @@ class OfflineMetaLearner:
     ``loss_fn(params, batch)`` is the inner loss of one task and
     ``outer_loss_fn`` (default: ``loss_fn``) its outer loss. ``params`` (a
     nested structure of arrays) seeds the initial weights, held in
-    ``self.params`` as Keras variables. ``meta_optimizer`` is a Keras
+    ``self.params`` as Keras variables; Keras variables among them (a model's
+    ``trainable_variables``, with ``model_loss``) are used as they are, so the
+    meta-learnt weights are the model's own. ``meta_optimizer`` is a Keras
     optimiser; it updates the initial weights and ``meta_variables``.
 
     Batches carry a leading task axis: ``inner_batches[k]`` holds every task's
@@ -77,7 +79,8 @@ class OfflineMetaLearner:
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.outer_loss_fn = outer_loss_fn or loss_fn
         self.params = tree.map_structure(
-            lambda p: keras.Variable(p, name="initial_weight"), params)
+            lambda p: p if isinstance(p, keras.Variable) else keras.Variable(
+                p, name="initial_weight"), params)
         self.meta_variables = list(meta_variables)
         self.variables = tree.flatten(self.params) + self.meta_variables
         self.meta_optimizer = meta_optimizer
