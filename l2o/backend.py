@@ -74,6 +74,32 @@ class Tape:
             return self._tape.gradient(target, sources)
 
 
+def jacobians(fn, primals):
+    """``(fn(*primals), [d fn / d p for p in primals])``, each Jacobian shaped [*out, *p]."""
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(primals)
+        value = fn(*primals)
+    return value, [tape.jacobian(value, p, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                   for p in primals]
+
+
+def jvp(fn, primals, tangents):
+    """``(fn(*primals), sum_i d fn / d primals[i] . tangents[i])``, in forward mode."""
+    with tf.autodiff.ForwardAccumulator(primals, tangents) as accumulator:
+        value = fn(*primals)
+    return value, accumulator.jvp(value, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def vjp(fn, primals, cotangent=None):
+    """``(fn(*primals), [cotangent . d fn / d p for p in primals])``, in reverse mode
+    (a cotangent of ones when None: the gradients of the sum)."""
+    with tf.GradientTape() as tape:
+        tape.watch(primals)
+        value = fn(*primals)
+    return value, tape.gradient(value, primals, output_gradients=cotangent,
+                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
 def stop_gradient(tensors):
     return tf.nest.map_structure(tf.stop_gradient, tensors)
 
