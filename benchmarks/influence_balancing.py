@@ -6,8 +6,10 @@ From theta = 0.5 and s = 1, each iteration advances the inner system one truncat
 steps and takes an SGD step (lr 1e-4) on the estimated gradient of that truncation's final
 loss 0.5 (s[0] - 1)^2. TBPTT holds the state fixed at each truncation's start (K = 1, 10,
 100); truncated ES and PES use N particles, sigma 0.1, K = 1 and no horizon; RTRL and UORO
-carry forward-mode influences. Prints final theta, its distance to -1/6, and the loss after
-500 steps of the inner system from s = 1 with the final theta.
+carry forward-mode influences (K = 1). All seven run ``l2o.problems.influence.SYSTEM``
+through the one ``estimate(theta, generator, length)`` of ``l2o.estimators.forward``. Prints
+final theta, its distance to -1/6, and the loss after 500 steps of the inner system from
+s = 1 with the final theta.
 """
 
 import argparse
@@ -23,49 +25,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf
 
 from l2o.estimators.es import PES, TruncatedES
-from l2o.estimators.forward import RTRL, UORO
+from l2o.estimators.forward import RTRL, TBPTT, UORO
 from l2o.problems import influence
 
 TARGET = -1.0 / 6.0
 
 
-def tbptt(truncation):
-    state = influence.initial_state()[None]
+def estimators(particles):
+    """``{name: (estimator, truncation length)}``."""
+    def es_family(kind):
+        return kind(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1,
+                    n_particles=particles)
 
-    def estimate(theta):
-        nonlocal state
-        variable = tf.constant([[theta]])
-        with tf.GradientTape() as tape:
-            tape.watch(variable)
-            losses, new_state = influence.unroll(variable, state, truncation)
-            loss = losses[0]
-        state = tf.stop_gradient(new_state)
-        return float(tape.gradient(loss, variable)[0, 0])
-
-    return estimate
-
-
-def es_family(kind, particles, seed):
-    generator = np.random.default_rng(seed)
-    estimator = kind(influence.truncation, influence.initial_state, sigma=0.1,
-                     n_particles=particles)
-    return lambda theta: float(estimator.estimate(np.array([theta], np.float32),
-                                                  generator, 1)[0][0])
-
-
-def forward(kind, seed):
-    arguments = (influence.transition(), np.ones(influence.DIMENSION))
-    estimator = RTRL(*arguments) if kind == "rtrl" else UORO(
-        *arguments, np.random.default_rng(seed))
-    return lambda theta: float(estimator.estimate(theta, 1)[0])
+    return {"tbptt K=1": (TBPTT(influence.SYSTEM), 1),
+            "tbptt K=10": (TBPTT(influence.SYSTEM), 10),
+            "tbptt K=100": (TBPTT(influence.SYSTEM), 100),
+            "es K=1": (es_family(TruncatedES), 1), "pes K=1": (es_family(PES), 1),
+            "rtrl": (RTRL(influence.SYSTEM), 1), "uoro": (UORO(influence.SYSTEM), 1)}
 
 
 def loss_after(theta, steps=500):
-    a, b = influence.transition()
-    state = np.ones(influence.DIMENSION)
-    for _ in range(steps):
-        state = a @ state + theta * b
-    return 0.5 * (state[0] - 1.0) ** 2
+    return float(influence.SYSTEM.meta_objective(tf.constant([[theta]], tf.float64), steps)[0])
 
 
 def main():
@@ -74,18 +54,14 @@ def main():
     parser.add_argument("--particles", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args()
-    methods = {"tbptt K=1": tbptt(1), "tbptt K=10": tbptt(10), "tbptt K=100": tbptt(100),
-               "es K=1": es_family(TruncatedES, args.particles, 0),
-               "pes K=1": es_family(PES, args.particles, 0),
-               "rtrl": forward("rtrl", 0), "uoro": forward("uoro", 0)}
     print(f"{args.iterations} iterations, SGD lr {args.lr}, N = {args.particles}, sigma 0.1; "
           f"theta* = -1/6 = {TARGET:.4f}\n")
     print("| method | final theta | abs(theta - theta*) | loss after 500 steps | seconds |")
     print("| --- | --- | --- | --- | --- |")
-    for name, estimate in methods.items():
-        theta, started = 0.5, time.perf_counter()
+    for name, (estimator, length) in estimators(args.particles).items():
+        theta, generator, started = 0.5, np.random.default_rng(0), time.perf_counter()
         for _ in range(args.iterations):
-            theta -= args.lr * estimate(theta)
+            theta -= args.lr * float(estimator.estimate([theta], generator, length)[0][0])
             if not np.isfinite(theta):
                 break
         print(f"| {name} | {theta:.4f} | {abs(theta - TARGET):.4f} | {loss_after(theta):.3g} | "

@@ -1,4 +1,4 @@
-"""Toy 2-D regression (Vicol et al. 2021, section 5.2): where TBPTT, ES and PES end up.
+"""Toy 2-D regression (Vicol et al. 2021, section 5.2): where TBPTT, RTRL, UORO, ES and PES end.
 
     python benchmarks/toy_regression.py [--iterations 3000]
 
@@ -7,8 +7,12 @@ lr_t = (1 - t/T) e^theta0 + (t/T) e^theta1 (see ``l2o/problems/toy2d.py``); the
 meta-objective is the sum of the T = 100 inner losses. Every method starts at
 theta = (-4, -4), sees truncations of K = 10 steps of one inner run that restarts
 after T steps, and takes Adam (lr 0.01) steps on its estimate: TBPTT (exact
-gradient of the truncation, state held fixed), truncated ES (N = 100, sigma 1.0)
-and PES (N = 100, sigma 0.3). The benchmark evaluates the meta-objective on a
+gradient of the truncation, state held fixed), RTRL (the exact influence carried
+across truncations; exact over a horizon but for theta moving during it), UORO
+(its unbiased rank-one estimate), truncated ES (N = 100, sigma 1.0) and PES
+(N = 100, sigma 0.3), all on ``toy2d.SYSTEM`` through the one
+``estimate(theta, generator, length)`` of ``l2o.estimators.forward``. The
+benchmark evaluates the meta-objective on a
 100 x 100 grid over [-5, 5]^2, prints each method's final theta and its
 meta-objective against the grid's best, and draws the trajectories over the
 grid's heat map to benchmarks/figures/toy_regression.png.
@@ -28,56 +32,43 @@ import keras
 import tensorflow as tf
 
 from l2o.estimators.es import PES, TruncatedES
+from l2o.estimators.forward import RTRL, TBPTT, UORO
 from l2o.problems import toy2d
 
 K, START = 10, (-4.0, -4.0)
 FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures",
                       "toy_regression.png")
+COLOURS = {"tbptt": "#d62728", "rtrl": "#1f77b4", "uoro": "#9467bd", "es": "#ff7f0e",
+           "pes": "#ffffff"}
 
 
 def grid(points=100):
     axis = np.linspace(-5.0, 5.0, points, dtype=np.float32)
     thetas = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)
-    values = toy2d.meta_objective(tf.constant(thetas)).numpy().reshape(points, points)
+    values = toy2d.SYSTEM.meta_objective(tf.constant(thetas)).numpy().reshape(points, points)
     return axis, values
 
 
-def tbptt_estimator():
-    state = toy2d.initial_state()[None]
+def estimators(particles):
+    compiled = tf.function(lambda thetas, states, steps: toy2d.SYSTEM.unroll(thetas, states,
+                                                                               steps, K))
 
-    @tf.function
-    def truncation_gradient(theta, state):
-        with tf.GradientTape() as tape:
-            tape.watch(theta)
-            losses, new_state = toy2d.unroll(theta[None], state, K)
-            loss = losses[0]
-        return tape.gradient(loss, theta), loss, new_state
+    def es_family(kind, sigma):
+        return kind(lambda thetas, states, steps, length: compiled(thetas, states, steps),
+                    toy2d.initial_state, sigma=sigma, n_particles=particles,
+                    horizon=toy2d.HORIZON)
 
-    def estimate(theta):
-        nonlocal state
-        gradient, loss, state = truncation_gradient(tf.constant(theta), state)
-        if float(state[0, 2]) >= toy2d.HORIZON:
-            state = toy2d.initial_state()[None]
-        return gradient.numpy(), float(loss)
-
-    return estimate
+    return {"tbptt": TBPTT(toy2d.SYSTEM), "rtrl": RTRL(toy2d.SYSTEM),
+            "uoro": UORO(toy2d.SYSTEM), "es": es_family(TruncatedES, 1.0),
+            "pes": es_family(PES, 0.3)}
 
 
-def es_estimator(kind, sigma, particles, seed):
-    generator = np.random.default_rng(seed)
-    compiled = tf.function(lambda thetas, states: toy2d.unroll(thetas, states, K))
-    estimator = kind(lambda thetas, states, steps, length: compiled(thetas, states),
-                     toy2d.initial_state, sigma=sigma, n_particles=particles,
-                     horizon=toy2d.HORIZON)
-    return lambda theta: estimator.estimate(theta, generator, K)
-
-
-def optimise(estimate, iterations, learning_rate):
+def optimise(estimator, iterations, learning_rate, seed=0):
     theta = keras.Variable(np.array(START, np.float32))
     adam = keras.optimizers.Adam(learning_rate)
-    path = [theta.numpy().copy()]
+    path, generator = [theta.numpy().copy()], np.random.default_rng(seed)
     for _ in range(iterations):
-        gradient, _ = estimate(theta.numpy())
+        gradient, _ = estimator.estimate(theta.numpy(), generator, K)
         if not np.all(np.isfinite(gradient)):
             break
         adam.apply([tf.constant(gradient, tf.float32)], [theta])
@@ -95,10 +86,9 @@ def plot(axis, values, paths, best):
     mesh = ax.pcolormesh(axis, axis, np.log10(np.where(np.isfinite(values), values, np.nan)),
                          cmap="viridis", shading="auto")
     figure.colorbar(mesh, label="log10 meta-objective (sum of 100 inner losses)")
-    colours = {"tbptt": "#d62728", "es": "#ff7f0e", "pes": "#ffffff"}
     for name, path in paths.items():
-        ax.plot(path[:, 0], path[:, 1], color=colours[name], lw=2, label=name)
-        ax.plot(*path[-1], "o", color=colours[name], mec="black")
+        ax.plot(path[:, 0], path[:, 1], color=COLOURS[name], lw=2, label=name)
+        ax.plot(*path[-1], "o", color=COLOURS[name], mec="black")
     ax.plot(*START, "s", color="black", label="start")
     ax.plot(*best, "*", ms=16, color="gold", mec="black", label="grid best")
     ax.set(xlabel="theta0 (log initial rate)", ylabel="theta1 (log final rate)",
@@ -119,20 +109,17 @@ def main():
     best_value, best = values[index], (axis[index[1]], axis[index[0]])
     print(f"grid 100x100 over [-5, 5]^2: best meta-objective {best_value:.4g} at theta = "
           f"({best[0]:.2f}, {best[1]:.2f}); start (-4, -4): "
-          f"{float(toy2d.meta_objective(tf.constant([START]))[0]):.4g}")
+          f"{float(toy2d.SYSTEM.meta_objective(tf.constant([START]))[0]):.4g}")
     print(f"{args.iterations} Adam steps (lr {args.lr}) on truncations of K = {K}, T = "
           f"{toy2d.HORIZON}, N = {args.particles}\n")
     print("| method | final theta | meta-objective | ratio to grid best | seconds |")
     print("| --- | --- | --- | --- | --- |")
-    methods = {"tbptt": tbptt_estimator(),
-               "es": es_estimator(TruncatedES, 1.0, args.particles, 0),
-               "pes": es_estimator(PES, 0.3, args.particles, 0)}
     paths = {}
-    for name, estimate in methods.items():
+    for name, estimator in estimators(args.particles).items():
         started = time.perf_counter()
-        paths[name] = optimise(estimate, args.iterations, args.lr)
+        paths[name] = optimise(estimator, args.iterations, args.lr)
         final = paths[name][-1]
-        value = float(toy2d.meta_objective(tf.constant(final[None]))[0])
+        value = float(toy2d.SYSTEM.meta_objective(tf.constant(final[None]))[0])
         print(f"| {name} | ({final[0]:.3f}, {final[1]:.3f}) | {value:.4g} | "
               f"{value / best_value:.3f} | {time.perf_counter() - started:.0f} |")
     plot(axis, values, paths, best)

@@ -23,7 +23,7 @@ def total_loss_gradient(theta, stop_between_truncations):
         for _ in range(TRUNCATIONS):
             if stop_between_truncations:
                 state = tf.stop_gradient(state)
-            losses, state = influence.unroll(theta, state, K)
+            losses, state = influence.SYSTEM.unroll(theta, state, 0, K)
             total += losses[0]
             if stop_between_truncations:
                 gradient += tape.gradient(losses[0], theta)[0, 0]
@@ -61,7 +61,7 @@ def test_pes_is_unbiased_where_truncated_backprop_is_not():
     generator = np.random.default_rng(0)
     estimates = []
     for _ in range(200):
-        pes = PES(influence.truncation, influence.initial_state, sigma=0.1, n_particles=8,
+        pes = PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=8,
                   horizon=K * TRUNCATIONS)
         estimates.append(sum(float(pes.estimate(THETA, generator, K)[0][0])
                              for _ in range(TRUNCATIONS)))
@@ -75,19 +75,19 @@ def test_truncated_es_estimates_the_truncated_gradient():
     generator = np.random.default_rng(1)
     first_truncation = []
     for _ in range(200):
-        es = TruncatedES(influence.truncation, influence.initial_state, sigma=0.1,
+        es = TruncatedES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1,
                          n_particles=8)
         first_truncation.append(float(es.estimate(THETA, generator, K)[0][0]))
     theta = tf.constant(THETA[None])
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        loss = influence.unroll(theta, influence.initial_state()[None], K)[0][0]
+        loss = influence.SYSTEM.unroll(theta, influence.initial_state()[None], 0, K)[0][0]
     exact = float(tape.gradient(loss, theta)[0, 0])
     assert_unbiased_with_power(first_truncation, exact, floor=1e-6)
 
 
 def test_pes_resets_at_the_horizon():
-    pes = PES(influence.truncation, influence.initial_state, sigma=0.1, n_particles=4,
+    pes = PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=4,
               horizon=2 * K)
     generator = np.random.default_rng(2)
     pes.estimate(THETA, generator, K)
@@ -101,7 +101,7 @@ def test_pes_resets_at_the_horizon():
 
 
 def test_breakstep_staggers_the_resets_of_antithetic_pairs():
-    pes = PES(influence.truncation, influence.initial_state, sigma=0.1, n_particles=8,
+    pes = PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=8,
               horizon=4 * K, stagger="breakstep")
     generator = np.random.default_rng(3)
     pes.estimate(THETA, generator, K)
@@ -112,25 +112,6 @@ def test_breakstep_staggers_the_resets_of_antithetic_pairs():
     assert np.all(states[[0, 1, 2, 4, 5, 6]] != 1.0)
     np.testing.assert_array_equal(pes.accumulated[[3, 7]], 0.0)
     np.testing.assert_array_equal(pes.accumulated[:4], -pes.accumulated[4:])
-
-
-def test_rtrl_is_the_exact_online_gradient_and_uoro_its_unbiased_estimate():
-    from l2o.estimators.forward import RTRL, UORO
-
-    theta, steps = 0.3, 7
-    exact = tf.constant([[theta]])
-    with tf.GradientTape() as tape:
-        tape.watch(exact)
-        loss = influence.unroll(exact, influence.initial_state()[None], steps)[0][0]
-    expected = float(tape.gradient(loss, exact)[0, 0])
-    rtrl = RTRL(influence.transition(), np.ones(influence.DIMENSION))
-    gradient, rtrl_loss = rtrl.estimate(theta, steps)
-    assert gradient == pytest.approx(expected, rel=1e-5)
-    assert rtrl_loss == pytest.approx(float(loss), rel=1e-5)
-    samples = [UORO(influence.transition(), np.ones(influence.DIMENSION),
-                    np.random.default_rng(seed)).estimate(theta, steps)[0]
-               for seed in range(2000)]
-    assert_unbiased_with_power(samples, expected)
 
 
 @pytest.mark.parametrize("steps", [[0, 0, 0, 0], [0, 5, 0, 5]], ids=["shared", "own-batches"])
@@ -162,22 +143,3 @@ def test_vectorised_particles_equal_one_unroll_each(tmp_path, steps):
             np.testing.assert_allclose(ops.convert_to_numpy(got)[p], want, rtol=1e-4,
                                        atol=1e-6)
     assert len(set(np.round(ops.convert_to_numpy(losses), 5))) == 4
-
-
-def test_toy_regression_gradient_and_schedule():
-    """toy2d: closed-form grad f against autodiff; one step uses lr_0 = e^theta0."""
-    from l2o.problems import toy2d
-
-    x = tf.constant(np.random.default_rng(4).normal(0, 2, (6, 2)), tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(toy2d.inner_loss(x))
-    np.testing.assert_allclose(toy2d.inner_gradient(x), tape.gradient(total, x), rtol=1e-5,
-                               atol=1e-6)
-    theta = tf.constant([[np.log(0.3), np.log(5.0)]], tf.float32)
-    loss, state = toy2d.unroll(theta, toy2d.initial_state()[None], 1)
-    start = tf.constant([toy2d.START])
-    expected = start - 0.3 * toy2d.inner_gradient(start)
-    np.testing.assert_allclose(state[:, :2], expected, rtol=1e-6)
-    np.testing.assert_allclose(loss, toy2d.inner_loss(expected), rtol=1e-6)
-    assert float(state[0, 2]) == 1.0

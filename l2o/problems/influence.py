@@ -9,12 +9,16 @@ through 10 coordinates and down through 13:
 At the fixed point s*[0] = 2 theta (10 - 13) = -6 theta, so the loss vanishes
 at theta* = -1/6. Short truncations see only the fast, positive influence
 and push theta the wrong way; that is what makes it a test of estimator bias.
-The truncation is vectorised over particles: theta is [P, 1], states [P, 23];
-``truncation`` is the same in the ES estimators' protocol.
+``SYSTEM`` is it as a ``RecurrentSystem`` (time-invariant, no horizon, a
+truncation scored by its last state); its ``unroll`` is vectorised over
+particles (thetas [P, 1], states [P, 23]) in the protocol of the ES
+estimators.
 """
 
 import numpy as np
 from keras import ops
+
+from l2o.problems.recurrent import RecurrentSystem
 
 DIMENSION = 23
 
@@ -30,16 +34,14 @@ def initial_state(generator=None, dtype="float32"):
     return ops.ones((DIMENSION,), dtype)
 
 
-def unroll(thetas, states, steps):
-    """``(losses [P], states [P, 23])`` after ``steps`` steps from ``states``."""
+def step(states, thetas, t):
     a, b = transition()
-    a = ops.convert_to_tensor(a, states.dtype)
-    b = ops.convert_to_tensor(b, states.dtype)
-    for _ in range(steps):
-        states = ops.matmul(states, ops.transpose(a)) + thetas * b
-    return 0.5 * ops.square(states[:, 0] - 1.0), states
+    return (ops.matmul(states, ops.convert_to_tensor(a.T, states.dtype))
+            + thetas * ops.convert_to_tensor(b, states.dtype))
 
 
-def truncation(thetas, states, steps, length):
-    """``unroll`` in the protocol of ``l2o.estimators.es``; the system is time-invariant."""
-    return unroll(thetas, states, length)
+def loss(states, thetas, t):
+    return 0.5 * ops.square(states[:, 0] - 1.0)
+
+
+SYSTEM = RecurrentSystem(step, loss, initial_state, reduce="last")

@@ -10,14 +10,17 @@ from x = (1, 1), with the learning-rate schedule of meta-parameters theta,
 
 and meta-objective the sum over the horizon of the inner losses f(x_t) after
 each step. The sin^2 term makes the meta-loss surface oscillate where the
-rates are large: short truncations see only that local structure. The
-truncation is vectorised over particles: thetas are [P, 2], states [P, 3]
-(x0, x1 and the step t), in the protocol of ``l2o.estimators.es``.
+rates are large: short truncations see only that local structure.
+``SYSTEM`` is it as a ``RecurrentSystem``: the state is x, the step t comes
+from the step count (thetas [P, 2], states [P, 2] over particles), and a
+truncation scores the sum of its steps' losses.
 """
 
 import math
 
 from keras import ops
+
+from l2o.problems.recurrent import RecurrentSystem
 
 HORIZON = 100
 START = (1.0, 1.0)
@@ -41,29 +44,19 @@ def inner_gradient(x):
 
 
 def initial_state(generator=None, dtype="float32"):
-    """(x0, x1, t) = (1, 1, 0); deterministic (``generator`` is for the ES protocol)."""
-    return ops.convert_to_tensor([START[0], START[1], 0.0], dtype)
+    """x_0 = (1, 1); deterministic (``generator`` is for the ES protocol)."""
+    return ops.convert_to_tensor(START, dtype)
 
 
-def unroll(thetas, states, length, horizon=HORIZON):
-    """``(sum of f after each of ``length`` steps [P], states [P, 3])``."""
-    x, t = states[:, :2], states[:, 2:]
-    total = ops.zeros_like(t[:, 0])
-    for _ in range(length):
-        progress = t / horizon
-        rate = (1.0 - progress) * ops.exp(thetas[:, :1]) + progress * ops.exp(thetas[:, 1:])
-        x = x - rate * inner_gradient(x)
-        t = t + 1.0
-        total = total + inner_loss(x)
-    return total, ops.concatenate([x, t], axis=1)
+def step(x, thetas, t):
+    """One SGD step of each row of ``x`` at the rate the schedule gives step ``t``."""
+    progress = t[:, None] / HORIZON
+    rate = (1.0 - progress) * ops.exp(thetas[:, :1]) + progress * ops.exp(thetas[:, 1:])
+    return x - rate * inner_gradient(x)
 
 
-def truncation(thetas, states, steps, length):
-    """``unroll`` in the protocol of ``l2o.estimators.es`` (the step lives in the state)."""
-    return unroll(thetas, states, length)
+def loss(x, thetas, t):
+    return inner_loss(x)
 
 
-def meta_objective(thetas, horizon=HORIZON):
-    """The full-horizon meta-objective at each row of ``thetas`` [P, 2]."""
-    states = ops.repeat(initial_state(dtype=thetas.dtype)[None], ops.shape(thetas)[0], axis=0)
-    return unroll(thetas, states, horizon, horizon)[0]
+SYSTEM = RecurrentSystem(step, loss, initial_state, horizon=HORIZON)
