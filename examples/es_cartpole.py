@@ -6,7 +6,7 @@ Sutton and Anderson (1983), simulated in numpy with the usual constants (Euler s
 0.02 s, +-10 N pushes, failure past 12 degrees or 2.4 m) for many episodes at once.
 
     python examples/es_cartpole.py                     # all candidates in one batched rollout
-    python examples/es_cartpole.py --n-workers 2       # one candidate at a time, process pool
+    python examples/es_cartpole.py --n-workers 2       # one candidate at a time, Ray workers
     python examples/es_cartpole.py --quick             # the smoke test's tiny run
 """
 
@@ -80,7 +80,7 @@ class BatchedReward:
 
 
 class Reward:
-    """Per-candidate objective (picklable, for the worker pool): the model's mean length."""
+    """Per-candidate objective (for Ray workers): the model's mean episode length."""
 
     def __init__(self, max_steps):
         self.max_steps = max_steps
@@ -105,7 +105,8 @@ def parse_args():
     parser.add_argument("--max-steps", type=int, default=500, help="episode length cap")
     parser.add_argument("--test-episodes", type=int, default=100)
     parser.add_argument("--n-workers", type=int, default=1,
-                        help="1: batched rollout of all candidates; more: process pool")
+                        help="1: batched rollout of all candidates; more: Ray workers "
+                             "(the distributed extra)")
     parser.add_argument("--report-every", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a tiny run for the smoke test")

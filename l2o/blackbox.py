@@ -44,22 +44,23 @@ How candidates are evaluated
   arrays aligned with ``model.trainable_variables``, each shaped [n, *weight.shape].
   ``batched_forward(model, stacked_weights, inputs)`` runs the model's forward pass for all
   candidates in one compiled call.
-- In a worker pool: with ``n_workers > 1`` a per-candidate objective runs in a
-  ``concurrent.futures.ProcessPoolExecutor`` of that many spawned processes, each holding a
-  copy of the model. The objective, the model and the samples are pickled: the objective
-  must be a module-level function or an instance of a module-level class (no lambda or
-  closure), custom layers must be registered Keras serialisables, and a script that uses a
-  pool needs an ``if __name__ == "__main__":`` guard (workers import the main module). The
-  pool starts on the first step (seconds: each worker imports TensorFlow) and lives until
-  ``close()`` or the end of a ``with`` block.
+- On Ray workers: with ``n_workers > 1`` a per-candidate objective runs on that many Ray
+  actors (``l2o.distributed``; Ray is the optional ``distributed`` extra), each given a copy
+  of the model and the objective once, at the first step (seconds: each worker imports
+  TensorFlow), and a contiguous share of each step's candidates. ``address`` None starts a
+  private Ray on this machine (bound to 127.0.0.1, no dashboard), ``"auto"`` or
+  ``"ray://host:port"`` joins a cluster; a process already connected to Ray keeps its
+  connection. The model, the objective (cloudpickle: lambdas and closures work) and the
+  samples are sent to the workers; custom layers must be registered Keras serialisables.
+  A worker that dies is restarted by Ray and its share evaluated again. The workers live
+  until ``close()`` or the end of a ``with`` block.
 
 The noise, the random layer choice and hence the estimate depend only on ``seed`` and the
 objective's values, so every evaluation route gives the same estimate for the same seed.
 """
 
-import concurrent.futures
+import functools
 import itertools
-import multiprocessing
 import numbers
 import weakref
 
@@ -68,7 +69,7 @@ import numpy as np
 from keras import ops
 from tqdm.auto import tqdm
 
-from l2o import backend
+from l2o import backend, distributed
 from l2o.validation import check_choice
 
 STRATEGIES = ("all", "random", "bottom_up", "top_down")
@@ -165,18 +166,6 @@ def _evaluate_candidates(model, objective, center, offsets, samples):
     return values
 
 
-_worker = {}
-
-
-def _start_worker(model, objective):
-    _worker["model"], _worker["objective"] = model, objective
-
-
-def _evaluate_in_worker(center, offsets, samples):
-    return _evaluate_candidates(_worker["model"], _worker["objective"], center, offsets,
-                                samples)
-
-
 def _objective_vector(value):
     vector = np.asarray(ops.convert_to_numpy(value), np.float64).reshape(-1)
     if vector.size == 0:
@@ -197,7 +186,7 @@ class CandidateEvaluator:
     ``center`` holds the current weights (numpy, aligned with
     ``model.trainable_variables``), ``offsets`` maps a variable index to its n
     perturbations; the result is the [n, K] objective values. ``close()``
-    releases what the evaluator holds (a worker pool).
+    releases what the evaluator holds (workers).
     """
 
     def __call__(self, center, offsets, samples):
@@ -208,7 +197,8 @@ class CandidateEvaluator:
 
 
 class LocalEvaluator(CandidateEvaluator):
-    """One candidate at a time on the model itself, in this process."""
+    """One candidate at a time on the model itself, in this process (also the body of each
+    ``WorkerEvaluator`` worker)."""
 
     def __init__(self, model, objective):
         self.model, self.objective = model, objective
@@ -235,33 +225,36 @@ class VectorizedEvaluator(CandidateEvaluator):
         return values.reshape(self.n_samples, -1)
 
 
-class PoolEvaluator(CandidateEvaluator):
-    """Candidates split across a pool of spawned processes, each holding a model copy.
+class WorkerEvaluator(CandidateEvaluator):
+    """Candidates split across Ray workers, each holding a copy of the model and objective.
 
-    The pool starts on the first call (each worker imports TensorFlow).
+    The workers start on the first call (each imports TensorFlow).
     """
 
-    def __init__(self, model, objective, n_workers):
-        self.model, self.objective, self.n_workers = model, objective, n_workers
-        self._pool = None
+    def __init__(self, model, objective, n_workers, address=None):
+        self.model, self.objective = model, objective
+        self.n_workers, self.address = n_workers, address
+        self._workers = None
 
     def __call__(self, center, offsets, samples):
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.n_workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker, initargs=(self.model, self.objective))
+        if self._workers is None:
+            self._workers = distributed.Workers(
+                functools.partial(LocalEvaluator, self.model, self.objective), self.n_workers,
+                self.address, cpus_per_worker=1, gpus_per_worker=0)
         count = len(next(iter(offsets.values())))
         bounds = np.linspace(0, count, self.n_workers + 1).astype(int)
-        futures = [self._pool.submit(_evaluate_in_worker, center,
-                                     {i: offset[start:stop] for i, offset in offsets.items()},
-                                     samples)
-                   for start, stop in itertools.pairwise(bounds) if stop > start]
-        return _stack_rows([row for future in futures for row in future.result()])
+        shares = {worker: ("__call__", (center, {i: offset[start:stop]
+                                                 for i, offset in offsets.items()}, samples))
+                  for worker, (start, stop) in enumerate(itertools.pairwise(bounds))
+                  if stop > start}
+        # A share has no state to lose: a lost worker's share is simply evaluated again.
+        values, _ = self._workers.call(shares, retry=True)
+        return np.concatenate([values[worker] for worker in sorted(values)])
 
     def close(self):
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
 
 class ESOptimizer:
@@ -281,12 +274,15 @@ class ESOptimizer:
         strategy: weights perturbed each step: ``all``, ``random``, ``bottom_up``, ``top_down``.
         mode: ``max`` (default) or ``min``, applied to every objective.
         n_workers: 1 evaluates candidates in this process; more runs a per-candidate
-            objective in a process pool (picklable objective, model and samples).
+            objective on that many Ray workers (see the module docstring).
+        address: the Ray cluster of the workers: None starts a private one on this
+            machine, ``"auto"`` or ``"ray://host:port"`` joins one.
         seed: seeds the noise and the random layer choice.
     """
 
     def __init__(self, model, objective, base_optimizer="adam", sigma=0.05, n_samples=50,
-                 obj_weights=None, strategy="all", mode="max", n_workers=1, seed=0):
+                 obj_weights=None, strategy="all", mode="max", n_workers=1, seed=0,
+                 address=None):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
         if not model.trainable_variables:
@@ -307,6 +303,9 @@ class ESOptimizer:
         if self.vectorized and n_workers > 1:
             raise ValueError("a vectorised objective evaluates all candidates in one call; "
                              "use n_workers=1 with it")
+        if n_workers > 1 and not distributed.available():
+            raise ValueError(f"n_workers > 1 runs candidates on Ray workers, and Ray is not "
+                             f"installed: {distributed.INSTALL}")
         if obj_weights is not None:
             obj_weights = np.asarray(obj_weights, np.float64)
             if obj_weights.ndim != 1 or obj_weights.size == 0 or not np.all(
@@ -326,7 +325,7 @@ class ESOptimizer:
         if self.vectorized:
             self.evaluator = VectorizedEvaluator(objective, self.n_samples)
         elif self.n_workers > 1:
-            self.evaluator = PoolEvaluator(model, objective, self.n_workers)
+            self.evaluator = WorkerEvaluator(model, objective, self.n_workers, address)
         else:
             self.evaluator = LocalEvaluator(model, objective)
 
@@ -417,7 +416,7 @@ class ESOptimizer:
                 "iterations": self.iterations}
 
     def close(self):
-        """Stops the worker pool, if one was started."""
+        """Stops the workers, if they were started."""
         self.evaluator.close()
 
     def __enter__(self):

@@ -20,6 +20,7 @@ import yaml
 import l2o.optimizers
 import l2o.problems
 import l2o.strategies  # noqa: F401
+from l2o import distributed
 from l2o.registry import OPTIMIZERS, PROBLEMS, STRATEGIES
 from l2o.validation import (
     ConfigError,
@@ -109,6 +110,11 @@ DEFAULTS = {
                      "learning_rates": []},
     },
     "directory": "runs/dm",
+    # Ray workers for ES/PES particles (l2o/distributed.py; README, "Distributed (Ray)"):
+    # how many (0: none, all in this process), the cluster to join (null: start a
+    # private one on this machine) and the Ray resources each worker reserves.
+    "distributed": {"workers": 0, "address": None, "cpus_per_worker": 1.0,
+                    "gpus_per_worker": 0.0},
 }
 
 CHOICES = {
@@ -281,6 +287,7 @@ def validate(config):
     check_keras_optimizer("evaluation/baseline",
                            {"class_name": baseline["class_name"], "config": baseline["config"]})
     STRATEGIES[config["strategy_constructor"]].validate_config(config["strategy"])
+    distributed.check_config(config)
     return config
 
 

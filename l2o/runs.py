@@ -17,9 +17,11 @@ from l2o.registry import OPTIMIZERS
 from l2o.validation import ConfigError, first_line
 
 # What may change between the checkpoints of one run (resume.py takes overrides of
-# these): the schedule ahead, evaluation, compilation and what to do about non-finite
-# training. Everything else (network, problems, seed, ...) must match the checkpoint.
-RESUMABLE = ("strategy", "evaluation", "training/jit_compile", "training/stop_on_nonfinite")
+# these): the schedule ahead, evaluation, compilation, what to do about non-finite
+# training and where particles run (distributed workers). Everything else (network,
+# problems, seed, ...) must match the checkpoint.
+RESUMABLE = ("strategy", "evaluation", "training/jit_compile", "training/stop_on_nonfinite",
+             "distributed")
 CHECKPOINT_NAME = re.compile(r"best|last|period_\d{4,}")
 
 

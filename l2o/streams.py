@@ -32,6 +32,10 @@ class Stream(enum.IntEnum):
     TASK_SAMPLE = 10
     # Teacher-student regression: the teacher network of an instance.
     TEACHER_STUDENT = 11
+    # ES/PES: the perturbation of one antithetic pair in one truncation, keyed by the
+    # truncation's noise seed and the pair's index, so that a pair's noise is the same
+    # whichever process (or distributed worker) draws it.
+    PARTICLE_NOISE = 12
 
 
 def rng(stream, *keys):

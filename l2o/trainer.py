@@ -14,12 +14,14 @@ what an uninterrupted one would have done.
 """
 
 import copy
+import functools
 
 import keras
 import numpy as np
 
 import l2o.optimizers  # noqa: F401  (registers the constructors)
-from l2o import backend, checkpoints, problems
+from l2o import backend, checkpoints, distributed, problems
+from l2o.estimators.particles import ParticleHost
 from l2o.imitation import Teacher
 from l2o.registry import OPTIMIZERS
 from l2o.streams import Stream, rng, seed_from
@@ -59,6 +61,14 @@ class MetaTrainer:
             config, self.problems, self.meta_variables, resolve_jit(training["jit_compile"]))
         # Worker states kept across epochs (training/persistent), by (problem, slot).
         self.workers = {}
+        # distributed/workers > 0: Ray actors that run the particles (l2o/distributed.py).
+        self.remote = None
+        if config["distributed"]["workers"]:
+            self.remote = distributed.Workers(
+                functools.partial(ParticleHost, functools.partial(worker_estimators, config)),
+                **config["distributed"])
+            for key, estimator in distributable(self.estimators).items():
+                estimator.place_on(self.remote, key)
 
     def train_epoch(self, period, epoch, sample_unroll, imitation_probability=0.0,
                     on_truncation=lambda **_: None):
@@ -101,6 +111,15 @@ class MetaTrainer:
                     self.workers[(problem_index, slot)] = worker
         return losses
 
+    def close(self):
+        """Stops the distributed workers, if any."""
+        if self.remote is not None:
+            self.remote.close()
+
+    def worker_restarts(self):
+        """How many times distributed workers were lost and restarted (None: no workers)."""
+        return None if self.remote is None else self.remote.restarts
+
     def validate(self, unroll, seed, repeat):
         """Each estimator's validation metrics, averaged over problems and ``repeat`` seeds."""
         results = [estimator.validate(unroll, seed + offset)
@@ -141,3 +160,16 @@ class MetaTrainer:
             self.workers[(problem_index, slot)] = self.estimators[problem_index]. \
                 load_worker_state({name[len(prefix):]: value for name, value in arrays.items()
                                    if name.startswith(prefix)}, entry)
+
+
+def distributable(estimators):
+    """{key: estimator} of the estimators whose work can run on distributed workers."""
+    return dict(part for index, estimator in enumerate(estimators)
+                for part in estimator.distributable((index,)))
+
+
+def worker_estimators(config):
+    """What each distributed worker builds once: the run's estimators, in its own process."""
+    local = copy.deepcopy(config)
+    local["distributed"]["workers"] = 0
+    return distributable(MetaTrainer(local).estimators)

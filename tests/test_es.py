@@ -47,11 +47,16 @@ def assert_unbiased_with_power(samples, expected, floor=0.0):
             f"an estimator off by a factor {factor} would pass too: the test has no power"
 
 
-def test_antithetic_pairs():
-    eps = antithetic_noise(np.random.default_rng(0), 6, (2,), 0.1)
+def test_antithetic_pairs_draw_the_same_noise_in_any_shard():
+    eps = antithetic_noise(7, range(3), (2,), 0.1)
     np.testing.assert_array_equal(eps[:3], -eps[3:])
+    assert len(np.unique(eps[:3])) == 6
+    first, rest = antithetic_noise(7, range(1), (2,), 0.1), antithetic_noise(7, range(1, 3),
+                                                                            (2,), 0.1)
+    np.testing.assert_array_equal(eps[:3], np.concatenate([first[:1], rest[:2]]))
+    assert not np.allclose(antithetic_noise(8, range(3), (2,), 0.1), eps)
     with pytest.raises(ValueError, match="even"):
-        antithetic_noise(np.random.default_rng(0), 5, (2,), 0.1)
+        PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=5)
 
 
 def test_pes_is_unbiased_where_truncated_backprop_is_not():
@@ -124,7 +129,7 @@ def test_vectorised_particles_equal_one_unroll_each(tmp_path, steps):
 
     trainer = MetaTrainer(resolve(tiny_config(tmp_path, training={"estimator": "pes"})))
     truncations, tbptt = trainer.estimators[0].truncations, trainer.estimators[0].tbptt
-    state = truncations.init_state(np.random.default_rng(0))
+    state = truncations.init_state(0)
     theta = truncations.flatten(trainer.meta_weights())
     thetas = theta[None] + np.random.default_rng(1).normal(0, 0.1, (4, theta.size))
     states = repeat_state(state, 4)

@@ -65,3 +65,8 @@ class GradientEstimator:
 
     def load_worker_state(self, arrays, info):
         raise NotImplementedError
+
+    def distributable(self, key):
+        """``(key, estimator)`` of the estimators within this one (named by ``key``, a
+        tuple) whose work can run on distributed workers: none by default."""
+        return []

@@ -54,6 +54,10 @@ class FamilyEstimator(GradientEstimator):
         arrays, info = self.estimators[worker_state.member].worker_arrays(worker_state.state)
         return arrays, {**info, "member": worker_state.member}
 
+    def distributable(self, key):
+        return [part for member, estimator in enumerate(self.estimators)
+                for part in estimator.distributable(key + (member,))]
+
     def load_worker_state(self, arrays, info):
         info = dict(info)
         member = info.pop("member")

@@ -14,7 +14,17 @@ and its random parameter scaling), its parameters and optimiser state, f_0
 for the meta-loss, and the scales of ``training/parameter_scale_spread``. Each particle's
 truncation is scored by the same ``meta_loss`` as TBPTT's. Particles at the
 same (seed, step) share one copy of their batches; otherwise each gets its own.
+
+Distributed (``distributed/workers`` N > 0): a population's shards
+(``l2o.estimators.es``) live on N workers (``l2o.distributed``), shard w on
+worker w, which builds the run's estimators once (``ParticleHost``) and keeps
+its particles' inner states and accumulated noise between truncations; each
+truncation sends theta and two seeds to every worker and brings back a share
+of the estimate (one vector) and the shard's losses.
 """
+
+import itertools
+import weakref
 
 import numpy as np
 from keras import ops
@@ -23,7 +33,6 @@ from l2o import backend, tree
 from l2o.estimators.base import GradientEstimate, GradientEstimator
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.unroll import meta_loss, unroll
-from l2o.streams import Stream, rng
 from l2o.tree import unflatten_like
 
 
@@ -63,8 +72,7 @@ class ParticleTruncations:
     def unflatten(self, vector):
         return [ops.convert_to_numpy(t) for t in unflatten_like(np.asarray(vector), self._like)]
 
-    def init_state(self, generator):
-        seed = int(generator.integers(2 ** 31))
+    def init_state(self, seed):
         trajectory = self.new_trajectory(seed, scaled=True)
         # Unscaled particles carry scales of one: the products are then exact.
         scales = trajectory.scales or [ops.ones_like(p) for p in trajectory.params]
@@ -92,7 +100,8 @@ class ParticleEstimator(GradientEstimator):
     """Truncated ES (``estimator="es"``) or PES over a ``TBPTT``'s problem and rule.
 
     ``options`` are the population's: ``sigma``, ``n_particles``, ``horizon``
-    and, for PES, ``stagger``.
+    and, for PES, ``stagger``. After ``place_on(workers, key)`` the populations
+    it starts keep their particles on ``workers``.
     """
 
     def __init__(self, estimator, tbptt, **options):
@@ -105,11 +114,21 @@ class ParticleEstimator(GradientEstimator):
         self.truncations = ParticleTruncations(
             tbptt.rule, tbptt.problem, template, tbptt.new_trajectory,
             tbptt.loss_args, tbptt.unroll_weights)
+        self.workers = self.key = None
+
+    def distributable(self, key):
+        return [(key, self)]
+
+    def place_on(self, workers, key):
+        """``workers`` (``l2o.distributed.Workers`` of ``ParticleHost``) serve this estimator
+        as ``key``."""
+        self.workers, self.key = workers, key
 
     def init_worker_state(self, seed):
-        # A population draws its particles' seeds from the first truncation's generator.
+        # A population draws its particles' seeds from the truncations' generators.
+        shards = None if self.workers is None else WorkerShards(self.workers, self.key)
         return self.population_class(self.truncations.unroll, self.truncations.init_state,
-                                     **self.options)
+                                     shards=shards, **self.options)
 
     def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
         theta = self.truncations.flatten({name: v.numpy()
@@ -129,5 +148,63 @@ class ParticleEstimator(GradientEstimator):
 
     def load_worker_state(self, arrays, info):
         population = self.init_worker_state(0)
-        population.load_arrays(arrays, self.truncations.init_state(rng(Stream.TRAJECTORY, 0)))
+        population.load_arrays(arrays)
         return population
+
+
+class ParticleHost:
+    """What a distributed worker holds: the run's particle estimators ({key: estimator},
+    built once by ``build()`` just as on the learner) and the shards placed on it."""
+
+    def __init__(self, build):
+        self.estimators, self.shards = build(), {}
+
+    def create(self, key, population, shard_class, options, pairs):
+        truncations = self.estimators[key].truncations
+        self.shards[key, population] = shard_class(truncations.unroll, truncations.init_state,
+                                                   pairs=pairs, **options)
+
+    def shard(self, key, population, method, args):
+        return getattr(self.shards[key, population], method)(*args)
+
+    def forget(self, key, population):
+        self.shards.pop((key, population), None)
+
+
+class WorkerShards:
+    """A population's shards on ``workers`` (of ``ParticleHost``), shard w on worker w: the
+    interface of ``es.LocalShards``.
+
+    A shard lost with its worker is created again, empty, on the restarted worker
+    (the population decides how it rejoins). The shards leave their workers when
+    the population is garbage.
+    """
+
+    _populations = itertools.count()
+
+    def __init__(self, workers, key):
+        self.workers, self.key, self.count = workers, key, workers.count
+        self.population = next(self._populations)
+        self.made_on, self.creations = {}, {}
+        finalizer = weakref.finalize(self, workers.notify, {
+            index: ("forget", (key, self.population)) for index in range(self.count)})
+        finalizer.atexit = False
+
+    def create(self, shard_class, options, ranges):
+        self.creations = {index: ("create", (self.key, self.population, shard_class, options,
+                                             pairs))
+                          for index, pairs in enumerate(ranges)}
+        self._make(range(self.count))
+
+    def _make(self, indices):
+        self.workers.call({index: self.creations[index] for index in indices}, retry=True)
+        self.made_on.update({index: self.workers.incarnations[index] for index in indices})
+
+    def call(self, method, *args, only=None):
+        indices = list(range(self.count) if only is None else only)
+        results, lost = self.workers.call(
+            {index: ("shard", (self.key, self.population, method, args)) for index in indices},
+            expect=self.made_on)
+        if lost:
+            self._make(lost)
+        return [results.get(index) for index in indices], lost

@@ -189,6 +189,7 @@ class Strategy:
                        * training["epochs"] * training["depth"])
         imitation = training["p_teacher"] * self.imitation_factor(period)
         started, inner_steps, attempted = time.perf_counter(), 0, 0
+        restarts = trainer.worker_restarts()
         losses = {"meta_loss": [], "imitation_loss": []}
         with self.progress(truncations, f"period {period + 1}") as bar:
             def on_truncation(meta_loss, steps):
@@ -209,6 +210,8 @@ class Strategy:
         metrics = {f"train_{kind}": float(np.mean(values))
                    for kind, values in losses.items() if values}
         metrics["inner_steps_per_second"] = inner_steps / (time.perf_counter() - started)
+        if restarts is not None:
+            metrics["worker_restarts"] = trainer.worker_restarts() - restarts
         return metrics
 
     def finish_period(self, period, metrics):

@@ -1,0 +1,221 @@
+"""Ray workers (l2o/distributed.py) on a two-node local cluster: ES/PES particles and black-box
+ES candidates give what one process gives, checkpoints move between numbers of workers, a
+killed worker is restarted; and the `distributed` config section."""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from l2o import checkpoints, distributed
+from l2o.config import resolve
+from l2o.validation import ConfigError
+
+ray = pytest.importorskip("ray")
+
+PARTICLES = {"depth": 3, "n_particles": 4, "sigma": 0.1, "persistent": True, "horizon": 10}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes of one CPU each on this machine (loopback only), shared by the module."""
+    from ray.cluster_utils import Cluster
+
+    with distributed.loopback():
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 2 ** 20})
+        cluster.add_node(num_cpus=1, object_store_memory=80 * 2 ** 20)
+        ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def particle_config(tmp_path, estimator, workers=0, address=None, **sections):
+    training = {**PARTICLES, "estimator": estimator}
+    if estimator == "pes":
+        training["stagger"] = "breakstep"
+    return resolve(tiny_config(tmp_path, training=training,
+                               distributed={"workers": workers, "address": address},
+                               **sections))
+
+
+def assert_same_state(expected, actual):
+    """The meta-weights to 1e-5 relative (1e-8 absolute for those near 0); the particles'
+    step counts and noise exactly; the rest (meta-optimiser slots, inner states) close.
+
+    Both sides draw the same noise and batches, but a batched call of 4 particles and two of
+    2 round differently (float32, last bits), and ES differences of nearby losses magnify
+    that in the gradient (the meta-optimiser's moments), not in the meta-weights.
+    """
+    (expected, expected_info), (actual, actual_info) = expected, actual
+    assert expected_info == actual_info
+    assert sorted(expected) == sorted(actual)
+    for name, value in expected.items():
+        exact = name.endswith(("/steps", "/step", "/accumulated"))
+        np.testing.assert_allclose(actual[name], value, err_msg=name,
+                                   **({"rtol": 1e-5, "atol": 1e-8} if name.startswith("meta/")
+                                      else {"rtol": 0, "atol": 0} if exact
+                                      else {"rtol": 1e-3, "atol": 1e-6}))
+
+
+@pytest.mark.parametrize("estimator", ["pes", "es"])
+def test_workers_give_the_meta_weights_of_one_process(cluster, tmp_path, estimator):
+    """Acceptance 1: 3 meta-updates on 2 workers (one per node) == in one process, to 1e-5;
+    their checkpoint state is the same arrays, and each resumes from the other's."""
+    from l2o.trainer import MetaTrainer
+
+    single = MetaTrainer(particle_config(tmp_path, estimator))
+    remote = MetaTrainer(particle_config(tmp_path, estimator, 2, cluster.address))
+    try:
+        assert len({node for _, _, node in remote.remote.where()}) == 2
+        initial = single.meta_weights()
+        for trainer in (single, remote):
+            trainer.train_epoch(0, 0, lambda generator: 5)
+        assert_same_state(single.state_arrays(), remote.state_arrays())
+        moved = max(float(np.max(np.abs(value - initial[name])))
+                    for name, value in single.meta_weights().items())
+        assert moved > 1e-4
+        # Resume across numbers of shards: 1 -> 2 and 2 -> 1.
+        single_state, remote_state = single.state_arrays(), remote.state_arrays()
+        single.load_state_arrays(*remote_state)
+        remote.load_state_arrays(*single_state)
+        for trainer in (single, remote):
+            trainer.train_epoch(0, 1, lambda generator: 5)
+        assert_same_state(single.state_arrays(), remote.state_arrays())
+    finally:
+        remote.close()
+
+
+def test_a_killed_worker_is_restarted_and_the_run_goes_on(cluster, tmp_path):
+    """Acceptance 2: kill -9 of a worker in period 2; its particles restart, the run finishes,
+    summary.jsonl records the restart, the checkpoint is finite, validation as without it."""
+    from l2o.strategies import STRATEGIES
+    from l2o.trainer import MetaTrainer
+
+    strategy = {"num_periods": 2, "epochs_per_period": 1}
+    config = particle_config(tmp_path / "killed", "pes", 2, cluster.address, strategy=strategy)
+    config["training"]["stagger"] = "lockstep"
+    trainer = MetaTrainer(config)
+    estimator, calls = trainer.estimators[0], itertools.count()
+    estimate = estimator.compute_gradient_estimate
+    killed = trainer.remote.where()[1]
+
+    def kill_then_estimate(*args, **kwargs):
+        if next(calls) == 4:  # period 2, second truncation
+            os.kill(killed[1], signal.SIGKILL)
+        return estimate(*args, **kwargs)
+
+    estimator.compute_gradient_estimate = kill_then_estimate
+    try:
+        STRATEGIES["Simple"](**config["strategy"]).run(trainer, config["directory"])
+        assert trainer.remote.where()[1][1] != killed[1]
+    finally:
+        trainer.close()
+    records = [json.loads(line) for line in
+               (tmp_path / "killed" / "summary.jsonl").read_text().splitlines()]
+    assert [record["worker_restarts"] for record in records] == [0, 1]
+    arrays, _ = checkpoints.load(str(tmp_path / "killed" / "checkpoints" / "last.npz"))
+    assert all(np.all(np.isfinite(value)) for value in arrays.values())
+    # Worker 1 held pair 1 (particles 1 and 3): they restarted at the kill, the others did not.
+    steps = arrays["worker/0_0/steps"]
+    assert steps[1] == steps[3] != steps[0] == steps[2], steps
+
+    reference = particle_config(tmp_path / "reference", "pes", strategy=strategy)
+    reference["training"]["stagger"] = "lockstep"
+    STRATEGIES["Simple"](**reference["strategy"]).run(MetaTrainer(reference),
+                                                      reference["directory"])
+    expected = [json.loads(line)["validation_meta_loss"] for line in
+                (tmp_path / "reference" / "summary.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(records[-1]["validation_meta_loss"], expected[-1], rtol=0.05)
+
+
+def test_black_box_candidates_score_the_same_on_workers(cluster):
+    from l2o.blackbox import ESOptimizer, LocalEvaluator
+
+    def model():
+        keras.utils.set_random_seed(3)
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, "tanh"),
+                                 keras.layers.Dense(1)])
+
+    def score(model, samples):  # a closure: sent to the workers by value
+        inputs, targets = samples
+        return -float(np.mean((model(inputs).numpy() - targets) ** 2))
+
+    generator = np.random.default_rng(0)
+    samples = (generator.normal(size=(16, 3)).astype("float32"),
+               generator.normal(size=(16, 1)).astype("float32"))
+    local, remote = model(), model()
+    center = [v.numpy() for v in local.trainable_variables]
+    offsets = {index: generator.normal(0, 0.1, (6,) + center[index].shape).astype("float32")
+               for index in (0, 2)}
+    with ESOptimizer(remote, score, n_samples=6, n_workers=2, address=cluster.address,
+                     seed=1) as workers:
+        scores = workers.evaluator(center, offsets, samples)
+        assert len({node for _, _, node in workers.evaluator._workers.where()}) == 2
+        expected = LocalEvaluator(local, score)(center, offsets, samples)
+        np.testing.assert_allclose(scores, expected, rtol=1e-6)
+        assert len(np.unique(expected)) == 6
+        # Whole steps too: the same estimates as in one process.
+        for _ in range(2):
+            workers.step(samples)
+    with ESOptimizer(local, score, n_samples=6, seed=1) as one:
+        for _ in range(2):
+            one.step(samples)
+    for got, want in zip(remote.get_weights(), local.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_private_ray_listens_on_loopback_only_without_a_dashboard():
+    psutil = pytest.importorskip("psutil")
+    script = (
+        "import json, psutil\n"
+        "from l2o import distributed\n"
+        "ray, started = distributed.connect(None, 1, 0)\n"
+        "processes = [psutil.Process(), *psutil.Process().children(recursive=True)]\n"
+        "pids = {p.pid for p in processes}\n"
+        "listening = sorted({c.laddr.ip for c in psutil.net_connections('tcp')\n"
+        "                    if c.status == 'LISTEN' and c.pid in pids})\n"
+        "print(json.dumps([started, ray.nodes()[0]['NodeManagerAddress'], listening,\n"
+        "                  [c.laddr.port for c in psutil.net_connections('tcp')\n"
+        "                   if c.status == 'LISTEN' and c.laddr.port == 8265]]))\n"
+        "ray.shutdown()\n")
+    assert psutil
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=True)
+    started, node, listening, dashboard = json.loads(result.stdout.strip().splitlines()[-1])
+    assert started and node == "127.0.0.1" and dashboard == []
+    assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distributed/worker=2"], "distributed/worker: unknown key; did you mean 'workers'"),
+    (["distributed/workers=two"], "distributed/workers: expected int"),
+    (["distributed/workers=-1"], "distributed/workers: must be at least 0"),
+    (["distributed/address=''"], "distributed/address: null"),
+    (["distributed/cpus_per_worker=0"], "distributed/cpus_per_worker: must be above 0"),
+    (["distributed/gpus_per_worker=-1"], "distributed/gpus_per_worker: must be finite"),
+    (["distributed/workers=2"], "only ES and PES particles run on workers"),
+    (["distributed/workers=3", "training/estimator=pes", "training/n_particles=4"],
+     "training/n_particles 4 makes 2; use at most 2 workers"),
+])
+def test_bad_distributed_settings_fail_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(tiny_config(tmp_path), overrides)
+
+
+def test_workers_without_ray_name_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "available", lambda: False)
+    with pytest.raises(ConfigError, match=r"distributed/workers: 2 workers need Ray, which is "
+                                          r"not installed: pip install -e \"\.\[distributed\]\""):
+        resolve(tiny_config(tmp_path), ["distributed/workers=2", "training/estimator=pes"])
+    defaults = resolve(tiny_config(tmp_path))["distributed"]
+    assert defaults == {"workers": 0, "address": None, "cpus_per_worker": 1.0,
+                        "gpus_per_worker": 0.0}
