@@ -57,7 +57,13 @@ def numpy_steps(meta, grads_per_step, params, settings):
         lr = np.exp(meta["schedule/log_lr"] + np.sum(meta["schedule/weights"] * step)
                     + (meta["schedule/vector_log_lr"] if rows == 1 else
                        meta["schedule/fan_in_power"] * np.log(rows)))
-        if settings.get("step_scale") == "adam":
+        ratio = settings.get("max_step_ratio")
+        if ratio is not None:
+            base, bound = np.log(settings["learning_rate"]), np.log(ratio)
+            size = np.exp(base + bound * np.tanh((np.log(lr * magnitude) - base) / bound))
+            u = adam + np.sqrt(np.mean(adam ** 2) + 1e-12) * np.tanh(out[:, 0])
+            update = (-size * u).reshape(p.shape)
+        elif settings.get("step_scale") == "adam":
             u = (adam + np.sqrt(np.mean(adam ** 2) + 1e-12) * out[:, 0]) * magnitude
             update = (-lr * u).reshape(p.shape)
         else:
@@ -68,10 +74,11 @@ def numpy_steps(meta, grads_per_step, params, settings):
     return updates
 
 
-@pytest.mark.parametrize("step_scale", ["tensor_rms", "adam"])
+@pytest.mark.parametrize("variant", [{"step_scale": "tensor_rms"}, {"step_scale": "adam"},
+                                     {"step_scale": "adam", "max_step_ratio": 1.5}])
 @pytest.mark.parametrize("shape", [(3, 4), (6,)])
-def test_update_matches_the_equations_by_hand(shape, step_scale):
-    settings = {**SETTINGS, "step_scale": step_scale}
+def test_update_matches_the_equations_by_hand(shape, variant):
+    settings = {**SETTINGS, **variant}
     rule = NormalizedMLPRule(**settings)
     meta = random_meta_weights(rule, 1, np.float64)
     generator = np.random.default_rng(2)

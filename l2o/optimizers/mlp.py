@@ -42,7 +42,18 @@ second's square root (noise-dominated or vanishing gradients), and the
 correction d is measured in units of Adam's step. The fan-in power p lets
 the rule learn how the step should scale with layer width (muP predicts
 p = -1 for Adam's hidden layers), and the vector offset o how biases should
-move relative to kernels. The MLP's output layer starts at zero and the
+move relative to kernels.
+
+``max_step_ratio`` r (adam only; unbounded by default) keeps the rule in a
+trust region around Adam(``learning_rate`` = lr_0): every coordinate's step
+size is bounded to [lr_0 / r, lr_0 r] and the correction to one Adam step,
+
+    delta = -exp(log lr_0 + log r tanh((log(lr_t s) + ``magnitude_scale`` l - log lr_0) / log r))
+            * (a + rms(a) tanh(d)),
+
+so that what meta-training learnt on small tasks (which reward large steps)
+cannot carry the rule outside the range of Adam rates it started from on a
+task it never saw. The MLP's output layer starts at zero and the
 schedule weights w, p and o at zero, so an untrained rule is Adam with a
 per-tensor normalised step of size exp(log_lr) = ``learning_rate``
 (``tensor_rms``) or exactly Adam(``learning_rate``) (``adam``); meta-training
@@ -93,7 +104,8 @@ class NormalizedMLPRule(UpdateRule):
     def __init__(self, hidden_layers=(32, 32), activation="relu",
                  momentum_decays=(0.5, 0.9, 0.99, 0.999), second_moment_decay=0.999,
                  timescales=(10.0, 100.0, 1000.0, 10000.0), learning_rate=1e-3,
-                 magnitude_scale=0.1, epsilon=1e-8, step_scale="tensor_rms"):
+                 magnitude_scale=0.1, epsilon=1e-8, step_scale="tensor_rms",
+                 max_step_ratio=None):
         self.hidden_layers = [int(u) for u in hidden_layers]
         self.activation = activation
         self.momentum_decays = [float(b) for b in momentum_decays]
@@ -103,6 +115,7 @@ class NormalizedMLPRule(UpdateRule):
         self.magnitude_scale = float(magnitude_scale)
         self.epsilon = float(epsilon)
         self.step_scale = step_scale
+        self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
 
     @classmethod
     def validate_config(cls, network):
@@ -121,6 +134,11 @@ class NormalizedMLPRule(UpdateRule):
         check_range("network/magnitude_scale", network["magnitude_scale"], 0.0, 10.0)
         check_range("network/epsilon", network["epsilon"], 0.0)
         check_choice("network/step_scale", network["step_scale"], STEP_SCALES)
+        if network["max_step_ratio"] is not None:
+            check_range("network/max_step_ratio", network["max_step_ratio"], 1.0)
+            if network["step_scale"] != "adam":
+                raise ConfigError("network/max_step_ratio: bounds the step around Adam's, so it "
+                                  "needs network/step_scale: adam")
 
     @property
     def feature_count(self):
@@ -189,15 +207,19 @@ class NormalizedMLPRule(UpdateRule):
                 hidden = activation(dense(meta_weights, f"mlp/{index}", hidden))
             out = dense(meta_weights, "mlp/output", hidden)
             adam = ops.reshape(m_hat[..., 1] / (ops.sqrt(v_hat) + eps), (-1,))
-            magnitude = ops.exp(self.magnitude_scale * out[:, 1])
             # A vector (bias, scale) has no fan-in to scale by, but its own offset.
             log_step = log_lr + (meta_weights["schedule/vector_log_lr"] if rows == 1 else
                                  meta_weights["schedule/fan_in_power"] * float(np.log(rows)))
-            step_size = ops.exp(log_step)
-            if self.step_scale == "adam":
-                update = -step_size * (adam + rms(adam) * out[:, 0]) * magnitude
+            log_magnitude = self.magnitude_scale * out[:, 1]
+            if self.step_scale == "tensor_rms":
+                update = -ops.exp(log_step) * rms_normalise(
+                    (adam + out[:, 0]) * ops.exp(log_magnitude))
+            elif self.max_step_ratio is None:
+                update = -ops.exp(log_step + log_magnitude) * (adam + rms(adam) * out[:, 0])
             else:
-                update = -step_size * rms_normalise((adam + out[:, 0]) * magnitude)
+                bound, base = float(np.log(self.max_step_ratio)), float(np.log(self.learning_rate))
+                log_size = base + bound * ops.tanh((log_step + log_magnitude - base) / bound)
+                update = -ops.exp(log_size) * (adam + rms(adam) * ops.tanh(out[:, 0]))
             updates.append(ops.reshape(update, p.shape))
             for key, value in (("m", m), ("v", v), ("rows", r), ("cols", c)):
                 new[key].append(value)
