@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from l2o import runs
+from l2o import api
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -36,8 +36,6 @@ def _import_tensorflow_quietly():
 OVERRIDES_HELP = "section/key=value overrides, e.g. strategy/num_periods=3"
 INTERRUPTED = dict.fromkeys(("train", "resume"), ": the last finished period is checkpointed; "
                                                  "continue with resume.py")
-# The overrides resume takes: a section's keys, or one key (runs.RESUMABLE says why).
-RESUMABLE = tuple(name + ("=" if "/" in name else "/") for name in runs.RESUMABLE)
 
 
 class UsageError(Exception):
@@ -73,11 +71,7 @@ def _parser(description, positional, positional_help, optional=False):
     return parser
 
 
-def _train(trainer, directory):
-    from l2o.strategies import STRATEGIES
-
-    strategy = STRATEGIES[trainer.config["strategy_constructor"]](**trainer.config["strategy"])
-    state = strategy.run(trainer, directory)
+def _done(state, directory):
     print(f"done: {state['period'] + 1} periods in {directory}; best validation meta-loss "
           f"{state['best_validation']:.4g}")
 
@@ -86,7 +80,6 @@ def _train(trainer, directory):
 def train(argv):
     """Meta-trains a learned optimiser from a config file or a shipped config's name."""
     from l2o import catalog
-    from l2o import config as config_module
 
     parser = _parser("Meta-train a learned optimiser.", "config",
                      "JSON or YAML config file, or a shipped config's name (see --list)",
@@ -102,48 +95,18 @@ def train(argv):
         return
     if args.config is None:
         raise UsageError("give a config file or a shipped config's name (l2o-train --list)")
-    resolved = config_module.resolve(config_module.load_file(catalog.config_path(args.config)),
-                                     args.overrides)
+    resolved = api.resolve(args.config, args.overrides)
     if args.dry_run:
         print(json.dumps(resolved, indent=2))
         return
-    from l2o.trainer import MetaTrainer
-
-    trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
-    directory = resolved["directory"]
-    holds_config = os.path.exists(os.path.join(directory, "config.json"))
-    # Checkpoints without their config.json are a run too: training there would resume them.
-    holds_run = holds_config or os.path.exists(os.path.join(directory, "checkpoints"))
-    if holds_run and not args.overwrite:
-        raise UsageError(f"{directory} already holds a run: continue it with resume.py, "
-                         f"set directory=..., or pass --overwrite" if holds_config else
-                         f"{directory} holds checkpoints but no config.json: set "
-                         f"directory=..., or pass --overwrite to start afresh there")
-    if holds_run:
-        if os.path.abspath(directory) in (os.getcwd(), os.path.abspath(os.sep)):
-            raise UsageError(f"--overwrite would delete {directory}; choose a run directory")
-        import shutil
-
-        shutil.rmtree(directory)
-    _train(trainer, directory)
+    _done(api.train(resolved, overwrite=args.overwrite), resolved["directory"])
 
 
 @_entry
 def resume(argv):
     """Continues a run from its last finished period (overrides may extend it)."""
-    from l2o import config as config_module
-    from l2o.runs import read_config
-
     args = _parser("Resume meta-training.", "directory", "run directory").parse_intermixed_args(argv)
-    for override in args.overrides:
-        if not override.startswith(RESUMABLE):
-            raise UsageError(f"{override.split('=')[0]}: cannot change on resume (only "
-                             f"{', '.join(k.rstrip('=') for k in RESUMABLE)}); start a new run")
-    resolved = config_module.resolve(read_config(args.directory), args.overrides)
-    resolved["directory"] = args.directory
-    from l2o.trainer import MetaTrainer
-
-    _train(MetaTrainer(resolved), args.directory)
+    _done(api.resume(args.directory, args.overrides), args.directory)
 
 
 def _evaluation_config(target, overrides):

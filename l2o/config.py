@@ -8,6 +8,11 @@ each lives in exactly one place. ``resolve`` merges the file over the defaults,
 applies ``section/key=value`` overrides, fills the dependent defaults and
 validates every key before any work starts; errors are ``ConfigError`` naming
 the key.
+
+The l2o toolkit's configs load as they are: callables and classes given through
+the Python API are written as import names (``l2o.references``), its class
+names are aliases (``CurriculumLearning``), and its keys that mean nothing here
+(``TOOLKIT_ONLY``) are kept in the ``toolkit_only`` section.
 """
 
 import copy
@@ -20,7 +25,7 @@ import yaml
 import l2o.optimizers
 import l2o.problems
 import l2o.strategies  # noqa: F401
-from l2o import distributed
+from l2o import distributed, references
 from l2o.registry import OPTIMIZERS, PROBLEMS, STRATEGIES
 from l2o.validation import (
     ConfigError,
@@ -44,13 +49,14 @@ DEFAULTS = {
     "network": {},
     # Inner problems meta-trained on; `target` names a class in l2o.problems.
     "problems": [{"target": "mlp_classifier", "args": [], "kwargs": {}}],
-    # How inner losses become the meta-loss (see l2o/estimators/tbptt.py).
+    # How inner losses become the meta-loss (see l2o/estimators/unroll.py). The epsilons
+    # are the l2o toolkit's: they also keep a loss of exactly 0 finite under the log.
     "loss_args": {
         "scale_objective": True,
         "use_log_objective": True,
         "obj_train_max_multiplier": -1.0,
-        "epsilon": 1e-10,
-        "use_numerator_epsilon": False,
+        "epsilon": 1e-6,
+        "use_numerator_epsilon": True,
     },
     # Meta-optimiser: any Keras optimiser, as keras.optimizers.get accepts it.
     "optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.001}},
@@ -58,7 +64,8 @@ DEFAULTS = {
         "seed": 0,
         # Independent inner trajectories per problem per strategy epoch.
         "epochs": 1,
-        # Truncations (meta-updates) per trajectory.
+        # Truncations (meta-updates) per trajectory; 0: as many as one pass over the
+        # problem's training data takes (the l2o toolkit's "no resets").
         "depth": 5,
         # Meta-updates on the same truncation before the trajectory moves on.
         "repeat": 1,
@@ -115,10 +122,24 @@ DEFAULTS = {
     # private one on this machine) and the Ray resources each worker reserves.
     "distributed": {"workers": 0, "address": None, "cpus_per_worker": 1.0,
                     "gpus_per_worker": 0.0},
+    # Keys of l2o toolkit configs that mean nothing here, as given (see TOOLKIT_ONLY).
+    "toolkit_only": {},
 }
 
+# Keys of the l2o toolkit's configs that l2o has no use for, with an example value of
+# their type. Where the chosen class does not take one, it moves, as given, to the
+# resolved config's ``toolkit_only`` section (recorded, never dropped); README,
+# "Coming from the l2o toolkit", says why each means nothing here. Values l2o could not
+# honour are refused (``_check_toolkit_only``).
+TOOLKIT_ONLY = {
+    "network/name": "DMOptimizer",
+    "network/use_bias": True,
+    "network/unit_forget_bias": True,
+    "training/strategy": "mean",
+}
+
+UNROLL_WEIGHTS = ("sum", "mean", "final")
 CHOICES = {
-    "training/unroll_weights": ("sum", "mean", "final"),
     "training/jit_compile": ("auto", True, False),
     "training/estimator": ("tbptt", "es", "pes"),
     "training/stagger": ("lockstep", "breakstep"),
@@ -127,7 +148,7 @@ CHOICES = {
 UNTYPED = {"training/jit_compile", "strategy/unroll_distribution", "strategy/schedule",
            "strategy/annealing_schedule"}
 POSITIVE_INTS = {
-    "training/epochs", "training/depth", "training/repeat",
+    "training/epochs", "training/repeat",
     "evaluation/steps", "evaluation/repeats", "evaluation/validation_every",
 }
 NON_NEGATIVE = {"loss_args/epsilon", "training/parameter_scale_spread"}
@@ -180,7 +201,7 @@ def resolve(base=None, overrides=()):
     ``base`` is a mapping (a loaded file, or a run's ``config.json``);
     ``overrides`` are ``section/key=value`` strings, applied in order.
     """
-    config = _merge(copy.deepcopy(DEFAULTS), base or {})
+    config = _merge(copy.deepcopy(DEFAULTS), references.dump(base or {}))
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(config, keys, value)
@@ -222,15 +243,21 @@ def _set_path(config, keys, value):
 
 
 def _fill_dependent_defaults(config):
-    for section in ("loss_args", "optimizer", "training", "evaluation"):
+    for section in ("loss_args", "optimizer", "training", "evaluation", "toolkit_only"):
         if not isinstance(config.get(section), dict):
             raise ConfigError(f"{section}: must be a mapping, got {config.get(section)!r}")
-    check_choice("constructor", config.get("constructor"), OPTIMIZERS)
-    check_choice("strategy_constructor", config.get("strategy_constructor"), STRATEGIES)
-    for section, cls in (("network", OPTIMIZERS[config["constructor"]].rule_class),
+    config["constructor"] = OPTIMIZERS.canonical("constructor", config.get("constructor"))
+    config["strategy_constructor"] = STRATEGIES.canonical("strategy_constructor",
+                                                          config.get("strategy_constructor"))
+    rule_class = OPTIMIZERS[config["constructor"]].rule_class
+    for section, cls in (("network", rule_class),
                          ("strategy", STRATEGIES[config["strategy_constructor"]])):
         if not isinstance(config.get(section), dict):
             raise ConfigError(f"{section}: must be a mapping")
+    _set_aside_toolkit_keys(config, {"network": signature_defaults(rule_class),
+                                     "training": DEFAULTS["training"]})
+    for section, cls in (("network", rule_class),
+                         ("strategy", STRATEGIES[config["strategy_constructor"]])):
         config[section] = _merge(signature_defaults(cls), config[section])
     for field in ("problems", "evaluation/problems"):
         specs = config["problems"] if field == "problems" else config["evaluation"]["problems"]
@@ -240,6 +267,28 @@ def _fill_dependent_defaults(config):
             raise ConfigError(f"{field}: must be a non-empty list of problems")
         for index, spec in enumerate(specs):
             fill_spec(f"{field}/{index}", spec, PROBLEMS)
+
+
+def _set_aside_toolkit_keys(config, takes):
+    """Moves the ``TOOLKIT_ONLY`` keys that ``takes`` (section -> keys) lacks to ``toolkit_only``."""
+    for name in TOOLKIT_ONLY:
+        section, key = name.split("/")
+        if key in config[section] and key not in takes[section]:
+            config["toolkit_only"][name] = config[section].pop(key)
+
+
+def _check_toolkit_only(config):
+    aside = config["toolkit_only"]
+    check_tree("", aside, TOOLKIT_ONLY)
+    if aside.get("network/use_bias", True) is not True:
+        raise ConfigError("network/use_bias: l2o's cells always have biases; only true can be "
+                          "honoured, got false")
+    strategy = aside.get("training/strategy", "mean")
+    check_choice("training/strategy", strategy, ("mean", "max"))
+    if strategy == "max" and len(config["training"]["teachers"]) > 1:
+        raise ConfigError("training/strategy: max (imitate the worst-matched teacher) is not "
+                          "implemented: each imitation truncation follows one teacher drawn "
+                          "uniformly, which is mean in expectation; use mean or one teacher")
 
 
 def validate(config):
@@ -255,6 +304,14 @@ def validate(config):
             check_spec(f"{field}/{index}", spec, PROBLEMS)
     for name, options in CHOICES.items():
         check_choice(name, _get(config, name), options)
+    weights = config["training"]["unroll_weights"]
+    if references.is_reference(weights):
+        references.load_callable("training/unroll_weights", weights)
+    else:
+        check_choice("training/unroll_weights", weights, UNROLL_WEIGHTS)
+    if config["training"]["depth"] < 0:
+        raise ConfigError(f"training/depth: must be at least 0 (0: one pass over the training "
+                          f"data per trajectory), got {config['training']['depth']}")
     for name in POSITIVE_INTS:
         if _get(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {_get(config, name)}")
@@ -266,6 +323,7 @@ def validate(config):
         raise ConfigError(f"directory: must be a non-empty path, got {config['directory']!r}")
     check_keras_optimizer("optimizer", config["optimizer"])
     training = config["training"]
+    _check_toolkit_only(config)
     for index, spec in enumerate(training["teachers"]):
         check_keras_optimizer(f"training/teachers/{index}", spec)
     if training["imitation_optimizer"] is not None:

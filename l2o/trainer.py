@@ -15,6 +15,7 @@ what an uninterrupted one would have done.
 
 import copy
 import functools
+import itertools
 
 import keras
 import numpy as np
@@ -25,6 +26,7 @@ from l2o.estimators.particles import ParticleHost
 from l2o.imitation import Teacher
 from l2o.registry import OPTIMIZERS
 from l2o.streams import Stream, rng, seed_from
+from l2o.validation import ConfigError
 
 
 def resolve_jit(setting):
@@ -38,6 +40,11 @@ class MetaTrainer:
         optimizer_class = OPTIMIZERS.lookup("constructor", config["constructor"])
         self.problems = [problems.build(spec, f"problems/{index}")
                          for index, spec in enumerate(config["problems"])]
+        # training/depth 0: each trajectory's truncations stop before they pass the end of
+        # one pass over its problem's training data.
+        self.steps_per_pass = [pass_steps(problem, f"problems/{index}")
+                               for index, problem in enumerate(self.problems)] \
+            if training["depth"] == 0 else None
         self.meta_variables = {
             name: keras.Variable(value, name=name.replace("/", "_"))
             for name, value in optimizer_class.initial_meta_weights(config, self.problems).items()}
@@ -74,7 +81,9 @@ class MetaTrainer:
                     on_truncation=lambda **_: None):
         """One strategy epoch over every problem.
 
-        ``sample_unroll(generator)`` draws each truncation's length; with
+        ``sample_unroll(generator)`` draws each truncation's length (with
+        ``training/depth`` 0, a trajectory's truncations go on while their
+        lengths fit in one pass over the training data; at least one runs); with
         probability ``imitation_probability`` a truncation imitates a teacher
         (drawn uniformly) instead of lowering the meta-loss. A truncation is
         estimated ``training/repeat`` times from the same start, each usable
@@ -93,9 +102,8 @@ class MetaTrainer:
                     else None
                 if worker is None:
                     worker = estimator.init_worker_state(seed_from(rng(Stream.TRAJECTORY, *keys)))
-                for depth in range(training["depth"]):
-                    generator = rng(Stream.TRUNCATION, *keys, depth)
-                    length = sample_unroll(generator)
+                for depth, generator, length in self._truncations(problem_index, keys,
+                                                                  sample_unroll):
                     teacher = teachers[int(generator.integers(len(teachers)))] \
                         if generator.uniform() < imitation_probability else None
                     for _ in range(training["repeat"]):
@@ -110,6 +118,20 @@ class MetaTrainer:
                 if training["persistent"]:
                     self.workers[(problem_index, slot)] = worker
         return losses
+
+    def _truncations(self, problem_index, keys, sample_unroll):
+        """``(depth, generator, length)`` of each truncation of one trajectory in one epoch."""
+        taken, truncations = 0, self.config["training"]["depth"]
+        for depth in itertools.count():
+            if depth == truncations and truncations:
+                return
+            generator = rng(Stream.TRUNCATION, *keys, depth)
+            length = sample_unroll(generator)
+            if self.steps_per_pass and depth and \
+                    taken + length > self.steps_per_pass[problem_index]:
+                return
+            taken += length
+            yield depth, generator, length
 
     def close(self):
         """Stops the distributed workers, if any."""
@@ -160,6 +182,21 @@ class MetaTrainer:
             self.workers[(problem_index, slot)] = self.estimators[problem_index]. \
                 load_worker_state({name[len(prefix):]: value for name, value in arrays.items()
                                    if name.startswith(prefix)}, entry)
+
+
+def pass_steps(problem, field):
+    """Steps in one pass over ``problem``'s training data, the same for all its members."""
+    steps = {member.steps_per_pass() for member in problem.members()}
+    if None in steps:
+        raise ConfigError(f"training/depth: 0 runs each trajectory for one pass over its training "
+                          f"data, and {field} has none (fresh data every step); set "
+                          f"training/depth to 1 or more")
+    if len(steps) > 1:
+        raise ConfigError(f"training/depth: 0 runs each trajectory for one pass over its training "
+                          f"data, and the members of {field} take different numbers of steps "
+                          f"for one ({', '.join(map(str, sorted(steps)))}); set training/depth "
+                          f"to 1 or more")
+    return steps.pop()
 
 
 def distributable(estimators):

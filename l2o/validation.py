@@ -126,18 +126,21 @@ def signature_defaults(cls):
     """Keyword defaults of ``cls.__init__``: the single source of those defaults.
 
     A constructor that takes ``**kwargs`` passes them on to its base class, so
-    the base classes' keyword defaults count too.
+    the base classes' keyword defaults count too. ``cls`` may also be a
+    function that builds the object (the l2o toolkit's problem ``target``): its
+    own keyword defaults. A parameter without a default gets None (any value).
     """
     defaults = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        parameters = inspect.signature(klass.__init__).parameters
+    functions = [klass.__init__ for klass in cls.__mro__
+                 if "__init__" in vars(klass) and klass is not object] \
+        if isinstance(cls, type) else [cls]
+    for function in functions:
+        parameters = inspect.signature(function).parameters
         for name, parameter in parameters.items():
             if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
                                                     parameter.VAR_KEYWORD):
                 continue
-            default = parameter.default
+            default = None if parameter.default is parameter.empty else parameter.default
             defaults.setdefault(name, list(default) if isinstance(default, tuple) else default)
         if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
             break
@@ -175,7 +178,7 @@ def fill_spec(name, spec, registry):
     for key in spec:
         if key not in ("target", "args", "kwargs"):
             raise ConfigError(unknown_key(f"{name}/{key}", key, ("target", "args", "kwargs")))
-    check_choice(f"{name}/target", spec.get("target"), registry)
+    spec["target"] = registry.canonical(f"{name}/target", spec.get("target"))
     if not isinstance(spec.setdefault("kwargs", {}), dict):
         raise ConfigError(f"{name}/kwargs: must be a mapping")
     if not isinstance(spec.setdefault("args", []), list):
@@ -196,7 +199,8 @@ def check_spec(name, spec, registry):
     """The keys, types and values of a filled entry's ``kwargs`` (see ``fill_spec``)."""
     cls = registry[spec["target"]]
     check_tree(f"{name}/kwargs/", spec["kwargs"], signature_defaults(cls))
-    cls.validate_config(f"{name}/kwargs/", spec["kwargs"])
+    if hasattr(cls, "validate_config"):  # a function that builds the object has no checks
+        cls.validate_config(f"{name}/kwargs/", spec["kwargs"])
 
 
 def check_network(rule_class, network):

@@ -37,7 +37,7 @@ def test_int_accepted_where_float_expected():
                                         "mean 'batch_size'")),
     ("training/depth=abc", "training/depth: expected int, got str"),
     ("training/persistent=3", "training/persistent: expected bool"),
-    ("training/depth=0", "training/depth: must be at least 1"),
+    ("training/depth=-1", "training/depth: must be at least 0"),
     ("strategy/num_periods=0", "strategy/num_periods: must be at least 1"),
     ("strategy/unroll_distribution=1.5", "strategy/unroll_distribution: an int >= 2"),
     ("training/unroll_weights=median", "training/unroll_weights: unknown value 'median'"),

@@ -120,7 +120,8 @@ def test_a_persistent_family_run_resumes_exactly(tmp_path, training):
     """2 periods straight == 1 period, then resumed for 1 more; workers keep their tasks."""
     settings = {"training": {"depth": 2, "epochs": 3, "persistent": True, **training},
                 "strategy": {"num_periods": 2, "epochs_per_period": 1, "unroll_distribution": 4,
-                             "validation_unroll": 6, "validation_repeat": 2}}
+                             "validation_unroll": 6, "validation_repeat": 2,
+                             "annealing_schedule": 0.0}}
     members = MEMBERS[:2]
 
     def run(directory, periods):

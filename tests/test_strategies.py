@@ -100,7 +100,7 @@ def test_imitation_loss_falls_tenfold(tmp_path):
                          training={"depth": 3, "p_teacher": 1.0, "teachers": [
                              {"class_name": "Adam", "config": {"learning_rate": 0.001}}]},
                          strategy={"num_periods": 4, "epochs_per_period": 4,
-                                   "unroll_distribution": 10})
+                                   "unroll_distribution": 10, "annealing_schedule": 0.0})
     run(config)
     losses = [line["train_imitation_loss"] for line in summaries(tmp_path / "run")]
     assert "train_meta_loss" not in summaries(tmp_path / "run")[0]

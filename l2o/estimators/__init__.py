@@ -7,6 +7,7 @@ Every estimator implements ``GradientEstimator`` (``l2o.estimators.base``).
 ``FamilyEstimator`` serves a task family, one member's estimator per trajectory.
 """
 
+from l2o import references
 from l2o.estimators.base import GradientEstimate, GradientEstimator
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.family import FamilyEstimator, FamilyWorker
@@ -27,7 +28,8 @@ def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
             for member in members])
     problem = members[0]
     training = config["training"]
-    tbptt = TBPTT(rule, problem, meta_variables, config["loss_args"], training["unroll_weights"],
+    weights = references.loaded("training/unroll_weights", training["unroll_weights"])
+    tbptt = TBPTT(rule, problem, meta_variables, config["loss_args"], weights,
                   training["second_order"], jit_compile, training["parameter_scale_spread"])
     if training["estimator"] == "tbptt":
         return tbptt

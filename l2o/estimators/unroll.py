@@ -6,8 +6,9 @@ f_2..f_n depend on the meta-weights. The meta-loss is
 
     meta_loss = sum_t w_t * phi(f_t)
 
-with w_t from ``unroll_weights`` (sum: 1, mean: 1/n, final: 1 for t = n only)
-and, following ``loss_args``, phi(f) = r or log(r) with
+with w_t from ``unroll_weights`` (sum: 1, mean: 1/n, final: 1 for t = n only;
+a callable, the l2o toolkit's form: its n weights for n, a Python int or a
+scalar tensor) and, following ``loss_args``, phi(f) = r or log(r) with
 
     r = (f + eps_n) / (f_0 + eps)         (scale_objective; eps_n = eps only
                                             with use_numerator_epsilon)
@@ -32,6 +33,8 @@ from l2o.tree import all_finite
 
 
 def step_weights(unroll_weights, length, dtype):
+    if callable(unroll_weights):
+        return ops.reshape(ops.cast(unroll_weights(length), dtype), (-1,))
     index = ops.arange(length)
     if unroll_weights == "sum":
         return ops.ones((length,), dtype)

@@ -18,9 +18,13 @@ from l2o.validation import ConfigError
 def build(spec, field="problems/0"):
     """The problem a resolved config entry describes; data errors name the key."""
     try:
-        return PROBLEMS[spec["target"]](*spec["args"], **spec["kwargs"])
+        problem = PROBLEMS[spec["target"]](*spec["args"], **spec["kwargs"])
     except DataError as error:
         raise ConfigError(f"{field}/kwargs/{error}") from None
+    if not isinstance(problem, Problem):  # a function given as the target
+        raise ConfigError(f"{field}/target: {spec['target']} built a {type(problem).__name__}, "
+                          f"not an l2o.problems.Problem")
+    return problem
 
 
 __all__ = ["PROBLEMS", "Carrillo", "ConvClassifier", "MLPClassifier", "Problem", "Quadratic",

@@ -40,6 +40,10 @@ class Problem:
         """Batches ``start .. start + count - 1`` of stream ``seed``, stacked on axis 0."""
         raise NotImplementedError
 
+    def steps_per_pass(self):
+        """Steps in one pass over the training data, or None where every step's data is fresh."""
+        return
+
     def validation_batch(self):
         """Held-out data for validation loss and accuracy, or None."""
         return

@@ -96,8 +96,11 @@ class Classifier(Problem):
                 [generator.permutation(order[k:k + window]) for k in range(0, count, window)])
         return order
 
+    def steps_per_pass(self):
+        return len(self.data["y_train"]) // self.batch_size
+
     def batches(self, seed, start, count):
-        per_pass = len(self.data["y_train"]) // self.batch_size
+        per_pass = self.steps_per_pass()
         indices = np.concatenate([
             self._permutation(seed, step // per_pass)[
                 (step % per_pass) * self.batch_size:(step % per_pass + 1) * self.batch_size]

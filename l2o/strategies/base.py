@@ -14,6 +14,7 @@ A run directory holds
 Every checkpoint records the config it must match (``runs.checkpoint_record``).
 """
 
+import inspect
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from l2o import backend, checkpoints, runs
+from l2o import backend, checkpoints, references, runs
 from l2o.validation import ConfigError, check_choice
 
 
@@ -45,11 +46,12 @@ class Strategy:
     ``validation_unroll`` steps from seeds ``validation_seed``,
     ``validation_seed + 1``, ...; and ``annealing_schedule``, the factor on
     ``training/p_teacher`` in period i: a float a gives exp(-a i), a list gives
-    its i-th entry (the last one repeated), a name one of ``NAMED_SCHEDULES``.
+    its i-th entry (the last one repeated), a name one of ``NAMED_SCHEDULES``,
+    a callable (or its import name) ``f(i)``.
     """
 
     def __init__(self, epochs_per_period=10, validation_unroll=50, validation_seed=12345,
-                 validation_repeat=2, annealing_schedule=0.0, **options):
+                 validation_repeat=2, annealing_schedule=0.5, **options):
         self.options = {"epochs_per_period": epochs_per_period,
                         "validation_unroll": validation_unroll,
                         "validation_seed": validation_seed,
@@ -63,6 +65,9 @@ class Strategy:
             if strategy[key] < 1:
                 raise ConfigError(f"strategy/{key}: must be at least 1, got {strategy[key]}")
         schedule = strategy["annealing_schedule"]
+        if references.is_reference(schedule):
+            references.load_callable("strategy/annealing_schedule", schedule)
+            return
         if isinstance(schedule, str):
             check_choice("strategy/annealing_schedule", schedule, NAMED_SCHEDULES)
             return
@@ -74,7 +79,14 @@ class Strategy:
                               f"non-empty list of probabilities, got {schedule!r}")
 
     def imitation_factor(self, period):
-        schedule = self.options["annealing_schedule"]
+        schedule = references.loaded("strategy/annealing_schedule",
+                                     self.options["annealing_schedule"])
+        if callable(schedule):
+            factor = schedule(period)
+            if not isinstance(factor, (int, float, np.number)) or not 0 <= factor <= 1:
+                raise ConfigError(f"strategy/annealing_schedule: gave {factor!r} for period "
+                                  f"{period}; it must give a number in [0, 1]")
+            return float(factor)
         if isinstance(schedule, str):
             return NAMED_SCHEDULES[schedule](period)
         if isinstance(schedule, list):
@@ -185,8 +197,9 @@ class Strategy:
         """Runs ``epochs_per_period`` epochs; returns the period's training metrics."""
         trainer = self.trainer
         training = trainer.config["training"]
+        # Unknown ahead with depth 0, where a pass over the data ends a trajectory.
         truncations = (self.options["epochs_per_period"] * len(trainer.problems)
-                       * training["epochs"] * training["depth"])
+                       * training["epochs"] * training["depth"]) or None
         imitation = training["p_teacher"] * self.imitation_factor(period)
         started, inner_steps, attempted = time.perf_counter(), 0, 0
         restarts = trainer.worker_restarts()
@@ -255,19 +268,42 @@ def _scalars(record):
 
 
 def unroll_sampler(distribution):
-    """``generator -> length`` for an int (fixed) or a float p in (0, 1) (geometric, mean 1/p).
+    """``generator -> length`` for an int (fixed), a float p in (0, 1) (geometric, mean 1/p),
+    or a callable (or its import name) that draws a length.
 
-    Geometric draws below 2 become 2: the first loss of a truncation is taken
-    before any learned update, so a 1-step truncation has no meta-gradient.
+    Lengths below 2 become 2: the first loss of a truncation is taken before
+    any learned update, so a 1-step truncation has no meta-gradient. A callable
+    of one parameter is given the truncation's numpy Generator, so a resumed
+    run draws the same lengths; one of none (the l2o toolkit's form) draws from
+    wherever it likes.
     """
+    name = "strategy/unroll_distribution"
+    distribution = references.loaded(name, distribution)
+    if callable(distribution):
+        takes_generator = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                   p.POSITIONAL_OR_KEYWORD)
+                              for p in inspect.signature(distribution).parameters.values())
+        return lambda generator: unroll_length(
+            name, distribution(generator) if takes_generator else distribution())
     if isinstance(distribution, int):
         return lambda generator: distribution
     return lambda generator: max(2, int(generator.geometric(distribution)))
 
 
+def unroll_length(name, value):
+    """A truncation length that the callable behind ``name`` gave, checked (below 2 becomes 2)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+            or not 1 <= value < math.inf:
+        raise ConfigError(f"{name}: gave {value!r}; an unroll length must be a number >= 1")
+    return max(2, int(value))
+
+
 def check_unroll_distribution(name, value):
+    if references.is_reference(value):
+        references.load_callable(name, value)
+        return
     fixed = isinstance(value, int) and not isinstance(value, bool) and value >= 2
     geometric = isinstance(value, float) and 0.0 < value < 1.0
     if not (fixed or geometric):
-        raise ConfigError(f"{name}: an int >= 2 (fixed length) or a float in (0, 1) "
-                          f"(geometric with that p), got {value!r}")
+        raise ConfigError(f"{name}: an int >= 2 (fixed length), a float in (0, 1) "
+                          f"(geometric with that p) or a callable, got {value!r}")

@@ -1,14 +1,16 @@
 """The Curriculum strategy: stages of growing unroll length.
 
-Stage i trains with truncations of ``schedule[i]`` steps (a list), or
-``base * power**i`` (``{base: 50, power: 2}``). Within a stage, periods run
-as in the Simple strategy, each followed by validation at the fixed horizon
-``validation_unroll``. The exact rules:
+Stage i trains with truncations of ``schedule[i]`` steps (a list),
+``base * power**i`` (``{base: 50, power: 2}``), or ``schedule(i)`` (a callable,
+or its import name). Within a stage, periods run as in the Simple strategy,
+each followed by validation at the fixed horizon ``validation_unroll``. The
+exact rules:
 
 - A period improves its stage if its validation meta-loss is below the best
   of the stage so far.
 - A stage ends after a period that did not improve it, once it has run at
-  least ``min_periods`` periods, or after ``max_periods`` periods.
+  least ``min_periods`` periods, or after ``max_periods`` periods (null: no
+  limit, as in the l2o toolkit).
 - A stage improved the run if its best validation meta-loss is below the best
   before the stage began.
 - After a stage ends, the run stops if a list schedule has no next entry
@@ -23,15 +25,18 @@ run resumed mid-stage continues exactly where it stopped.
 
 import numpy as np
 
-from l2o import checkpoints
+from l2o import checkpoints, references
 from l2o.registry import STRATEGIES
-from l2o.strategies.base import Strategy
+from l2o.strategies.base import Strategy, unroll_length
 from l2o.validation import ConfigError
 
 
-@STRATEGIES.register("Curriculum")
+@STRATEGIES.register("Curriculum", aliases=("CurriculumLearning",))
 class CurriculumStrategy(Strategy):
-    def __init__(self, schedule=None, min_periods=2, max_periods=10, max_stages=0, **options):
+    """The defaults are the l2o toolkit's (``min_periods`` 10, no ``max_periods``)."""
+
+    def __init__(self, schedule=None, min_periods=10, max_periods=None, max_stages=0,
+                 **options):
         super().__init__(schedule=schedule or {"base": 50, "power": 2}, min_periods=min_periods,
                          max_periods=max_periods, max_stages=max_stages, **options)
 
@@ -41,23 +46,27 @@ class CurriculumStrategy(Strategy):
         schedule = strategy["schedule"]
         if schedule is None:
             strategy["schedule"] = schedule = {"base": 50, "power": 2}
-        valid_list = isinstance(schedule, list) and schedule and all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in schedule)
-        valid_growth = isinstance(schedule, dict) and set(schedule) == {"base", "power"} and \
-            isinstance(schedule["base"], int) and schedule["base"] >= 2 and \
-            isinstance(schedule["power"], (int, float)) and schedule["power"] >= 1
-        if not (valid_list or valid_growth):
-            raise ConfigError(f"strategy/schedule: a list of unroll lengths >= 2 or "
-                              f"{{base: int >= 2, power: >= 1}}, got {schedule!r}")
-        if not 1 <= strategy["min_periods"] <= strategy["max_periods"]:
+        if references.is_reference(schedule):  # its lengths are checked as it gives them
+            references.load_callable("strategy/schedule", schedule)
+        else:
+            check_schedule(schedule)
+        maximum = strategy["max_periods"]
+        if maximum is not None and (isinstance(maximum, bool) or not isinstance(maximum, int)
+                                    or maximum < 1):
+            raise ConfigError(f"strategy/max_periods: must be null (no limit) or a positive "
+                              f"int, got {maximum!r}")
+        minimum = strategy["min_periods"]
+        if minimum < 1 or (maximum is not None and minimum > maximum):
             raise ConfigError(f"strategy/min_periods: must be between 1 and max_periods "
-                              f"({strategy['max_periods']}), got {strategy['min_periods']}")
+                              f"({maximum}), got {strategy['min_periods']}")
         if strategy["max_stages"] < 0:
             raise ConfigError(f"strategy/max_stages: must be >= 0, got {strategy['max_stages']}")
 
     def unroll_length(self, stage):
         """The stage's truncation length, or None past the end of a list schedule."""
-        schedule = self.options["schedule"]
+        schedule = references.loaded("strategy/schedule", self.options["schedule"])
+        if callable(schedule):
+            return unroll_length("strategy/schedule", schedule(stage))
         if isinstance(schedule, list):
             return schedule[stage] if stage < len(schedule) else None
         return round(schedule["base"] * schedule["power"] ** stage)
@@ -101,7 +110,19 @@ def stage_after(progress, validation, options):
     """The curriculum progress after a period with this validation meta-loss (pure)."""
     improved = validation < progress["stage_best"]
     periods = progress["periods"] + 1
-    finished = periods >= options["max_periods"] or (
+    maximum = options["max_periods"]
+    finished = (maximum is not None and periods >= maximum) or (
         periods >= options["min_periods"] and not improved)
     return dict(progress, periods=periods, finished=finished,
                 stage_best=min(progress["stage_best"], validation))
+
+
+def check_schedule(schedule):
+    valid_list = isinstance(schedule, list) and schedule and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in schedule)
+    valid_growth = isinstance(schedule, dict) and set(schedule) == {"base", "power"} and \
+        isinstance(schedule["base"], int) and schedule["base"] >= 2 and \
+        isinstance(schedule["power"], (int, float)) and schedule["power"] >= 1
+    if not (valid_list or valid_growth):
+        raise ConfigError(f"strategy/schedule: a list of unroll lengths >= 2, "
+                          f"{{base: int >= 2, power: >= 1}} or a callable, got {schedule!r}")

@@ -10,10 +10,11 @@ class SimpleStrategy(Strategy):
     """``num_periods`` periods of ``epochs_per_period`` epochs.
 
     Truncation lengths follow ``unroll_distribution`` (int: fixed; float p:
-    geometric with mean 1/p). Validation and the other options: ``Strategy``.
+    geometric with mean 1/p; a callable: see ``unroll_sampler``). Validation
+    and the other options: ``Strategy``. The defaults are the l2o toolkit's.
     """
 
-    def __init__(self, num_periods=10, unroll_distribution=20, **options):
+    def __init__(self, num_periods=100, unroll_distribution=0.05, **options):
         super().__init__(num_periods=num_periods, unroll_distribution=unroll_distribution,
                          **options)
 
