@@ -71,6 +71,11 @@ DEFAULTS = {
         "repeat": 1,
         # Keep trajectories alive across strategy epochs instead of restarting.
         "persistent": False,
+        # How an epoch's trajectories (problems x epochs) update the meta-weights:
+        # sequential (each truncation is a meta-update, the trajectories in turn) or
+        # averaged (one truncation of every trajectory at the same meta-weights, their
+        # meta-gradients averaged into one meta-update; what TBPTT runs on Ray workers).
+        "meta_batch": "sequential",
         # Weights of the per-step terms of the meta-loss: sum, mean or final.
         "unroll_weights": "mean",
         # Differentiate through the inner gradients (False: the DM paper's
@@ -117,7 +122,8 @@ DEFAULTS = {
                      "learning_rates": []},
     },
     "directory": "runs/dm",
-    # Ray workers for ES/PES particles (l2o/distributed.py; README, "Distributed (Ray)"):
+    # Ray workers for ES/PES particles or TBPTT trajectories (l2o/distributed.py; README,
+    # "Distributed (Ray)"):
     # how many (0: none, all in this process), the cluster to join (null: start a
     # private one on this machine) and the Ray resources each worker reserves.
     "distributed": {"workers": 0, "address": None, "cpus_per_worker": 1.0,
@@ -143,6 +149,7 @@ CHOICES = {
     "training/jit_compile": ("auto", True, False),
     "training/estimator": ("tbptt", "es", "pes"),
     "training/stagger": ("lockstep", "breakstep"),
+    "training/meta_batch": ("sequential", "averaged"),
 }
 # Keys whose values may take more than one type; their own checks validate them.
 UNTYPED = {"training/jit_compile", "strategy/unroll_distribution", "strategy/schedule",

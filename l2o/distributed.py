@@ -2,8 +2,9 @@
 
 Ray is optional (``pip install -e ".[distributed]"``) and imported only when
 workers start. ``Workers`` starts N Ray actors; each builds its *target* once
-from a picklable ``factory`` (a run's estimators, a Keras model and its
-objective) and ``Workers.call`` runs methods of the targets in parallel.
+from a picklable ``factory`` (a run's particle estimators, a run's trainer
+keeping its share of the TBPTT trajectories, a Keras model and its objective)
+and ``Workers.call`` runs methods of the targets in parallel.
 
 A worker whose process dies (kill -9, a lost node) is restarted by Ray, which
 builds a fresh target from the factory. Whatever the old target held is gone,
@@ -65,14 +66,29 @@ def check_config(config):
     if not available():
         raise ConfigError(f"distributed/workers: {workers} workers need Ray, which is not "
                           f"installed: {INSTALL}")
-    if training["estimator"] not in ("es", "pes"):
-        raise ConfigError(f"distributed/workers: only ES and PES particles run on workers; "
-                          f"with training/estimator {training['estimator']} it must be 0")
+    if training["estimator"] == "tbptt":
+        _check_tasks(workers, training, len(config["problems"]))
+        return
     pairs = training["n_particles"] // 2
     if workers > pairs:
         raise ConfigError(f"distributed/workers: each worker holds at least one antithetic pair, "
                           f"and training/n_particles {training['n_particles']} makes {pairs}; "
                           f"use at most {pairs} workers")
+
+
+def _check_tasks(workers, training, problems):
+    """TBPTT puts whole trajectories on workers, which run together only in an averaged
+    meta-batch."""
+    if training["meta_batch"] != "averaged":
+        raise ConfigError("distributed/workers: TBPTT trajectories run on workers together "
+                          "only when their meta-gradients are averaged (sequential "
+                          "meta-updates wait for each other); set training/meta_batch to "
+                          "averaged, or workers to 0")
+    tasks = problems * training["epochs"]
+    if workers > tasks:
+        raise ConfigError(f"distributed/workers: each worker keeps at least one trajectory, and "
+                          f"{problems} problems x training/epochs {training['epochs']} make "
+                          f"{tasks}; use at most {tasks} workers")
 
 
 def _ray():

@@ -8,6 +8,14 @@ live across epochs (``training/persistent``). The learned optimiser named by
 epochs to run, with which unroll lengths, and when to validate and
 checkpoint.
 
+With ``distributed/workers`` N > 0 the estimators' distributable parts (ES/PES
+particles, ``l2o.estimators.particles``) run on Ray workers; estimators without
+such parts (TBPTT) run whole tasks there instead: each worker builds the run
+(``local_trainer``) and keeps the trajectories of its tasks; each round of an
+averaged meta-batch the learner sends it the meta-weights and its tasks'
+requests, runs ``truncate`` there, and averages the gradients that come back
+as it does its own.
+
 Every random choice is drawn from a stream of ``l2o.streams`` keyed by (seed,
 period, epoch, problem, slot, truncation), so a resumed run repeats exactly
 what an uninterrupted one would have done.
@@ -19,6 +27,7 @@ import itertools
 
 import keras
 import numpy as np
+from keras import ops
 
 import l2o.optimizers  # noqa: F401  (registers the constructors)
 from l2o import backend, checkpoints, distributed, problems
@@ -66,58 +75,166 @@ class MetaTrainer:
                          for problem in self.problems]
         self.estimators = optimizer_class.gradient_estimators(
             config, self.problems, self.meta_variables, resolve_jit(training["jit_compile"]))
-        # Worker states kept across epochs (training/persistent), by (problem, slot).
+        # The tasks of an epoch, (problem, slot): each problem's training/epochs trajectories.
+        self.tasks = [(index, slot) for index in range(len(self.problems))
+                      for slot in range(training["epochs"])]
+        # Worker states by task: those of the trajectories in progress, and those kept
+        # across epochs (training/persistent). With tasks_on_workers, the distributed
+        # worker that keeps each state.
         self.workers = {}
-        # distributed/workers > 0: Ray actors that run the particles (l2o/distributed.py).
-        self.remote = None
+        # distributed/workers > 0: Ray actors (l2o/distributed.py) that run the estimators'
+        # distributable parts (ES/PES particles), or else whole tasks, each worker
+        # keeping its share of the trajectories (training/meta_batch averaged).
+        self.remote, self.tasks_on_workers = None, False
         if config["distributed"]["workers"]:
-            self.remote = distributed.Workers(
-                functools.partial(ParticleHost, functools.partial(worker_estimators, config)),
-                **config["distributed"])
-            for key, estimator in distributable(self.estimators).items():
+            parts = distributable(self.estimators)
+            self.tasks_on_workers = not parts
+            target = functools.partial(local_trainer, config) if self.tasks_on_workers else \
+                functools.partial(ParticleHost, functools.partial(worker_estimators, config))
+            self.remote = distributed.Workers(target, **config["distributed"])
+            for key, estimator in parts.items():
                 estimator.place_on(self.remote, key)
 
     def train_epoch(self, period, epoch, sample_unroll, imitation_probability=0.0,
                     on_truncation=lambda **_: None):
-        """One strategy epoch over every problem.
+        """One strategy epoch over every task: each problem's ``training/epochs`` trajectories.
 
         ``sample_unroll(generator)`` draws each truncation's length (with
         ``training/depth`` 0, a trajectory's truncations go on while their
         lengths fit in one pass over the training data; at least one runs); with
         probability ``imitation_probability`` a truncation imitates a teacher
         (drawn uniformly) instead of lowering the meta-loss. A truncation is
-        estimated ``training/repeat`` times from the same start, each usable
-        estimate applied; a worker whose estimate asks for a restart starts a
-        fresh inner run. ``on_truncation(meta_loss=..., steps=...)`` is called
-        after each truncation. Returns ``{"meta_loss": [...],
-        "imitation_loss": [...]}`` of the applied updates.
+        estimated ``training/repeat`` times from the same start; a worker whose
+        estimate asks for a restart starts a fresh inner run.
+        ``training/meta_batch`` sequential: the tasks take turns, each usable
+        estimate a meta-update; averaged: one truncation of every task at the
+        same meta-weights (a task whose trajectory is over sits out), and the
+        mean of their usable meta-gradients (per kind) is one meta-update.
+        ``on_truncation(meta_loss=..., steps=...)`` is called after each task's
+        truncation. Returns ``{"meta_loss": [...], "imitation_loss": [...]}``
+        of the applied updates.
         """
         training, seed = self.config["training"], self.config["training"]["seed"]
+        persistent, repeats = training["persistent"], training["repeat"]
         losses = {"meta_loss": [], "imitation_loss": []}
-        for problem_index, estimator in enumerate(self.estimators):
-            teachers = self.teachers[problem_index]
-            for slot in range(training["epochs"]):
-                keys = (seed, period, epoch, problem_index, slot)
-                worker = self.workers.get((problem_index, slot)) if training["persistent"] \
-                    else None
-                if worker is None:
-                    worker = estimator.init_worker_state(seed_from(rng(Stream.TRAJECTORY, *keys)))
-                for depth, generator, length in self._truncations(problem_index, keys,
-                                                                  sample_unroll):
-                    teacher = teachers[int(generator.integers(len(teachers)))] \
-                        if generator.uniform() < imitation_probability else None
-                    for _ in range(training["repeat"]):
-                        estimate, advanced = estimator.compute_gradient_estimate(
-                            worker, generator, length, teacher)
-                        if estimate.usable:
-                            self._apply[estimate.kind](estimate.grads)
-                            losses[estimate.kind].append(estimate.loss)
+        # Tasks that start a fresh trajectory at their next truncation, with its seed.
+        starts = {task: seed_from(rng(Stream.TRAJECTORY, seed, period, epoch, *task))
+                  for task in self.tasks if not (persistent and task in self.workers)}
+        running = []
+        for truncations in self._rounds(period, epoch, sample_unroll):
+            if not persistent:
+                self._forget(set(running) - {task for task, *_ in truncations})
+            running, requests = [task for task, *_ in truncations], []
+            for task, depth, generator, length in truncations:
+                teacher = int(generator.integers(len(self.teachers[task[0]]))) \
+                    if generator.uniform() < imitation_probability else None
+                restart = seed_from(rng(Stream.RESTART, seed, period, epoch, *task, depth))
+                requests.append((task, generator, length, teacher, restart))
+            for repeat in range(repeats):
+                estimates = self._truncate([
+                    (task, starts.pop(task, None), generator, length, teacher,
+                     restart if repeat == repeats - 1 else None)
+                    for task, generator, length, teacher, restart in requests])
+                self._apply_mean(estimates, losses)
+            for (task, *_, restart), estimate in zip(requests, estimates):
+                if estimate is None:  # lost with its distributed worker: start afresh
+                    starts[task] = restart
+                    on_truncation(meta_loss=float("nan"), steps=0)
+                else:
                     on_truncation(meta_loss=estimate.loss, steps=estimate.steps)
-                    worker = estimator.init_worker_state(seed_from(
-                        rng(Stream.RESTART, *keys, depth))) if estimate.restart else advanced
-                if training["persistent"]:
-                    self.workers[(problem_index, slot)] = worker
+        if not persistent:
+            self._forget(running)
         return losses
+
+    def _rounds(self, period, epoch, sample_unroll):
+        """Lists of ``(task, depth, generator, length)``: the truncations of one meta-batch
+        (``training/meta_batch``), in turn."""
+        seed = self.config["training"]["seed"]
+
+        def truncations(task):
+            for truncation in self._truncations(task[0], (seed, period, epoch, *task),
+                                                sample_unroll):
+                yield task, *truncation
+
+        tasks = [truncations(task) for task in self.tasks]
+        if self.config["training"]["meta_batch"] == "sequential":
+            yield from ([truncation] for truncations in tasks for truncation in truncations)
+            return
+        while truncations := [truncation for truncation in (next(each, None) for each in tasks)
+                              if truncation is not None]:
+            yield truncations
+
+    def truncate(self, requests, meta_weights=None):
+        """One truncation of each task that ``requests`` names, at the same meta-weights
+        (``meta_weights``, or as they are); returns their ``GradientEstimate``s, the
+        gradients as numpy arrays. The learner's work for a meta-batch, or a distributed
+        worker's for its share of one.
+
+        A request is ``(task, start, generator, length, teacher, restart)``: ``start``
+        (a seed) begins a fresh worker state first, else the task's kept one goes on;
+        ``teacher`` indexes the problem's teachers (None: the meta-loss); ``restart``
+        (a seed), given on the truncation's last repeat, settles the task's state: a
+        fresh one from that seed if the estimate asks for a restart, else the advanced
+        one. A task without a kept state (a worker that was restarted) gets None.
+        """
+        for name, value in (meta_weights or {}).items():
+            self.meta_variables[name].assign(value)
+        estimates = []
+        for task, start, generator, length, teacher, restart in requests:
+            estimator = self.estimators[task[0]]
+            if start is not None:
+                self.workers[task] = estimator.init_worker_state(start)
+            if task not in self.workers:
+                estimates.append(None)
+                continue
+            estimate, advanced = estimator.compute_gradient_estimate(
+                self.workers[task], generator, length,
+                None if teacher is None else self.teachers[task[0]][teacher])
+            if restart is not None:
+                self.workers[task] = estimator.init_worker_state(restart) \
+                    if estimate.restart else advanced
+            estimates.append(estimate._replace(
+                grads=[np.asarray(ops.convert_to_numpy(g)) for g in estimate.grads]))
+        return estimates
+
+    def _truncate(self, requests):
+        """``truncate`` here, or each task's on the distributed worker that keeps it."""
+        if not self.tasks_on_workers:
+            return self.truncate(requests)
+        shares = self._shares(request[0] for request in requests)
+        by_task = {request[0]: request for request in requests}
+        meta_weights = self.meta_weights()
+        results, _ = self.remote.call({
+            index: ("truncate", ([by_task[task] for task in tasks], meta_weights))
+            for index, tasks in shares.items()})
+        estimates = {}
+        for index, tasks in shares.items():
+            estimates.update(zip(tasks, results.get(index) or [None] * len(tasks)))
+            self.workers.update(dict.fromkeys(tasks, index))
+        return [estimates[request[0]] for request in requests]
+
+    def _apply_mean(self, estimates, losses):
+        """Applies the mean gradient of each kind's usable estimates, noting its mean loss."""
+        for kind, values in losses.items():
+            usable = [e for e in estimates if e is not None and e.usable and e.kind == kind]
+            if usable:
+                grads = [np.mean(np.stack(parts), axis=0)
+                         for parts in zip(*(estimate.grads for estimate in usable))]
+                self._apply[kind]([ops.convert_to_tensor(g, v.dtype) for g, v in
+                                   zip(grads, self.meta_variables.values())])
+                values.append(float(np.mean([estimate.loss for estimate in usable])))
+
+    def _shares(self, tasks):
+        """{distributed worker: the ``tasks`` it keeps}; task k of ``self.tasks`` lives on
+        worker k mod N."""
+        shares = {}
+        for task in tasks:
+            shares.setdefault(self.tasks.index(task) % self.remote.count, []).append(task)
+        return shares
+
+    def _forget(self, tasks):
+        for task in tasks:
+            self.workers.pop(task, None)
 
     def _truncations(self, problem_index, keys, sample_unroll):
         """``(depth, generator, length)`` of each truncation of one trajectory in one epoch."""
@@ -161,8 +278,7 @@ class MetaTrainer:
             arrays.update(checkpoints.variable_arrays("imitation_optimizer",
                                                       self.imitation_optimizer.variables))
         workers = []
-        for (problem_index, slot), worker in sorted(self.workers.items()):
-            worker_arrays, info = self.estimators[problem_index].worker_arrays(worker)
+        for (problem_index, slot), (worker_arrays, info) in self._worker_entries().items():
             arrays.update({f"worker/{problem_index}_{slot}/{name}": value
                            for name, value in worker_arrays.items()})
             workers.append({"problem": problem_index, "slot": slot, **info})
@@ -174,14 +290,43 @@ class MetaTrainer:
         if self.imitation_optimizer is not self.meta_optimizer:
             checkpoints.assign_arrays("imitation_optimizer", self.imitation_optimizer.variables,
                                       arrays)
-        self.workers = {}
+        entries = {}
         for entry in info["workers"]:
             entry = dict(entry)
-            problem_index, slot = entry.pop("problem"), entry.pop("slot")
-            prefix = f"worker/{problem_index}_{slot}/"
-            self.workers[(problem_index, slot)] = self.estimators[problem_index]. \
-                load_worker_state({name[len(prefix):]: value for name, value in arrays.items()
-                                   if name.startswith(prefix)}, entry)
+            task = entry.pop("problem"), entry.pop("slot")
+            prefix = "worker/{}_{}/".format(*task)
+            entries[task] = ({name[len(prefix):]: value for name, value in arrays.items()
+                              if name.startswith(prefix)}, entry)
+        if not self.tasks_on_workers:
+            self.load_worker_entries(entries)
+            return
+        # Every worker hears, so that none keeps states of before.
+        self.remote.call({index: ("load_worker_entries", ({task: entries[task] for task in tasks
+                                                           if task in entries},))
+                          for index, tasks in self._shares(self.tasks).items()}, retry=True)
+        self.workers = {task: index for index, tasks in self._shares(entries).items()
+                        for task in tasks}
+
+    def worker_entries(self, tasks):
+        """{task: (arrays, info)} of the worker states of ``tasks`` kept here (a restarted
+        distributed worker has lost its own)."""
+        return {task: self.estimators[task[0]].worker_arrays(self.workers[task])
+                for task in tasks if task in self.workers}
+
+    def load_worker_entries(self, entries):
+        """Keeps the worker states of ``entries`` ({task: (arrays, info)}), and only those."""
+        self.workers = {task: self.estimators[task[0]].load_worker_state(arrays, info)
+                        for task, (arrays, info) in entries.items()}
+
+    def _worker_entries(self):
+        """``worker_entries`` of every kept task, gathered from the distributed workers that
+        keep them, in task order."""
+        if not self.tasks_on_workers:
+            return self.worker_entries(sorted(self.workers))
+        results, _ = self.remote.call({index: ("worker_entries", (tasks,)) for index, tasks
+                                       in self._shares(sorted(self.workers)).items()},
+                                      retry=True)
+        return dict(sorted(item for entries in results.values() for item in entries.items()))
 
 
 def pass_steps(problem, field):
@@ -205,8 +350,13 @@ def distributable(estimators):
                 for part in estimator.distributable((index,)))
 
 
-def worker_estimators(config):
-    """What each distributed worker builds once: the run's estimators, in its own process."""
+def local_trainer(config):
+    """The run of ``config`` in this process alone: what a distributed worker builds once."""
     local = copy.deepcopy(config)
     local["distributed"]["workers"] = 0
-    return distributable(MetaTrainer(local).estimators)
+    return MetaTrainer(local)
+
+
+def worker_estimators(config):
+    """The run's distributable estimators, as a distributed worker builds them."""
+    return distributable(local_trainer(config).estimators)

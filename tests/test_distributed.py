@@ -1,6 +1,6 @@
-"""Ray workers (l2o/distributed.py) on a two-node local cluster: ES/PES particles and black-box
-ES candidates give what one process gives, checkpoints move between numbers of workers, a
-killed worker is restarted; and the `distributed` config section."""
+"""Ray workers (l2o/distributed.py) on a two-node local cluster: ES/PES particles, TBPTT tasks
+and black-box ES candidates give what one process gives, checkpoints move between numbers of
+workers, a killed worker is restarted; and the `distributed` config section."""
 
 import itertools
 import json
@@ -90,6 +90,54 @@ def test_workers_give_the_meta_weights_of_one_process(cluster, tmp_path, estimat
         for trainer in (single, remote):
             trainer.train_epoch(0, 1, lambda generator: 5)
         assert_same_state(single.state_arrays(), remote.state_arrays())
+    finally:
+        remote.close()
+
+
+def task_config(tmp_path, workers=0, address=None):
+    """TBPTT on two digits MLPs (two tasks), their meta-gradients averaged."""
+    mlp = {"target": "mlp_classifier", "kwargs": {"dataset": "digits", "batch_size": 32}}
+    problems = [{**mlp, "kwargs": {**mlp["kwargs"], "layers": [8]}},
+                {**mlp, "kwargs": {**mlp["kwargs"], "layers": [6]}}]
+    return resolve(tiny_config(tmp_path, problems=problems, training={
+        "depth": 3, "persistent": True, "meta_batch": "averaged"},
+        distributed={"workers": workers, "address": address}))
+
+
+def test_tbptt_tasks_on_workers_give_the_meta_weights_of_one_process(cluster, tmp_path):
+    """Acceptance 1, multi-task TBPTT: each worker keeps one task's trajectory; 3 averaged
+    meta-updates == in one process, to 1e-5; checkpoints gather and resume across counts; a
+    killed worker's trajectory starts afresh."""
+    from l2o.trainer import MetaTrainer
+
+    single = MetaTrainer(task_config(tmp_path))
+    remote = MetaTrainer(task_config(tmp_path, 2, cluster.address))
+    try:
+        assert remote.tasks_on_workers
+        assert len({node for _, _, node in remote.remote.where()}) == 2
+        initial = single.meta_weights()
+        for trainer in (single, remote):
+            losses = trainer.train_epoch(0, 0, lambda generator: 5)
+            assert len(losses["meta_loss"]) == 3
+        single_state, remote_state = single.state_arrays(), remote.state_arrays()
+        assert [entry["step"] for entry in remote_state[1]["workers"]] == [15, 15]
+        assert_same_state(single_state, remote_state)
+        moved = max(float(np.max(np.abs(value - initial[name])))
+                    for name, value in single.meta_weights().items())
+        assert moved > 1e-4
+        # Resume across numbers of workers: 1 -> 2 and 2 -> 1.
+        single.load_state_arrays(*remote_state)
+        remote.load_state_arrays(*single_state)
+        for trainer in (single, remote):
+            trainer.train_epoch(0, 1, lambda generator: 5)
+        assert_same_state(single.state_arrays(), remote.state_arrays())
+        # kill -9 of the worker keeping task 1: its trajectory restarts, the run goes on.
+        os.kill(remote.remote.where()[1][1], signal.SIGKILL)
+        losses = remote.train_epoch(0, 2, lambda generator: 5)
+        assert remote.worker_restarts() == 1 and len(losses["meta_loss"]) == 3
+        arrays, info = remote.state_arrays()
+        assert [entry["step"] for entry in info["workers"]] == [45, 10]
+        assert all(np.all(np.isfinite(value)) for value in arrays.values())
     finally:
         remote.close()
 
@@ -202,7 +250,9 @@ def test_a_private_ray_listens_on_loopback_only_without_a_dashboard():
     (["distributed/address=''"], "distributed/address: null"),
     (["distributed/cpus_per_worker=0"], "distributed/cpus_per_worker: must be above 0"),
     (["distributed/gpus_per_worker=-1"], "distributed/gpus_per_worker: must be finite"),
-    (["distributed/workers=2"], "only ES and PES particles run on workers"),
+    (["distributed/workers=2"], "set training/meta_batch to averaged, or workers to 0"),
+    (["distributed/workers=3", "training/meta_batch=averaged", "training/epochs=2"],
+     "1 problems x training/epochs 2 make 2; use at most 2 workers"),
     (["distributed/workers=3", "training/estimator=pes", "training/n_particles=4"],
      "training/n_particles 4 makes 2; use at most 2 workers"),
 ])
