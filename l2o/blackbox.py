@@ -57,11 +57,24 @@ How candidates are evaluated
 
 The noise, the random layer choice and hence the estimate depend only on ``seed`` and the
 objective's values, so every evaluation route gives the same estimate for the same seed.
+
+pytorch-optimize's names
+------------------------
+For code written against pytorch-optimize (Ramamurthy 2020), whose ES this is:
+``Model(net, strategy=SamplingStrategy.BOTTOM_UP)`` wraps a built Keras model with its
+layer strategy, ``Objective`` is the base class of ``objective(model, samples)`` and
+``Samples`` of the data handed to it, and ``ESOptimizer.gradient_step(samples)`` takes one
+step and returns its ascent direction. Given a ``Model``, the ESOptimizer perturbs the
+wrapped network and hands the objective a ``Model`` of it (``model.forward(x)`` runs the
+candidate); no objective needs these classes, they only carry the names.
 """
 
+import abc
+import enum
 import functools
 import itertools
 import numbers
+import types
 import weakref
 
 import keras
@@ -257,11 +270,80 @@ class WorkerEvaluator(CandidateEvaluator):
             self._workers = None
 
 
+class SamplingStrategy(enum.Enum):
+    """pytorch-optimize's names for the ``strategy`` of ``ESOptimizer`` (its values)."""
+
+    RANDOM = "random"
+    BOTTOM_UP = "bottom_up"
+    TOP_DOWN = "top_down"
+    ALL = "all"
+
+
+class Samples(types.SimpleNamespace):
+    """pytorch-optimize's container for the data of one step: ``Samples(inputs=x, targets=y)``,
+    or a dataclass subclass declaring the fields its objective reads. The objective receives
+    it as given (so does any other value passed as ``samples``)."""
+
+
+class Objective(abc.ABC):
+    """pytorch-optimize's objective: ``objective(model, samples) -> float or list of K floats``,
+    MAXIMISED (``mode="min"`` minimises). Subclassing only names the contract: any callable of
+    that form is an objective."""
+
+    @abc.abstractmethod
+    def __call__(self, model, samples):
+        """The objective value(s) of ``model`` as it stands (a candidate's weights) on ``samples``."""
+
+
+class Model:
+    """pytorch-optimize's model wrapper: a built Keras model ``net`` and the layers ES perturbs
+    each step (``strategy``, a ``SamplingStrategy`` or its value; ``RANDOM`` by default, as
+    there). ``forward(x)``, or calling the wrapper, runs ``net`` at its current weights.
+    """
+
+    def __init__(self, net, strategy=SamplingStrategy.RANDOM):
+        if not isinstance(net, keras.Model):
+            raise TypeError(f"net must be a keras.Model, got {type(net).__name__}")
+        self.net, self.strategy = net, SamplingStrategy(strategy)
+
+    def forward(self, inputs):
+        return self.net(inputs)
+
+    __call__ = forward
+
+    def unwrap(self, objective, strategy):
+        """``ESOptimizer``'s (model, objective, strategy) for this wrapper: the network, the
+        objective called with a wrapper of the network (unless vectorised: that one receives
+        stacked weights), and this wrapper's strategy, which ``strategy`` must not contradict.
+        """
+        if strategy is not None and SamplingStrategy(strategy) != self.strategy:
+            raise ValueError(f"strategy is given twice: {SamplingStrategy(strategy).value!r} "
+                             f"and the Model wrapper's {self.strategy.value!r}; give one")
+        if callable(objective) and not getattr(objective, "vectorized", False):
+            objective = _WrapperObjective(objective, self.strategy)
+        return self.net, objective, self.strategy.value
+
+
+class _WrapperObjective:
+    """An objective written for ``Model`` wrappers, called by ES with the bare network.
+
+    It wraps whichever network it is given (a worker's copy, too), so that the candidate's
+    weights are the ones the objective sees.
+    """
+
+    def __init__(self, objective, strategy):
+        self.objective, self.strategy = objective, strategy
+
+    def __call__(self, net, samples):
+        return self.objective(Model(net, self.strategy), samples)
+
+
 class ESOptimizer:
     """Trains ``model`` by evolution strategies on ``objective``, which it MAXIMISES.
 
     Args:
-        model: a built Keras model; its trainable weights are optimised in place.
+        model: a built Keras model; its trainable weights are optimised in place. Or a
+            ``Model`` wrapper of one, which hands the objective a wrapper and sets ``strategy``.
         objective: ``objective(model, samples) -> float or list of K floats``, or a
             vectorised ``objective(stacked_weights, samples) -> [n] or [n, K]`` (see the
             module docstring). Maximised unless ``mode="min"``.
@@ -271,7 +353,8 @@ class ESOptimizer:
         n_samples: candidates per step; even (mirrored pairs).
         obj_weights: weight of each objective's centred ranks; default 1/K each. A negative
             weight minimises that objective.
-        strategy: weights perturbed each step: ``all``, ``random``, ``bottom_up``, ``top_down``.
+        strategy: weights perturbed each step: ``all`` (default), ``random``, ``bottom_up``,
+            ``top_down``, or the same as a ``SamplingStrategy``.
         mode: ``max`` (default) or ``min``, applied to every objective.
         n_workers: 1 evaluates candidates in this process; more runs a per-candidate
             objective on that many Ray workers (see the module docstring).
@@ -281,8 +364,13 @@ class ESOptimizer:
     """
 
     def __init__(self, model, objective, base_optimizer="adam", sigma=0.05, n_samples=50,
-                 obj_weights=None, strategy="all", mode="max", n_workers=1, seed=0,
+                 obj_weights=None, strategy=None, mode="max", n_workers=1, seed=0,
                  address=None):
+        if isinstance(model, Model):
+            model, objective, strategy = model.unwrap(objective, strategy)
+        if isinstance(strategy, SamplingStrategy):
+            strategy = strategy.value
+        strategy = "all" if strategy is None else strategy
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
         if not model.trainable_variables:
@@ -372,11 +460,7 @@ class ESOptimizer:
 
     def step(self, samples=None):
         """One ES update of the model's weights; returns this step's statistics."""
-        ascent, values, layers = self.estimate(samples)
-        variables = self.model.trainable_variables
-        self.base_optimizer.apply([-g for g in ascent.values()],
-                                  [variables[index] for index in ascent])
-        self.iterations += 1
+        ascent, values, layers = self._update(samples)
         best = values.max(axis=0) if self.mode == "max" else values.min(axis=0)
         return {"iteration": self.iterations,
                 "layers": [self.layer_names[layer] for layer in layers],
@@ -384,6 +468,19 @@ class ESOptimizer:
                 "objective_best": best.tolist(),
                 "ascent_norm": float(np.sqrt(sum(np.sum(np.square(g, dtype=np.float64))
                                                  for g in ascent.values())))}
+
+    def gradient_step(self, samples=None):
+        """One ES update, as ``step``, returning its ascent direction g instead of statistics:
+        ``{trainable-variable index: g}`` for the weights it moved (pytorch-optimize's name)."""
+        return self._update(samples)[0]
+
+    def _update(self, samples):
+        ascent, values, layers = self.estimate(samples)
+        variables = self.model.trainable_variables
+        self.base_optimizer.apply([-g for g in ascent.values()],
+                                  [variables[index] for index in ascent])
+        self.iterations += 1
+        return ascent, values, layers
 
     def train(self, iterations, samples=None, callback=None, progress=True):
         """Runs ``iterations`` steps with a progress bar; returns their statistics.
