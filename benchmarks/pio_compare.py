@@ -236,9 +236,14 @@ def code_version():
                                 capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    # The PIO code was changing under this benchmark; the hash says which version ran.
-    with open(os.path.join(ROOT, "l2o", "optimizers", "pio.py"), "rb") as handle:
-        return commit, hashlib.sha256(handle.read()).hexdigest()[:12]
+    # The PIO code was changing under this benchmark; the hash says which version ran
+    # (the package imported, wherever this script runs from).
+    package, digest = os.path.dirname(sde.__file__), hashlib.sha256()
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py"):
+            with open(os.path.join(package, name), "rb") as handle:
+                digest.update(handle.read())
+    return commit, digest.hexdigest()[:12]
 
 
 def result_path(problem_key, optimizer_key, label, quick=False):
