@@ -14,7 +14,7 @@ from conftest import MNIST, ROOT, tiny_config
 from keras import ops
 
 import l2o
-from l2o import cli, references
+from l2o import cli, problems, references
 from l2o.config import DEFAULTS, TOOLKIT_ONLY, resolve
 from l2o.estimators.unroll import meta_loss
 from l2o.optimizers import DMOptimizer
@@ -262,3 +262,69 @@ def test_resume_refuses_a_run_made_from_a_lambda_in_one_line(tmp_path, monkeypat
         f"error: strategy/annealing_schedule: {__name__}:"), error
     assert "(a lambda has no importable name); define it at the top level of a module" in error
 
+
+def mlp_of_width(width, batch_size=32):
+    return MLPClassifier(layers=[width], batch_size=batch_size)
+
+
+def mistyped_mlp(width=8):
+    return MLPClassifier(layers=["w" + width])
+
+
+def not_a_problem(width=8):
+    return {"width": width}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("problems", [{"target": "json:loads"}],
+     ("problems/0/target: json:loads is a function of the standard library, not a problem "
+      "(a subclass of l2o.problems.base:Problem, or a function outside the standard library "
+      "that builds one)")),
+    ("problems", [{"target": "l2o.problems.base:Problem"}],
+     "problems/0/target: l2o.problems.base:Problem is the base class itself, not a problem"),
+    ("constructor", "collections:OrderedDict",
+     ("constructor: collections:OrderedDict is another class, not a learned optimiser "
+      "(a subclass of l2o.optimizers.base:MetaTrainable)")),
+    ("constructor", "keras.optimizers:Adam", "constructor: keras.optimizers:Adam is another class"),
+    ("strategy_constructor", "math:sqrt",
+     ("strategy_constructor: math:sqrt is a function, not a strategy "
+      "(a subclass of l2o.strategies.base:Strategy)")),
+    ("problems", [{"target": "math:pi"}], "problems/0/target: math:pi is a float, not a problem"),
+])
+def test_an_import_name_in_a_config_gives_only_what_its_key_takes(name, value, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        resolve({name: value})
+
+
+def test_a_config_cannot_make_a_problem_of_a_shell_command(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"problems: [{{target: 'os:system', kwargs: {{command: 'touch {marker}'}}}}]\n"
+                      f"directory: {tmp_path / 'run'}\n")
+    with pytest.raises(SystemExit) as refused:
+        cli.train([str(config)])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and error.startswith(
+        "error: problems/0/target: os:system is a function of the standard library"), error
+    assert not marker.exists()
+
+
+def test_the_pio_optimiser_and_problem_functions_are_what_configs_may_name():
+    config = resolve({"constructor": "l2o.optimizers.pio:PIOOptimizer",
+                      "problems": [{"target": f"{__name__}:mlp_of_width", "args": [6]}]})
+    assert (config["constructor"], config["problems"][0]["kwargs"]) == (
+        "PIO", {"width": 6, "batch_size": 32})
+
+
+def test_a_problem_function_that_fails_or_builds_no_problem_names_the_target():
+    spec = resolve({"problems": [{"target": mistyped_mlp}]})["problems"][0]
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"problems/3/target: {__name__}:mistyped_mlp failed on the config's arguments "
+            f"(can only concatenate str")):
+        problems.build(spec, "problems/3")
+    spec = resolve({"problems": [{"target": not_a_problem}]})["problems"][0]
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"problems/0/target: {__name__}:not_a_problem built a dict, not an "
+            f"l2o.problems.Problem")):
+        problems.build(spec)

@@ -7,7 +7,9 @@ pairs: ``update(meta_weights, grads, params, state) -> (updates, state)`` with
 ``build`` creates the rule's state per variable and whose ``update_step`` adds
 ``learning_rate * update`` to the variable. Both call the same ``update``.
 
-A constructor registered in ``l2o.registry.OPTIMIZERS`` declares, as class
+A constructor registered in ``l2o.registry.OPTIMIZERS`` derives from
+``MetaTrainable`` (the learned optimisers through ``LearnedOptimizer``; PIO,
+which samples rather than applies a rule, directly) and declares, as class
 attributes and class methods, what the generic layers need of it:
 
     rule_class                      its ``network`` section: keyword defaults, checks
@@ -67,7 +69,12 @@ def keep_targets(optimizer, variables):
     object.__setattr__(optimizer, "_targets", list(variables))
 
 
-class LearnedOptimizer(keras.optimizers.Optimizer):
+class MetaTrainable(keras.optimizers.Optimizer):
+    """A Keras optimiser that ``train.py`` meta-trains: the protocol of this module's
+    docstring. A config's ``constructor`` names a subclass."""
+
+
+class LearnedOptimizer(MetaTrainable):
     """Keras optimiser that applies a learned ``UpdateRule``.
 
     ``learning_rate`` multiplies the learned update (1.0 applies it exactly as

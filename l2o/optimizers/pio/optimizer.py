@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from l2o import backend, differentiable
-from l2o.optimizers.base import keep_targets
+from l2o.optimizers.base import MetaTrainable, keep_targets
 from l2o.optimizers.pio.rule import PIORule
 from l2o.optimizers.pio.trainer import DriftEstimator, dimension_of
 from l2o.registry import OPTIMIZERS
@@ -17,7 +17,7 @@ from l2o.validation import ConfigError, check_learning_rate, check_meta_weights,
 
 @keras.saving.register_keras_serializable(package="l2o")
 @OPTIMIZERS.register("PIO")
-class PIOOptimizer(keras.optimizers.Optimizer):
+class PIOOptimizer(MetaTrainable):
     """Keras optimiser that samples a model's weights with PIO; see ``l2o.optimizers.pio.rule``.
 
     ``learning_rate`` is the drift network's Adam learning rate; ``network``
