@@ -19,6 +19,23 @@ class ConfigError(ValueError):
     """A config key or value that cannot be used; the message names the key."""
 
 
+class _Required:
+    """The default ``signature_defaults`` gives a parameter that has none: a config must
+    give a value (``check_tree`` says which key lacks one). Copies are itself."""
+
+    def __repr__(self):
+        return "REQUIRED"
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+REQUIRED = _Required()
+
+
 def first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -26,7 +43,7 @@ def first_line(error):
 
 def check_type(name, value, default):
     """``value`` converted to the type of ``default``, or a ConfigError naming ``name``."""
-    if default is None:
+    if default is None or default is REQUIRED:
         return value
     kind = type(default)
     if kind is bool:
@@ -128,7 +145,8 @@ def signature_defaults(cls):
     A constructor that takes ``**kwargs`` passes them on to its base class, so
     the base classes' keyword defaults count too. ``cls`` may also be a
     function that builds the object (the l2o toolkit's problem ``target``): its
-    own keyword defaults. A parameter without a default gets None (any value).
+    own keyword defaults. A parameter without a default gets ``REQUIRED`` (any value, but
+    one must be given).
     """
     defaults = {}
     functions = [klass.__init__ for klass in cls.__mro__
@@ -140,7 +158,7 @@ def signature_defaults(cls):
             if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
                                                     parameter.VAR_KEYWORD):
                 continue
-            default = None if parameter.default is parameter.empty else parameter.default
+            default = REQUIRED if parameter.default is parameter.empty else parameter.default
             defaults.setdefault(name, list(default) if isinstance(default, tuple) else default)
         if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
             break
@@ -148,7 +166,7 @@ def signature_defaults(cls):
 
 
 def check_tree(prefix, values, reference, untyped=()):
-    """Every key of ``values`` known to ``reference`` and of its default's type.
+    """Every key of ``values`` known to ``reference``, given, and of its default's type.
 
     Values are converted in place (an int where a float is expected); keys
     named in ``untyped`` (full names) take several types and are left to
@@ -158,6 +176,8 @@ def check_tree(prefix, values, reference, untyped=()):
         name = f"{prefix}{key}"
         if key not in reference:
             raise ConfigError(unknown_key(name, key, reference))
+        if value is REQUIRED:
+            raise ConfigError(f"{name}: required")
         expected = reference[key]
         if isinstance(expected, dict) and expected and key not in ("config", "kwargs"):
             if not isinstance(value, dict):

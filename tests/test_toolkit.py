@@ -328,3 +328,10 @@ def test_a_problem_function_that_fails_or_builds_no_problem_names_the_target():
             f"problems/0/target: {__name__}:not_a_problem built a dict, not an "
             f"l2o.problems.Problem")):
         problems.build(spec)
+
+
+def test_a_required_parameter_of_a_problem_function_must_be_given():
+    with pytest.raises(ConfigError, match=r"^problems/0/kwargs/width: required$"):
+        resolve({"problems": [{"target": mlp_of_width}]})
+    with pytest.raises(ConfigError, match=r"^evaluation/problems/0/kwargs/width: required$"):
+        resolve({"evaluation": {"problems": [{"target": mlp_of_width, "kwargs": {}}]}})
