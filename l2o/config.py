@@ -311,11 +311,9 @@ def validate(config):
             check_spec(f"{field}/{index}", spec, PROBLEMS)
     for name, options in CHOICES.items():
         check_choice(name, _get(config, name), options)
-    weights = config["training"]["unroll_weights"]
-    if references.is_reference(weights):
-        references.load_callable("training/unroll_weights", weights)
-    else:
-        check_choice("training/unroll_weights", weights, UNROLL_WEIGHTS)
+    references.callable_or_checked(
+        "training/unroll_weights", config["training"]["unroll_weights"],
+        lambda value: check_choice("training/unroll_weights", value, UNROLL_WEIGHTS))
     if config["training"]["depth"] < 0:
         raise ConfigError(f"training/depth: must be at least 0 (0: one pass over the training "
                           f"data per trajectory), got {config['training']['depth']}")

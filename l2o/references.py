@@ -102,9 +102,14 @@ def loaded(key, value):
     return load(key, value) if is_reference(value) else value
 
 
-def load_callable(key, name):
-    """The callable ``name`` stands for; ConfigError naming ``key`` if it is none."""
-    obj = load(key, name)
+def callable_or_checked(key, value, check):
+    """The check of a config value that may name a callable: the callable, if ``value`` is a
+    name that ``dump`` wrote (a ConfigError naming ``key`` if it names none); any other
+    value after ``check(value)``, which raises for a bad one."""
+    if not is_reference(value):
+        check(value)
+        return value
+    obj = load(key, value)
     if not callable(obj):
-        raise ConfigError(f"{key}: {name} is a {type(obj).__name__}, not a callable")
+        raise ConfigError(f"{key}: {value} is a {type(obj).__name__}, not a callable")
     return obj

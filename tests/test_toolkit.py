@@ -335,3 +335,15 @@ def test_a_required_parameter_of_a_problem_function_must_be_given():
         resolve({"problems": [{"target": mlp_of_width}]})
     with pytest.raises(ConfigError, match=r"^evaluation/problems/0/kwargs/width: required$"):
         resolve({"evaluation": {"problems": [{"target": mlp_of_width, "kwargs": {}}]}})
+
+
+@pytest.mark.parametrize("key, override", [
+    ("training/unroll_weights", {"training": {"unroll_weights": "math:pi"}}),
+    ("strategy/annealing_schedule", {"strategy": {"annealing_schedule": "math:pi"}}),
+    ("strategy/unroll_distribution", {"strategy": {"unroll_distribution": "math:pi"}}),
+    ("strategy/schedule", {"strategy_constructor": "Curriculum",
+                           "strategy": {"schedule": "math:pi"}}),
+])
+def test_every_key_that_takes_a_callable_refuses_a_name_of_something_else(key, override):
+    with pytest.raises(ConfigError, match=f"^{key}: math:pi is a float, not a callable$"):
+        resolve(override)

@@ -64,19 +64,8 @@ class Strategy:
         for key in ("epochs_per_period", "validation_unroll", "validation_repeat"):
             if strategy[key] < 1:
                 raise ConfigError(f"strategy/{key}: must be at least 1, got {strategy[key]}")
-        schedule = strategy["annealing_schedule"]
-        if references.is_reference(schedule):
-            references.load_callable("strategy/annealing_schedule", schedule)
-            return
-        if isinstance(schedule, str):
-            check_choice("strategy/annealing_schedule", schedule, NAMED_SCHEDULES)
-            return
-        entries = schedule if isinstance(schedule, list) else [schedule]
-        if not entries or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                  and x >= 0 for x in entries) or (
-                isinstance(schedule, list) and max(entries) > 1):
-            raise ConfigError(f"strategy/annealing_schedule: a rate a >= 0 (exp(-a i)) or a "
-                              f"non-empty list of probabilities, got {schedule!r}")
+        references.callable_or_checked("strategy/annealing_schedule",
+                                       strategy["annealing_schedule"], _check_annealing_schedule)
 
     def imitation_factor(self, period):
         schedule = references.loaded("strategy/annealing_schedule",
@@ -260,6 +249,18 @@ class Strategy:
             + (" (best)" if improved else ""))
 
 
+def _check_annealing_schedule(schedule):
+    if isinstance(schedule, str):
+        check_choice("strategy/annealing_schedule", schedule, NAMED_SCHEDULES)
+        return
+    entries = schedule if isinstance(schedule, list) else [schedule]
+    if not entries or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                              and x >= 0 for x in entries) or (
+            isinstance(schedule, list) and max(entries) > 1):
+        raise ConfigError(f"strategy/annealing_schedule: a rate a >= 0 (exp(-a i)) or a "
+                          f"non-empty list of probabilities, got {schedule!r}")
+
+
 def _scalars(record):
     """The TensorBoard scalars of a summary record: its finite numbers but the period."""
     return {key: value for key, value in record.items()
@@ -299,11 +300,11 @@ def unroll_length(name, value):
 
 
 def check_unroll_distribution(name, value):
-    if references.is_reference(value):
-        references.load_callable(name, value)
-        return
-    fixed = isinstance(value, int) and not isinstance(value, bool) and value >= 2
-    geometric = isinstance(value, float) and 0.0 < value < 1.0
-    if not (fixed or geometric):
-        raise ConfigError(f"{name}: an int >= 2 (fixed length), a float in (0, 1) "
-                          f"(geometric with that p) or a callable, got {value!r}")
+    def check_length_distribution(value):
+        fixed = isinstance(value, int) and not isinstance(value, bool) and value >= 2
+        geometric = isinstance(value, float) and 0.0 < value < 1.0
+        if not (fixed or geometric):
+            raise ConfigError(f"{name}: an int >= 2 (fixed length), a float in (0, 1) "
+                              f"(geometric with that p) or a callable, got {value!r}")
+
+    references.callable_or_checked(name, value, check_length_distribution)

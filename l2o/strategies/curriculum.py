@@ -46,10 +46,8 @@ class CurriculumStrategy(Strategy):
         schedule = strategy["schedule"]
         if schedule is None:
             strategy["schedule"] = schedule = {"base": 50, "power": 2}
-        if references.is_reference(schedule):  # its lengths are checked as it gives them
-            references.load_callable("strategy/schedule", schedule)
-        else:
-            check_schedule(schedule)
+        # A callable's lengths are checked as it gives them.
+        references.callable_or_checked("strategy/schedule", schedule, check_schedule)
         maximum = strategy["max_periods"]
         if maximum is not None and (isinstance(maximum, bool) or not isinstance(maximum, int)
                                     or maximum < 1):
