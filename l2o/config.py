@@ -26,6 +26,7 @@ import l2o.optimizers
 import l2o.problems
 import l2o.strategies  # noqa: F401
 from l2o import distributed, references
+from l2o.estimators.unroll import step_weights
 from l2o.registry import OPTIMIZERS, PROBLEMS, STRATEGIES
 from l2o.validation import (
     ConfigError,
@@ -311,9 +312,11 @@ def validate(config):
             check_spec(f"{field}/{index}", spec, PROBLEMS)
     for name, options in CHOICES.items():
         check_choice(name, _get(config, name), options)
-    references.callable_or_checked(
+    weights = references.callable_or_checked(
         "training/unroll_weights", config["training"]["unroll_weights"],
         lambda value: check_choice("training/unroll_weights", value, UNROLL_WEIGHTS))
+    if callable(weights):
+        _check_unroll_weights(weights)
     if config["training"]["depth"] < 0:
         raise ConfigError(f"training/depth: must be at least 0 (0: one pass over the training "
                           f"data per trajectory), got {config['training']['depth']}")
@@ -352,6 +355,19 @@ def validate(config):
     STRATEGIES[config["strategy_constructor"]].validate_config(config["strategy"])
     distributed.check_config(config)
     return config
+
+
+def _check_unroll_weights(weights):
+    """A callable's weights for n = 3 steps, as the unroll takes them: one per step, here
+    rather than as a shape error deep inside the compiled unroll."""
+    try:
+        shape = tuple(step_weights(weights, 3, "float32").shape)
+    except Exception as error:  # noqa: BLE001  (whatever the user's callable raises)
+        raise ConfigError(f"training/unroll_weights: failed for n = 3 steps "
+                          f"({first_line(error)})") from None
+    if shape != (3,):
+        raise ConfigError(f"training/unroll_weights: gave {shape[0]} weights for n = 3 steps; "
+                          f"it must give one per step")
 
 
 def _check_estimator(training):

@@ -347,3 +347,20 @@ def test_a_required_parameter_of_a_problem_function_must_be_given():
 def test_every_key_that_takes_a_callable_refuses_a_name_of_something_else(key, override):
     with pytest.raises(ConfigError, match=f"^{key}: math:pi is a float, not a callable$"):
         resolve(override)
+
+
+def one_weight(n):
+    return ops.ones((1,))
+
+
+def failing_weights(n):
+    raise RuntimeError("no weights today")
+
+
+@pytest.mark.parametrize("weights, message", [
+    (one_weight, "gave 1 weights for n = 3 steps; it must give one per step"),
+    (failing_weights, "failed for n = 3 steps (no weights today)"),
+])
+def test_unroll_weights_that_are_not_one_per_step_are_refused_by_the_config(weights, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"training/unroll_weights: {message}")):
+        resolve({"training": {"unroll_weights": weights}})
