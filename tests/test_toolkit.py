@@ -193,6 +193,21 @@ def test_a_list_schedule_shorter_than_max_stages_ends_the_curriculum():
     assert CurriculumStrategy(schedule=[3, 5], max_stages=1).should_stop(progress)
 
 
+def test_the_curriculum_asks_no_schedule_for_a_stage_past_max_stages():
+    progress = {"stage": 0, "periods": 1, "stage_best": 1.0, "best_before": 2.0,
+                "finished": True}
+    asked = []
+
+    def schedule(stage):
+        asked.append(stage)
+        return 10
+
+    assert CurriculumStrategy(schedule=schedule, max_stages=1).should_stop(progress)
+    assert asked == []
+    assert not CurriculumStrategy(schedule=schedule, max_stages=2).should_stop(progress)
+    assert asked == [1]
+
+
 # Module-level callables: their import names ("test_toolkit:...") go into config.json.
 DRAWN = []
 

@@ -87,12 +87,11 @@ class CurriculumStrategy(Strategy):
             self.finish_period(period, metrics)
 
     def should_stop(self, progress):
-        stages_done = progress["stage"] + 1
-        if self.unroll_length(stages_done) is None:
+        stages_done, max_stages = progress["stage"] + 1, self.options["max_stages"]
+        # The stage limit first: a schedule is not asked for a stage that will not run.
+        if 0 < max_stages <= stages_done or self.unroll_length(stages_done) is None:
             return True
-        if self.options["max_stages"] > 0:
-            return stages_done >= self.options["max_stages"]
-        return not progress["stage_best"] < progress["best_before"]
+        return max_stages == 0 and not progress["stage_best"] < progress["best_before"]
 
     def next_stage(self, progress):
         arrays, _ = checkpoints.load(f"{self.directory}/checkpoints/best.npz")
