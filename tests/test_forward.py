@@ -122,3 +122,17 @@ def test_toy_regression_gradient_and_schedule():
         expected = start - rate * toy2d.inner_gradient(start)
         np.testing.assert_allclose(state, expected, rtol=1e-6)
         np.testing.assert_allclose(loss, toy2d.inner_loss(expected), rtol=1e-6)
+
+
+def test_a_system_without_a_horizon_needs_the_length_of_its_meta_objective():
+    endless = dataclasses.replace(TOY, horizon=None)
+    thetas = tf.constant(THETA[None])
+    with pytest.raises(ValueError, match="the system has no horizon; give the number of steps"):
+        endless.meta_objective(thetas)
+    assert float(endless.meta_objective(thetas, TOY.horizon)[0]) == pytest.approx(
+        float(TOY.meta_objective(thetas)[0]))
+
+
+def test_initial_states_take_the_seed_that_the_es_estimators_pass():
+    for system in (influence, toy2d):
+        np.testing.assert_array_equal(system.initial_state(seed=7), system.initial_state())

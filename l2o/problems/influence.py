@@ -29,8 +29,8 @@ def transition():
     return a.astype(np.float32), b.astype(np.float32)
 
 
-def initial_state(generator=None, dtype="float32"):
-    """s_0 = 1 (deterministic: ``generator``, for the ES protocol, is unused)."""
+def initial_state(seed=None, dtype="float32"):
+    """s_0 = 1 (deterministic: ``seed``, for the ES protocol, is unused)."""
     return ops.ones((DIMENSION,), dtype)
 
 

@@ -27,7 +27,7 @@ REDUCTIONS = ("sum", "last")
 class RecurrentSystem:
     step: Callable
     loss: Callable
-    initial_state: Callable  # (generator=None, dtype="float32") -> one copy's state [n]
+    initial_state: Callable  # (seed=None, dtype="float32") -> one copy's state [n]
     horizon: int | None = None
     reduce: str = "sum"
 
@@ -52,6 +52,10 @@ class RecurrentSystem:
     def meta_objective(self, thetas, length=None):
         """The loss of one truncation over the whole horizon (or ``length`` steps) from the
         start, at each row of ``thetas`` [P, m]."""
+        length = length or self.horizon
+        if length is None:
+            raise ValueError("RecurrentSystem.meta_objective: the system has no horizon; "
+                             "give the number of steps as length")
         start = self.initial_state(dtype=thetas.dtype)[None]
         states = ops.repeat(start, ops.shape(thetas)[0], axis=0)
-        return self.unroll(thetas, states, 0, length or self.horizon)[0]
+        return self.unroll(thetas, states, 0, length)[0]

@@ -43,8 +43,8 @@ def inner_gradient(x):
     return ops.stack([d0, d1], axis=1)
 
 
-def initial_state(generator=None, dtype="float32"):
-    """x_0 = (1, 1); deterministic (``generator`` is for the ES protocol)."""
+def initial_state(seed=None, dtype="float32"):
+    """x_0 = (1, 1); deterministic (``seed`` is for the ES protocol)."""
     return ops.convert_to_tensor(START, dtype)
 
 
