@@ -52,9 +52,12 @@ def inner_loop(loss_fn, params, optimizer, batches, state=None):
     return params, state, ops.stack(losses)
 
 
-def _as_tensors(structure):
-    # ops.convert_to_tensor hands a Keras variable back unchanged; a copy is a
-    # tensor, which a tape can watch and a reader of the variable cannot change.
+def as_tensors(structure):
+    """``structure`` with every tensor or Keras variable copied into a tensor.
+
+    ops.convert_to_tensor hands a Keras variable back unchanged; a copy is a
+    tensor, which a tape can watch and a reader of the variable cannot change.
+    """
     return tree.map_structure(ops.copy, structure)
 
 
@@ -110,7 +113,7 @@ class OfflineMetaLearner:
         return loss
 
     def _initial(self):
-        return _as_tensors(self.params)
+        return as_tensors(self.params)
 
     def step(self, inner_batches, outer_batch):
         """One meta-update on a batch of tasks; returns the mean outer loss before it."""
@@ -122,7 +125,7 @@ class OfflineMetaLearner:
         Starts from ``params`` (one structure of weights shared by every task)
         or, by default, the meta-learned initial weights; changes nothing.
         """
-        start = self._initial() if params is None else _as_tensors(params)
+        start = self._initial() if params is None else as_tensors(params)
         return self._adapt(start, list(inner_batches))
 
 
@@ -143,7 +146,7 @@ class OnlineMetaLearner:
                              "nothing would be meta-learned")
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.outer_loss_fn = outer_loss_fn or loss_fn
-        self.params = _as_tensors(params)
+        self.params = as_tensors(params)
         self.state = optimizer.init(self.params)
         self.meta_optimizer = meta_optimizer
         meta_optimizer.build(self.meta_variables)

@@ -42,7 +42,7 @@ import keras
 from keras import ops
 
 from l2o import backend
-from l2o.differentiable.meta import _as_tensors
+from l2o.differentiable.meta import as_tensors
 from l2o.differentiable.optimizers import adagrad, adam, apply_updates, rmsprop, sgd
 
 _OPEN_WINDOWS = []
@@ -115,8 +115,8 @@ class _Current:
     """One model's weights in one window, and a tape that has recorded since they were set."""
 
     def __init__(self, model):
-        self.params = _as_tensors(list(model.trainable_variables))
-        self.non_trainable = _as_tensors(list(model.non_trainable_variables))
+        self.params = as_tensors(list(model.trainable_variables))
+        self.non_trainable = as_tensors(list(model.non_trainable_variables))
         self._record()
 
     def _record(self):
@@ -168,7 +168,7 @@ class SlidingWindow:
                 for variable, value in zip(variables, current.params + current.non_trainable):
                     variable.assign(value)
             for optimizer, states in self._states.values():
-                optimizer._online_states = states
+                optimizer.online_states = states
 
     def _weights_of(self, net):
         if id(net) not in self._weights:
@@ -203,7 +203,9 @@ class MetaOptimizer:
     and ``hyperparameters`` its keyword arguments, with its defaults. A
     hyperparameter given as a dict ``{layer name: value}`` is per layer: every
     top-level layer with trainable weights (of every net) is named once, and
-    each layer is stepped by an optimiser of its own.
+    each layer is stepped by an optimiser of its own. ``online_states`` are the
+    optimiser states the last online window left (None before one ends): the
+    next online window continues from them.
     """
 
     rule = None
@@ -212,7 +214,7 @@ class MetaOptimizer:
         self.name = type(self).__name__
         self.nets = _as_nets(nets, self.name)
         self._groups = _groups(self.nets, rule or self.rule, hyperparameters, self.name)
-        self._online_states = None
+        self.online_states = None
 
     def step(self, loss):
         """One differentiable step of every net on ``loss``, computed from their current weights."""
@@ -243,8 +245,8 @@ class MetaOptimizer:
             start += len(current.params)
 
     def _initial_states(self, window, params):
-        if not window.offline and self._online_states is not None:
-            return self._online_states
+        if not window.offline and self.online_states is not None:
+            return self.online_states
         return [optimizer.init([params[i] for i in indices]) for indices, optimizer in self._groups]
 
 
