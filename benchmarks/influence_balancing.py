@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf
+from keras import ops
 
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.forward import RTRL, TBPTT, UORO
@@ -45,7 +45,8 @@ def estimators(particles):
 
 
 def loss_after(theta, steps=500):
-    return float(influence.SYSTEM.meta_objective(tf.constant([[theta]], tf.float64), steps)[0])
+    thetas = ops.convert_to_tensor([[theta]], "float64")
+    return float(influence.SYSTEM.meta_objective(thetas, steps)[0])
 
 
 def main():

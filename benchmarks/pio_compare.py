@@ -158,7 +158,7 @@ def make_test_loss(problem):
     if validation is None:
         validation = tuple(b[0] for b in problem.batches(0, 0, 1))
     validation = tuple(ops.convert_to_tensor(v) for v in validation)
-    return tf.function(lambda params: problem.loss(params, validation))
+    return backend.compile_fn(lambda params: problem.loss(params, validation))
 
 
 def reset_pio(optimizer, settings, model_variables, seed):

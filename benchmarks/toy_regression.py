@@ -29,8 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from l2o import backend
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.forward import RTRL, TBPTT, UORO
 from l2o.problems import toy2d
@@ -45,13 +46,13 @@ COLOURS = {"tbptt": "#d62728", "rtrl": "#1f77b4", "uoro": "#9467bd", "es": "#ff7
 def grid(points=100):
     axis = np.linspace(-5.0, 5.0, points, dtype=np.float32)
     thetas = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)
-    values = toy2d.SYSTEM.meta_objective(tf.constant(thetas)).numpy().reshape(points, points)
-    return axis, values
+    values = toy2d.SYSTEM.meta_objective(ops.convert_to_tensor(thetas))
+    return axis, ops.convert_to_numpy(values).reshape(points, points)
 
 
 def estimators(particles):
-    compiled = tf.function(lambda thetas, states, steps: toy2d.SYSTEM.unroll(thetas, states,
-                                                                               steps, K))
+    compiled = backend.compile_fn(lambda thetas, states, steps: toy2d.SYSTEM.unroll(
+        thetas, states, steps, K))
 
     def es_family(kind, sigma):
         return kind(lambda thetas, states, steps, length: compiled(thetas, states, steps),
@@ -71,7 +72,7 @@ def optimise(estimator, iterations, learning_rate, seed=0):
         gradient, _ = estimator.estimate(theta.numpy(), generator, K)
         if not np.all(np.isfinite(gradient)):
             break
-        adam.apply([tf.constant(gradient, tf.float32)], [theta])
+        adam.apply([ops.convert_to_tensor(gradient, "float32")], [theta])
         path.append(theta.numpy().copy())
     return np.array(path)
 
@@ -109,7 +110,7 @@ def main():
     best_value, best = values[index], (axis[index[1]], axis[index[0]])
     print(f"grid 100x100 over [-5, 5]^2: best meta-objective {best_value:.4g} at theta = "
           f"({best[0]:.2f}, {best[1]:.2f}); start (-4, -4): "
-          f"{float(toy2d.SYSTEM.meta_objective(tf.constant([START]))[0]):.4g}")
+          f"{float(toy2d.SYSTEM.meta_objective(ops.convert_to_tensor([START]))[0]):.4g}")
     print(f"{args.iterations} Adam steps (lr {args.lr}) on truncations of K = {K}, T = "
           f"{toy2d.HORIZON}, N = {args.particles}\n")
     print("| method | final theta | meta-objective | ratio to grid best | seconds |")
@@ -119,7 +120,7 @@ def main():
         started = time.perf_counter()
         paths[name] = optimise(estimator, args.iterations, args.lr)
         final = paths[name][-1]
-        value = float(toy2d.SYSTEM.meta_objective(tf.constant(final[None]))[0])
+        value = float(toy2d.SYSTEM.meta_objective(ops.convert_to_tensor(final[None]))[0])
         print(f"| {name} | ({final[0]:.3f}, {final[1]:.3f}) | {value:.4g} | "
               f"{value / best_value:.3f} | {time.perf_counter() - started:.0f} |")
     plot(axis, values, paths, best)

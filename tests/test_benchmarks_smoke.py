@@ -53,3 +53,24 @@ def test_script_imports_and_uses_only_existing_l2o_names(path, monkeypatch):
         tree = ast.parse(handle.read(), path)
     missing = l2o_names_missing(tree, module)
     assert not missing, f"{path} uses names l2o no longer has:\n" + "\n".join(missing)
+
+
+# Scripts that import TensorFlow itself, and why; the others reach it only through l2o.backend
+# (compile_fn, ...) and keras.ops, so that what is TensorFlow's stays in one module.
+TENSORFLOW_USERS = {
+    "benchmarks/throughput.py": "measures a hand-written tf.function against l2o's unroll",
+    "benchmarks/pio_compare.py": "quiets TensorFlow's logger (its retracing warnings)",
+}
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda path: os.path.relpath(path, ROOT))
+def test_script_reaches_tensorflow_through_l2o_backend(path):
+    with open(path) as handle:
+        tree = ast.parse(handle.read(), path)
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    if "tensorflow" in imported:
+        assert os.path.relpath(path, ROOT) in TENSORFLOW_USERS, \
+            f"{path} imports tensorflow; use l2o.backend and keras.ops"
