@@ -139,7 +139,7 @@ DEFAULTS = {
 # "Coming from the l2o toolkit", says why each means nothing here. Values l2o could not
 # honour are refused (``_check_toolkit_only``).
 TOOLKIT_ONLY = {
-    "network/name": "DMOptimizer",
+    "network/name": "",
     "network/use_bias": True,
     "network/unit_forget_bias": True,
     "training/strategy": "mean",
