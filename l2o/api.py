@@ -69,7 +69,11 @@ def run(trainer, directory):
     from l2o.strategies import STRATEGIES
 
     config = trainer.config
-    return STRATEGIES[config["strategy_constructor"]](**config["strategy"]).run(trainer, directory)
+    try:
+        return STRATEGIES[config["strategy_constructor"]](**config["strategy"]).run(trainer,
+                                                                                  directory)
+    finally:
+        trainer.close()  # distributed workers, if any
 
 
 def _clear(directory, overwrite):
