@@ -1,12 +1,13 @@
 """Held-out tasks: learned optimisers against Adam with a per-task tuned learning rate.
 
     L2O_DATA=../shared/data python benchmarks/generalisation.py [--tasks mnist_mlp ...]
-        [--steps 1000] [--repeats 5] [--pretrained normalized_mlp_digits ...]
+        [--steps 1000] [--repeats 5] [--pretrained NAME ...]
         [--runs DM=runs/dm_family ...] [--quick] [--force]
 
 None of the tasks below is among the meta-training tasks of the shipped optimisers
 (``configs/mlp_pes_digits.yaml``: 8x8 ``digits`` MLPs of 16 to 64 units and a digits
-CNN [8, 16]). On each, every learned optimiser (``--pretrained`` names,
+CNN [8, 16]; ``configs/mlp_pes_family.yaml``: those, a 128-unit digits MLP and a
+28x28 MNIST MLP 784-32-10). On each, every learned optimiser (``--pretrained`` names,
 ``--runs NAME=DIR`` run directories, each loaded with ``l2o.load_optimizer``) and
 Adam at each rate of a 7-point log grid runs ``--steps`` steps on ``--repeats``
 seeds, all on identical initial weights and batches (``l2o.evaluation.curves``).
@@ -347,7 +348,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, help="seeds per optimiser (default 5; --quick 1)")
     parser.add_argument("--early", type=int,
                         help="the earlier horizon of the table (default 100; --quick 10)")
-    parser.add_argument("--pretrained", nargs="*", default=["normalized_mlp_digits"],
+    parser.add_argument("--pretrained", nargs="*", default=l2o.pretrained.names(),
                         metavar="NAME", help="shipped optimisers (l2o.pretrained.names())")
     parser.add_argument("--runs", nargs="*", default=[], metavar="NAME=DIR",
                         help="learned optimisers from run directories")

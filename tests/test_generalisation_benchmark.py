@@ -29,7 +29,8 @@ def table_rows(markdown, task):
 def test_quick_table_ratios_against_tuned_and_default_adam(tmp_path):
     benchmark = load_benchmark()
     figure = tmp_path / "figure.png"
-    arguments = ["--quick", "--repeats", "2", "--out", str(tmp_path), "--figure", str(figure)]
+    arguments = ["--quick", "--repeats", "2", "--pretrained", "normalized_mlp_digits", "--out",
+                 str(tmp_path), "--figure", str(figure)]
     assert benchmark.main([*arguments, "--tasks", "moons_mlp"]) == 0
     saved = tmp_path / "generalisation" / "moons_mlp.npz"
     first_write = os.stat(saved).st_mtime_ns

@@ -23,12 +23,12 @@ def test_names_and_a_clear_error_for_an_unknown_one():
         raise AssertionError("an unknown name must be refused")
 
 
-def test_pretrained_beats_adam_at_its_default_rate_on_a_small_task():
+@pytest.mark.parametrize("name", l2o.pretrained.names())
+def test_pretrained_beats_adam_at_its_default_rate_on_a_small_task(name):
     """A digits MLP of a width and batch size not in its training set, 300 steps, 2 seeds."""
     problem = MLPClassifier(layers=[48], activation="relu", dataset="digits", batch_size=32)
     final = {}
-    for label, make in (("pretrained", lambda seed: l2o.load_optimizer(
-            "pretrained:normalized_mlp_digits")),
+    for label, make in (("pretrained", lambda seed: l2o.load_optimizer(f"pretrained:{name}")),
                         ("adam", lambda seed: keras.optimizers.Adam(1e-3))):
         result = evaluation.curves(problem, make, steps=300, repeats=2, seed=0,
                                    validation_every=300)
