@@ -31,7 +31,7 @@ import sys
 import time
 import uuid
 
-from l2o.validation import ConfigError, check_range
+from l2o.validation import ConfigError, check_range, first_line
 
 INSTALL = 'pip install -e ".[distributed]" (or pip install "ray[default]")'
 # A worker lost this many times in a row while one call is redone is given up on, and
@@ -208,6 +208,13 @@ class Workers:
                     ran, value = self.ray.get(ref)
                 except self.ray.exceptions.RayActorError:
                     ran = False
+                except self.ray.exceptions.RayTaskError as error:
+                    # The worker lives but its code raised: the run cannot go on, and the
+                    # user needs the cause, not Ray's remote traceback.
+                    cause = error.cause if error.cause is not None else error
+                    raise WorkerError(f"worker {index}, {pending[index][0]}: "
+                                      f"{type(cause).__name__}: {first_line(str(cause))}"
+                                      ) from None
                 if ran:
                     results[index] = value
                 else:

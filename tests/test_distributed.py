@@ -269,3 +269,17 @@ def test_workers_without_ray_name_what_to_install(tmp_path, monkeypatch):
     defaults = resolve(tiny_config(tmp_path))["distributed"]
     assert defaults == {"workers": 0, "address": None, "cpus_per_worker": 1.0,
                         "gpus_per_worker": 0.0}
+
+
+def test_an_error_inside_a_worker_is_one_line_naming_the_worker(cluster):
+    class Failing:  # local: sent to the worker by value
+        def divide(self, numerator):
+            return numerator / 0
+
+    workers = distributed.Workers(Failing, 1, cluster.address, 1, 0)
+    try:
+        with pytest.raises(distributed.WorkerError) as raised:
+            workers.call({0: ("divide", (1.0,))})
+    finally:
+        workers.close()
+    assert str(raised.value) == "worker 0, divide: ZeroDivisionError: float division by zero"

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from l2o.estimators.es import PES, TruncatedES, antithetic_noise, repeat_state
+from l2o.estimators.es import PES, LocalShards, TruncatedES, antithetic_noise, repeat_state
 from l2o.problems import influence
 
 THETA = np.array([0.5], np.float32)
@@ -148,3 +148,53 @@ def test_vectorised_particles_equal_one_unroll_each(tmp_path, steps):
             np.testing.assert_allclose(ops.convert_to_numpy(got)[p], want, rtol=1e-4,
                                        atol=1e-6)
     assert len(set(np.round(ops.convert_to_numpy(losses), 5))) == 4
+
+
+class LosingShards(LocalShards):
+    """Two shards in this process; ``lose[method]`` names a shard that is recreated empty
+    just before that method's next call and reported lost, as a killed worker is."""
+
+    count = 2
+
+    def __init__(self, unroll, init_state):
+        super().__init__(unroll, init_state)
+        self.lose = {}
+
+    def create(self, shard_class, options, ranges):
+        self.made = (shard_class, options, ranges)
+        super().create(shard_class, options, ranges)
+
+    def call(self, method, *args, only=None):
+        indices = list(range(self.count) if only is None else only)
+        victim = self.lose.pop(method, None)
+        if victim not in indices:
+            return super().call(method, *args, only=only)
+        shard_class, options, ranges = self.made
+        self.shards[victim] = shard_class(self.unroll, self.init_state, pairs=ranges[victim],
+                                          **options)
+        return ([None if index == victim else getattr(self.shards[index], method)(*args)
+                 for index in indices], [victim])
+
+
+@pytest.mark.parametrize("moment", ["estimate", "arrays"])
+def test_a_pes_shard_lost_before_a_checkpoint_is_restarted_and_checkpointed(moment):
+    """A shard lost in the last truncation before a checkpoint, or found lost by the
+    checkpoint itself: its particles restart (step 0, nothing accumulated), the other
+    shard's particles are untouched, and the arrays load back onto a fresh population."""
+    shards = LosingShards(influence.SYSTEM.unroll, influence.initial_state)
+    pes = PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=4,
+              horizon=10 * K, shards=shards)
+    generator = np.random.default_rng(3)
+    pes.estimate(THETA, generator, K)
+    shards.lose[moment] = 0
+    pes.estimate(THETA, generator, K)
+    arrays = pes.arrays()
+    # Population order: pair 0, pair 1, then their mirrors; shard 0 holds pair 0.
+    np.testing.assert_array_equal(arrays["steps"], [0, 2 * K, 0, 2 * K])
+    np.testing.assert_array_equal(arrays["accumulated"][[0, 2]], 0.0)
+    assert np.abs(arrays["accumulated"][[1, 3]]).min() > 0
+    fresh = PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=4,
+                horizon=10 * K)
+    fresh.load_arrays(arrays)
+    for name, value in fresh.arrays().items():
+        np.testing.assert_array_equal(value, arrays[name], err_msg=name)

@@ -149,11 +149,14 @@ class Population:
         self.options = {"sigma": self.sigma, "particles": self.particles,
                         "horizon": horizon, **options}
         self.shards.create(self.shard_class, self.options, self.ranges)
+        self.restart = None
 
     def estimate(self, theta, generator, length):
         """(gradient estimate, mean perturbed loss); advances every particle."""
         theta = np.asarray(theta, np.float32)
         noise_seed, start_seed = seed_from(generator), seed_from(generator)
+        # What a lost shard restarts from, also when it is found lost at a checkpoint.
+        self.restart = (start_seed, theta.size)
         results, lost = self.shards.call("estimate", theta, length, noise_seed, start_seed)
         alive = [index for index in range(len(results)) if index not in lost]
         reported = [results[index] for index in alive]
@@ -173,14 +176,25 @@ class Population:
         """Brings the shards ``lost`` (recreated empty) back into the population."""
 
     def arrays(self):
-        """Everything a resumed run needs, as named numpy arrays (none before the start)."""
-        return self.merge(self.shards.call("arrays")[0])
+        """Everything a resumed run needs, as named numpy arrays (none before the start).
+
+        A shard found lost here (its worker died since the last truncation) rejoins
+        as it would within a truncation, and its arrays are asked for again.
+        """
+        parts, lost = self.shards.call("arrays")
+        if lost:
+            self.recover(lost, [index for index in range(len(parts)) if index not in lost])
+            for index in lost:
+                parts[index] = self.shards.call("arrays", only=[index])[0][0]
+        return self.merge(parts)
 
     def load_arrays(self, arrays):
-        """Inverse of ``arrays``, onto this population's shards (of any number)."""
+        """Inverse of ``arrays``, onto this population's shards (of any number); a shard
+        lost while loading is loaded again on its restarted worker."""
         if arrays:
             for index, part in enumerate(self.split(arrays)):
-                self.shards.call("load_arrays", part, only=[index])
+                if self.shards.call("load_arrays", part, only=[index])[1]:
+                    self.shards.call("load_arrays", part, only=[index])
 
 
 class Shard:
@@ -310,6 +324,12 @@ class PES(Population):
             raise ValueError("breakstep staggers resets at the horizon: set a horizon")
         super().__init__(unroll, init_state, sigma, n_particles, horizon, shards,
                          stagger=stagger)
+
+    def recover(self, lost, alive):
+        # Restarted at once (accumulators zero, which keeps the estimate unbiased), so that
+        # a checkpoint taken before the next truncation has every particle.
+        if self.restart is not None:
+            self.shards.call("start", *self.restart, only=lost)
 
     @staticmethod
     def merge(parts):
