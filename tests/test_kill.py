@@ -33,6 +33,9 @@ import tqdm.std
 from l2o import checkpoints, cli
 
 signal_name, moment, name, nth, command, *argv = sys.argv[1:]
+# A background job of a shell without job control (how CI may start the suite) inherits
+# SIGINT ignored, and Python keeps it so; a user's Ctrl-C meets the default handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 main_thread, calls, ticks = threading.main_thread().ident, 0, -1
 original_save, original_update = checkpoints.save, tqdm.std.tqdm.update
 
@@ -42,18 +45,13 @@ def die(*args):
 
 
 def die_inside_tensorflow():
-    # Within half a second the main thread is caught inside TensorFlow nearly always; a
-    # run that never lets this thread see it (2 of 4 full suites on 2026-12-01) is still
-    # interrupted mid-period rather than left to finish.
-    deadline = time.monotonic() + 0.5
-    while time.monotonic() < deadline:
+    while True:
         frame = sys._current_frames().get(main_thread)
         while frame is not None:
             if f"{os.sep}tensorflow{os.sep}" in frame.f_code.co_filename:
                 return die()
             frame = frame.f_back
         time.sleep(1e-4)
-    return die()
 
 
 def dying_before_renaming_onto_name(rename):
