@@ -57,7 +57,7 @@ task it never saw. The MLP's output layer starts at zero and the
 schedule weights w, p and o at zero, so an untrained rule is Adam with a
 per-tensor normalised step of size exp(log_lr) = ``learning_rate``
 (``tensor_rms``) or exactly Adam(``learning_rate``) (``adam``); meta-training
-learns the corrections, the schedule and p.
+learns the corrections, the schedule, p and o.
 """
 
 import keras
