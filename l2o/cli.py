@@ -17,21 +17,25 @@ from l2o import api
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with file descriptor 2 muted.
+def _import_backend_quietly():
+    """Imports Keras and the backend it runs on with file descriptor 2 muted.
 
-    Its C++ start-up lines (oneDNN notice, CUDA probing) are written before any
-    log level applies; they would bury a command's one-line error.
+    TensorFlow's C++ start-up lines (oneDNN notice, CUDA probing) are written
+    before any log level applies; they would bury a command's one-line error.
     """
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
 
 OVERRIDES_HELP = "section/key=value overrides, e.g. strategy/num_periods=3"
 INTERRUPTED = dict.fromkeys(("train", "resume"), ": the last finished period is checkpointed; "
@@ -44,7 +48,7 @@ class UsageError(Exception):
 
 def _entry(function):
     def main(argv=None):
-        _import_tensorflow_quietly()
+        _import_backend_quietly()
         from l2o.validation import ConfigError, first_line
 
         try:

@@ -163,11 +163,14 @@ def plot(directory):
         figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2),
                                     squeeze=False)
         for axis, (key, title, log_scale) in zip(axes[0], panels):
+            # A log axis needs a finite positive value (a run that overflowed has none).
+            loggable = False
             for rank, label in enumerate(labels):
                 result = results[label]
                 if prefix + key not in result:
                     continue
                 values = result[prefix + key]
+                loggable = loggable or bool(np.any(np.isfinite(values) & (values > 0)))
                 x = (result[prefix + "validation_step"] if key.startswith("validation")
                      else np.arange(1, values.shape[1] + 1))
                 colour = "C3" if label.startswith("learned") else BASELINE_COLOURS[
@@ -180,7 +183,7 @@ def plot(directory):
             axis.set_title(title)
             axis.set_xlabel("step")
             axis.grid(alpha=0.3)
-            if log_scale:
+            if log_scale and loggable:
                 axis.set_yscale("log")
         axes[0][0].legend(fontsize=8)
         figure.suptitle(f"{os.path.basename(os.path.normpath(directory))}: problem {index} "

@@ -36,6 +36,8 @@ class Stream(enum.IntEnum):
     # truncation's noise seed and the pair's index, so that a pair's noise is the same
     # whichever process (or distributed worker) draws it.
     PARTICLE_NOISE = 12
+    # A learned optimiser's initial meta-weights: one initializer's draw, keyed by its seed.
+    META_WEIGHTS = 13
 
 
 def rng(stream, *keys):

@@ -61,16 +61,15 @@ class MetaTrainer:
         self.meta_optimizer = keras.optimizers.get(copy.deepcopy(config["optimizer"]))
         self.meta_optimizer.build(variables)
         # Compiled: an eager Keras apply costs several milliseconds per truncation.
-        self._apply = {"meta_loss": backend.compile_fn(
-            lambda grads: self.meta_optimizer.apply(grads, variables))}
+        self._apply = {"meta_loss": self._compiled_apply(self.meta_optimizer)}
         self.imitation_optimizer = self.meta_optimizer
         if training["imitation_optimizer"] is not None:
             self.imitation_optimizer = keras.optimizers.get(
                 copy.deepcopy(training["imitation_optimizer"]))
             self.imitation_optimizer.build(variables)
         self._apply["imitation_loss"] = self._apply["meta_loss"] \
-            if self.imitation_optimizer is self.meta_optimizer else backend.compile_fn(
-                lambda grads: self.imitation_optimizer.apply(grads, variables))
+            if self.imitation_optimizer is self.meta_optimizer else \
+            self._compiled_apply(self.imitation_optimizer)
         self.teachers = [[Teacher(spec, problem) for spec in training["teachers"]]
                          for problem in self.problems]
         self.estimators = optimizer_class.gradient_estimators(
@@ -94,6 +93,12 @@ class MetaTrainer:
             self.remote = distributed.Workers(target, **config["distributed"])
             for key, estimator in parts.items():
                 estimator.place_on(self.remote, key)
+
+    def _compiled_apply(self, optimizer):
+        """``grads -> None``: one step of ``optimizer`` (built) on the meta-weights."""
+        variables = list(self.meta_variables.values())
+        return backend.compile_fn(lambda grads: optimizer.apply(grads, variables),
+                                  variables=variables + list(optimizer.variables))
 
     def train_epoch(self, period, epoch, sample_unroll, imitation_probability=0.0,
                     on_truncation=lambda **_: None):

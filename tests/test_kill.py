@@ -6,7 +6,6 @@ moment: inside a truncation, before a checkpoint file is written, or after it is
 before the rename that puts it in place.
 """
 
-import collections
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ import yaml
 from conftest import ROOT, tiny_config
 
 from l2o import checkpoints
+from l2o.backend.summaries import read_scalars
 
 # python -c INTERRUPTED_CLI SIGNAL MOMENT FILE N COMMAND ARGS...: runs l2o.cli.COMMAND(ARGS) and
 # sends itself SIGNAL at the N-th checkpoints.save of a file named FILE, at MOMENT: "write" on
@@ -125,19 +125,6 @@ def finished_period(run):
     return checkpoints.load(str(last))[1]["period"] if last.exists() else None
 
 
-def tensorboard_scalars(run):
-    """``{(tag, step): [values]}`` over every event file of the run."""
-    import tensorflow as tf
-
-    scalars = collections.defaultdict(list)
-    for name in os.listdir(run / "tensorboard"):
-        for record in tf.data.TFRecordDataset(str(run / "tensorboard" / name)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                scalars[value.tag, event.step].append(float(tf.make_ndarray(value.tensor)))
-    return scalars
-
-
 def assert_same_outcome(run, reference):
     """Checkpoints (every array; metadata but timing) and logs equal the uninterrupted run's."""
     folder, reference_folder = run / "checkpoints", reference / "checkpoints"
@@ -153,7 +140,8 @@ def assert_same_outcome(run, reference):
                           .splitlines()] for r in (run, reference))
     assert [record["period"] for record in records] == list(range(PERIODS))
     assert [without_timing(r) for r in records] == [without_timing(r) for r in expected]
-    scalars, expected_scalars = tensorboard_scalars(run), tensorboard_scalars(reference)
+    scalars = read_scalars(run / "tensorboard")
+    expected_scalars = read_scalars(reference / "tensorboard")
     assert scalars.keys() == expected_scalars.keys()
     for (tag, step), values in expected_scalars.items():
         assert len(scalars[tag, step]) == len(values), f"tensorboard {tag} step {step}"

@@ -88,8 +88,9 @@ class OfflineMetaLearner:
         self.variables = tree.flatten(self.params) + self.meta_variables
         self.meta_optimizer = meta_optimizer
         meta_optimizer.build(self.variables)
-        self._step = backend.compile_fn(self._meta_step)
-        self._adapt = backend.compile_fn(self._adapt_tasks)
+        self._step = backend.compile_fn(
+            self._meta_step, variables=self.variables + list(meta_optimizer.variables))
+        self._adapt = backend.compile_fn(self._adapt_tasks, variables=self.variables)
 
     def _adapt_tasks(self, params, inner_batches):
         return ops.vectorized_map(
@@ -150,7 +151,8 @@ class OnlineMetaLearner:
         self.state = optimizer.init(self.params)
         self.meta_optimizer = meta_optimizer
         meta_optimizer.build(self.meta_variables)
-        self._step = backend.compile_fn(self._meta_step)
+        self._step = backend.compile_fn(
+            self._meta_step, variables=self.meta_variables + list(meta_optimizer.variables))
 
     def _meta_step(self, params, state, inner_batches, outer_batch):
         def outer_loss():

@@ -83,9 +83,9 @@ class TBPTT(GradientEstimator):
                 params, state, batches, initial_loss)
             return value, params, state, losses, blew_up
 
-        self.estimate = backend.compile_fn(estimate, jit_compile, relax_leading_dim=True)
-        self.imitate = backend.compile_fn(imitate, jit_compile, relax_leading_dim=True)
-        self.evaluate = backend.compile_fn(evaluate, jit_compile, relax_leading_dim=True)
+        self.estimate, self.imitate, self.evaluate = (
+            backend.compile_fn(fn, jit_compile, relax_leading_dim=True, variables=variables)
+            for fn in (estimate, imitate, evaluate))
         self.initial_loss = backend.compile_fn(problem.loss, jit_compile)
 
     # ------------------------------------------------------------------ trajectories

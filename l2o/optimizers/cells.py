@@ -4,15 +4,81 @@ import keras
 import numpy as np
 from keras import ops
 
+from l2o.streams import Stream, rng
+
 
 def seeded_initializer(name, seed):
-    """A Keras initializer from its name, with its seed set where it takes one."""
+    """``shape -> float32 array``: the Keras initializer ``name`` drawn from the numpy
+    stream ``META_WEIGHTS`` at ``seed``.
+
+    Keras's own draws depend on the backend; these do not, so a run starts from
+    the same meta-weights on TensorFlow and on JAX. The random initializers are
+    Keras's, with their configured parameters: the variance-scaling family
+    (glorot, he, lecun: n = fan_in, fan_out or their mean, per ``mode``, from the
+    last two axes times the receptive field; variance scale / n, as a uniform on
+    +-sqrt(3 var), a normal, or a normal truncated at 2 standard deviations whose
+    standard deviation is sqrt(var) / 0.8796), orthogonal (gain times the Q of a
+    Gaussian matrix's QR, signs fixed by R's diagonal), random normal, uniform and
+    truncated normal. Deterministic ones (zeros, ones, constant, identity) are
+    Keras's.
+    """
     initializer = keras.initializers.get(name)
-    config = initializer.get_config()
-    if "seed" in config:
-        config["seed"] = int(seed)
-        initializer = type(initializer).from_config(config)
-    return initializer
+    if "seed" not in initializer.get_config():
+        return lambda shape: np.asarray(initializer(shape), np.float32)
+    draw = _NUMPY_DRAWS.get(type(initializer).__name__)
+    if draw is None and isinstance(initializer, keras.initializers.VarianceScaling):
+        draw = _variance_scaling
+    if draw is None:
+        raise ValueError(f"initializer {name!r} has no backend-neutral draw: use a "
+                         "variance-scaling (glorot_*, he_*, lecun_*), orthogonal, random_normal, "
+                         "random_uniform or truncated_normal initializer")
+    return lambda shape: draw(rng(Stream.META_WEIGHTS, seed), tuple(shape), initializer) \
+        .astype(np.float32)
+
+
+def _truncated_normal(generator, shape, mean, stddev):
+    values = generator.standard_normal(shape)
+    outside = np.abs(values) > 2.0
+    while outside.any():
+        values[outside] = generator.standard_normal(int(outside.sum()))
+        outside = np.abs(values) > 2.0
+    return mean + stddev * values
+
+
+def _variance_scaling(generator, shape, initializer):
+    receptive_field = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in = (shape[-2] if len(shape) > 1 else shape[0]) * receptive_field
+    fan_out = shape[-1] * receptive_field
+    fans = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}
+    variance = initializer.scale / max(1.0, fans[initializer.mode])
+    if initializer.distribution == "uniform":
+        limit = np.sqrt(3.0 * variance)
+        return generator.uniform(-limit, limit, shape)
+    if initializer.distribution == "untruncated_normal":
+        return np.sqrt(variance) * generator.standard_normal(shape)
+    return _truncated_normal(generator, shape, 0.0, np.sqrt(variance) / 0.87962566103423978)
+
+
+def _orthogonal(generator, shape, initializer):
+    rows, columns = int(np.prod(shape[:-1])), shape[-1]
+    gaussian = generator.standard_normal((max(rows, columns), min(rows, columns)))
+    q, r = np.linalg.qr(gaussian)
+    q = q * np.sign(np.diag(r))
+    if rows < columns:
+        q = q.T
+    return initializer.gain * q.reshape(shape)
+
+
+_NUMPY_DRAWS = {
+    "OrthogonalInitializer": _orthogonal,
+    "Orthogonal": _orthogonal,
+    "RandomNormal": lambda generator, shape, initializer: initializer.mean
+    + initializer.stddev * generator.standard_normal(shape),
+    "RandomUniform": lambda generator, shape, initializer: generator.uniform(
+        initializer.minval, initializer.maxval, shape),
+    "TruncatedNormal": lambda generator, shape, initializer: _truncated_normal(
+        generator, shape, initializer.mean, initializer.stddev),
+}
 
 
 def init_lstm(prefix, input_dim, units, seed, kernel_initializer="glorot_uniform",

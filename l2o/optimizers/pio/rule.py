@@ -258,7 +258,8 @@ def fit_sampler(rule, energy, dimension, iterations, learning_rate=1e-3, seed=0,
         optimizer.apply(grads, list(variables.values()))
         return value
 
-    train_step = backend.compile_fn(train_step)
+    train_step = backend.compile_fn(
+        train_step, variables=list(variables.values()) + list(optimizer.variables))
     for iteration in range(iterations):
         value = train_step(ops.convert_to_tensor(iteration, "int32"))
         if progress is not None:

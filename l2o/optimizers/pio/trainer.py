@@ -66,8 +66,8 @@ class DriftEstimator(GradientEstimator):
             return (ops.mean(result["loss"]) / dimension,
                     problem.loss(unflatten_like(chosen, like), validation))
 
-        self._objective_and_grads = backend.compile_fn(objective_and_grads)
-        self._validate_step = backend.compile_fn(validate_step)
+        self._objective_and_grads = backend.compile_fn(objective_and_grads, variables=variables)
+        self._validate_step = backend.compile_fn(validate_step, variables=variables)
 
     def _batch(self, seed, start):
         return tuple(ops.convert_to_tensor(b[0]) for b in self.problem.batches(seed, start, 1))

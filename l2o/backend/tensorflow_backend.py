@@ -1,11 +1,4 @@
-"""Everything that is specific to the TensorFlow backend.
-
-The optimiser and problem maths elsewhere in the package is written with
-``keras.ops``; this module holds what Keras has no portable spelling for:
-differentiation, graph compilation, while-loops with a per-step output,
-TensorBoard writers and the compiled Keras training step used in evaluation.
-A JAX backend would replace this module.
-"""
+"""The TensorFlow side of ``l2o.backend`` (see its docstring for the interface)."""
 
 import numpy as np
 import tensorflow as tf
@@ -104,11 +97,13 @@ def stop_gradient(tensors):
     return tf.nest.map_structure(tf.stop_gradient, tensors)
 
 
-def compile_fn(fn, jit_compile=False, relax_leading_dim=False):
+def compile_fn(fn, jit_compile=False, relax_leading_dim=False, variables=()):
     """Compiles ``fn`` into a graph function, optionally with XLA.
 
     ``relax_leading_dim`` lets one trace serve every unroll length: XLA needs
     static loop bounds, so with ``jit_compile`` a trace per length is kept.
+    ``variables`` (read or assigned by ``fn``) need no declaring here: a
+    ``tf.function`` tracks the variables it touches.
     """
     return tf.function(fn, jit_compile=bool(jit_compile),
                        reduce_retracing=relax_leading_dim and not jit_compile)
@@ -185,19 +180,6 @@ def eagerly():
 
 def accelerator_available():
     return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
-
-
-class ScalarLog:
-    """TensorBoard scalars under ``logdir``."""
-
-    def __init__(self, logdir):
-        self._writer = tf.summary.create_file_writer(logdir)
-
-    def write(self, step, scalars):
-        with self._writer.as_default():
-            for name, value in scalars.items():
-                tf.summary.scalar(name, value, step=step)
-        self._writer.flush()
 
 
 def make_train_step(loss_fn, variables, optimizer, jit_compile=False):
