@@ -1,12 +1,12 @@
 """What ``test_backends.py`` compares across Keras backends, computed on the one this process runs.
 
-    KERAS_BACKEND=jax python tests/backend_probe.py OUT.npz [float64]
+    KERAS_BACKEND=jax python tests/backend_probe.py OUT.npz
 
 Writes numpy arrays: for DM and ScaleHierarchical, the initial meta-weights
 and TBPTT meta-gradients; ES and PES estimates for DM (each the second
 truncation's of a fresh trajectory);
 PIO's drift u(x, t) in its ``f`` and ``grad`` formats and the gradient of its
-sum w.r.t. the drift network; and, with ``float64``, DM's TBPTT gradient along
+sum w.r.t. the drift network; and, in float64, DM's TBPTT gradient along
 random directions next to central finite differences of the meta-loss.
 Everything random is drawn from numpy streams, so both backends see the same
 inputs.
@@ -16,8 +16,9 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if sys.argv[2:] == ["float64"]:
-    os.environ["JAX_ENABLE_X64"] = "1"  # else JAX computes float64 requests in float32
+if __name__ == "__main__":
+    # Else JAX computes float64 requests in float32 (float32 inputs stay float32 either way).
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
@@ -134,16 +135,18 @@ def finite_differences(out):
     out["fd/exact"], out["fd/finite"] = np.array(exact), np.array(finite)
 
 
-def main(path, precision="float32"):
+def probe():
+    """Every array this module computes, by name."""
     out = {"backend": np.array(keras.backend.backend())}
-    if precision == "float64":
-        keras.backend.set_floatx("float64")
+    tbptt_and_particles(out)
+    pio_drift(out)
+    keras.backend.set_floatx("float64")
+    try:
         finite_differences(out)
-    else:
-        tbptt_and_particles(out)
-        pio_drift(out)
-    np.savez(path, **out)
+    finally:
+        keras.backend.set_floatx("float32")
+    return out
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    np.savez(sys.argv[1], **probe())

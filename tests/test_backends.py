@@ -5,13 +5,14 @@ meta-gradients (DM, ScaleHierarchical), ES and PES estimates, PIO's drift and
 its gradient; here it runs in this (TensorFlow) process and in a
 ``KERAS_BACKEND=jax`` child, and every array must agree to 1e-4 relative
 (float32). In float64, each backend's TBPTT gradient must match central finite
-differences of its own meta-loss.
+differences of its own meta-loss. A run moves between backends mid-way.
 """
 
 import os
 import subprocess
 import sys
 
+import backend_probe
 import numpy as np
 import pytest
 import yaml
@@ -24,12 +25,15 @@ PROBE = os.path.join(ROOT, "tests", "backend_probe.py")
 pytest.importorskip("jax")
 
 
-def probe(backend, path, *precision):
-    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    completed = subprocess.run([sys.executable, PROBE, str(path), *precision], env=environment,
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory):
+    """``backend_probe``'s arrays on TensorFlow (this process) and on JAX (a child)."""
+    path = tmp_path_factory.mktemp("probe") / "jax.npz"
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    completed = subprocess.run([sys.executable, PROBE, str(path)], env=environment,
                                capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return np.load(path)
+    return {"tensorflow": backend_probe.probe(), "jax": dict(np.load(path))}
 
 
 def relative_difference(a, b):
@@ -37,12 +41,11 @@ def relative_difference(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
 
 
-def test_meta_gradients_agree_across_backends(tmp_path):
-    tensorflow = probe("tensorflow", tmp_path / "tensorflow.npz")
-    jax = probe("jax", tmp_path / "jax.npz")
+def test_meta_gradients_agree_across_backends(probes):
+    tensorflow, jax = probes["tensorflow"], probes["jax"]
     assert str(tensorflow["backend"]) == "tensorflow" and str(jax["backend"]) == "jax"
-    names = [name for name in tensorflow.files if name != "backend"]
-    assert sorted(names) == sorted(name for name in jax.files if name != "backend")
+    names = [name for name in tensorflow if name != "backend"]
+    assert sorted(names) == sorted(name for name in jax if name != "backend")
     for group in ("DM/initial/", "DM/tbptt/grad", "ScaleHierarchical/tbptt/grad", "es/grad",
                   "pes/grad", "pio/f/grad/", "pio/grad/grad/"):
         assert any(name.startswith(group) for name in names), group
@@ -57,9 +60,8 @@ def test_meta_gradients_agree_across_backends(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_tbptt_gradient_matches_finite_differences_in_float64(tmp_path, backend):
-    result = probe(backend, tmp_path / "fd.npz", "float64")
-    exact, finite = result["fd/exact"], result["fd/finite"]
+def test_tbptt_gradient_matches_finite_differences_in_float64(probes, backend):
+    exact, finite = probes[backend]["fd/exact"], probes[backend]["fd/finite"]
     assert np.all(np.abs(exact) > 1e-6)
     np.testing.assert_allclose(exact, finite, rtol=1e-5)
 
