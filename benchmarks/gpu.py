@@ -1,6 +1,7 @@
 """Meta-training and model.fit speed under Keras's JAX backend, on every platform JAX finds.
 
     KERAS_BACKEND=jax python benchmarks/gpu.py [--quick] [--data DIR] [--out FILE]
+        [--parts abc] [--particles N ...] [--cpu-particles N ...]
 
 TensorFlow is not needed (the GPU machine has none). All numbers come from one process,
 each the median of interleaved rounds after one untimed call that compiles.
@@ -13,11 +14,13 @@ each the median of interleaved rounds after one untimed call that compiles.
     each truncation's result, as the trainer must (it decides restarts from it). Inner
     steps per second and their ratio; and the largest relative difference between the
     two meta-gradients (per tensor, ||a - b|| / ||b||) from the same meta-weights,
-    parameters and batches, so that the two are seen to compute the same thing.
+    parameters and batches (float32 matrix products), so that the two are seen to
+    compute the same thing.
 (b) PES on the same problem: truncations of all N particles at once through the
     toolkit's PES estimator (lockstep, so the particles share each batch), particles x
     inner steps per second, for each N on the default device (a GPU when there is one)
-    and on the CPU (``jax.default_device``).
+    and on the CPU (``jax.default_device``). N = 4096 holds some 20 GB of LSTM states:
+    ``--cpu-particles 8 64 512`` spares a CPU the largest size.
 (c) model.fit milliseconds per step of the learned optimisers with fresh meta-weights
     (DM, RNNProp, ScaleHierarchical) against Keras's Adam, on an MLP 784-1024-1024-10
     (ReLU) at batch 1024 and a small CNN (Keras's MNIST convnet without dropout) at
@@ -25,8 +28,9 @@ each the median of interleaved rounds after one untimed call that compiles.
 
 MNIST is the IDX folder ``DIR/mnist`` (``--data``, default ``$L2O_DATA``, else
 ../shared/data); without it (a) and (b) run on random images of MNIST's shape, and the
-output says so. ``--quick`` shrinks everything to run in seconds on a laptop CPU (the
-sizes are in the output); the tables go to stdout and to ``--out`` as markdown.
+output says so. ``--quick`` shrinks everything (MNIST resized to 8x8, unroll 5, N in
+{8, 64}, MLP 784-64-10 and a tiny CNN at batch 128) to run in under a minute on two CPU
+cores. The tables go to stdout and to ``--out`` as markdown.
 """
 
 import argparse
@@ -54,7 +58,7 @@ from l2o.trainer import MetaTrainer
 REFERENCE = ["problems/0/kwargs/layers=[20]", "problems/0/kwargs/activation=sigmoid",
              "problems/0/kwargs/batch_size=128", "network/layers=[20, 20]",
              "training/depth=1", "training/epochs=1"]
-FULL = {"unroll": 20, "truncations": 20, "rounds": 3, "particles": [8, 64, 512, 4096],
+FULL = {"unroll": 20, "truncations": 20, "rounds": 5, "particles": [8, 64, 512, 4096],
         "pes_rounds": 5, "fit_steps": 50, "fit_rounds": 3, "image_size": None,
         "mlp": [1024, 1024], "batch": 1024, "cnn": "mnist_convnet"}
 QUICK = {"unroll": 5, "truncations": 2, "rounds": 2, "particles": [8, 64], "pes_rounds": 2,
