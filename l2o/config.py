@@ -26,7 +26,8 @@ import l2o.optimizers
 import l2o.problems
 import l2o.strategies  # noqa: F401
 from l2o import distributed, references
-from l2o.estimators.unroll import step_weights
+from l2o.estimators.unroll import META_OBJECTIVES, objective_needs, step_weights
+from l2o.problems.base import offered
 from l2o.registry import OPTIMIZERS, PROBLEMS, STRATEGIES
 from l2o.validation import (
     ConfigError,
@@ -79,6 +80,10 @@ DEFAULTS = {
         "meta_batch": "sequential",
         # Weights of the per-step terms of the meta-loss: sum, mean or final.
         "unroll_weights": "mean",
+        # What each inner step scores (the PES paper's objectives): train_sum_loss, the
+        # training loss; val_sum_loss, the loss on a validation minibatch after the step;
+        # train_sum_acc and val_sum_acc, accuracies, maximised (ES and PES only).
+        "meta_objective": "train_sum_loss",
         # Differentiate through the inner gradients (False: the DM paper's
         # cheaper first-order approximation).
         "second_order": True,
@@ -151,6 +156,7 @@ CHOICES = {
     "training/estimator": ("tbptt", "es", "pes"),
     "training/stagger": ("lockstep", "breakstep"),
     "training/meta_batch": ("sequential", "averaged"),
+    "training/meta_objective": META_OBJECTIVES,
 }
 # Keys whose values may take more than one type; their own checks validate them.
 UNTYPED = {"training/jit_compile", "strategy/unroll_distribution", "strategy/schedule",
@@ -341,6 +347,7 @@ def validate(config):
     if training["p_teacher"] > 0 and not training["teachers"]:
         raise ConfigError("training/p_teacher: is positive but training/teachers is empty")
     _check_estimator(training)
+    _check_meta_objective(config)
     if training["estimator"] != "tbptt" and config["loss_args"]["obj_train_max_multiplier"] > 0:
         raise ConfigError("loss_args/obj_train_max_multiplier: ES and PES do not restart single "
                           "diverging particles; it must be <= 0 with training/estimator "
@@ -394,6 +401,21 @@ def _check_estimator(training):
         if training[key] != neutral:
             raise ConfigError(f"training/{key}: must be {neutral} with training/estimator "
                               f"{training['estimator']}, got {training[key]!r}")
+
+
+def _check_meta_objective(config):
+    """Accuracy has no gradient for TBPTT; every training problem must have what is scored."""
+    objective, estimator = config["training"]["meta_objective"], config["training"]["estimator"]
+    needs = objective_needs(objective)
+    if "accuracy" in needs and estimator == "tbptt":
+        raise ConfigError(f"training/meta_objective: {objective} scores accuracy, which has no "
+                          f"gradient to backpropagate; use training/estimator es or pes")
+    for index, spec in enumerate(config["problems"]):
+        missing = needs - offered(PROBLEMS[spec["target"]], spec["kwargs"])
+        if missing:
+            raise ConfigError(f"problems/{index}/target: {spec['target']} has no "
+                              f"{' and no '.join(sorted(missing))}, which training/meta_objective "
+                              f"{objective} scores")
 
 
 def _get(config, name):

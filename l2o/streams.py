@@ -38,6 +38,8 @@ class Stream(enum.IntEnum):
     PARTICLE_NOISE = 12
     # A learned optimiser's initial meta-weights: one initializer's draw, keyed by its seed.
     META_WEIGHTS = 13
+    # The validation minibatch a validation meta-objective scores at a (seed, step).
+    VALIDATION_DATA = 14
 
 
 def rng(stream, *keys):

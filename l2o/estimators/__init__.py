@@ -30,7 +30,8 @@ def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
     training = config["training"]
     weights = references.loaded("training/unroll_weights", training["unroll_weights"])
     tbptt = TBPTT(rule, problem, meta_variables, config["loss_args"], weights,
-                  training["second_order"], jit_compile, training["parameter_scale_spread"])
+                  training["second_order"], jit_compile, training["parameter_scale_spread"],
+                  training["meta_objective"])
     if training["estimator"] == "tbptt":
         return tbptt
     return ParticleEstimator(training["estimator"], tbptt, sigma=training["sigma"],

@@ -12,8 +12,9 @@ particle's state is ``{"seed", "params", "opt", "initial_loss", "scales"}``:
 the seed of its inner run (which fixes its initial parameters, its batches
 and its random parameter scaling), its parameters and optimiser state, f_0
 for the meta-loss, and the scales of ``training/parameter_scale_spread``. Each particle's
-truncation is scored by the same ``meta_loss`` as TBPTT's. Particles at the
-same (seed, step) share one copy of their batches; otherwise each gets its own.
+truncation is scored by the same ``meta_loss`` and meta-objective as TBPTT's. Particles at
+the same (seed, step) share one copy of their batches (and validation minibatches);
+otherwise each gets its own.
 
 Distributed (``distributed/workers`` N > 0): a population's shards
 (``l2o.estimators.es``) live on N workers (``l2o.distributed``), shard w on
@@ -26,6 +27,7 @@ of the estimate (one vector) and the shard's losses.
 import itertools
 import weakref
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -44,8 +46,9 @@ class ParticleTruncations:
     order that ``flatten`` and ``unflatten`` use.
     """
 
-    def __init__(self, rule, problem, template, new_trajectory, loss_args, unroll_weights):
-        self.problem, self.new_trajectory = problem, new_trajectory
+    def __init__(self, rule, problem, template, new_trajectory, loss_args, unroll_weights,
+                 objective):
+        self.problem, self.new_trajectory, self.objective = problem, new_trajectory, objective
         self.names = list(template)
         self._like = [np.zeros(np.shape(template[name]), np.float32) for name in self.names]
 
@@ -53,10 +56,12 @@ class ParticleTruncations:
             def one(elements):
                 theta, params, opt, initial_loss, scales, *own = elements
                 meta = dict(zip(self.names, unflatten_like(theta, self._like)))
-                params, opt, losses, _ = unroll(rule, problem, meta, params, opt,
-                                                batches if shared else own[0],
-                                                second_order=False, scales=scales)
-                return meta_loss(losses, initial_loss, loss_args, unroll_weights), params, opt
+                data, held_out = batches if shared else own[0]
+                params, opt, _, scores = unroll(rule, problem, meta, params, opt, data,
+                                                second_order=False, scales=scales,
+                                                objective=objective, held_out=held_out)
+                return meta_loss(scores, initial_loss, loss_args, unroll_weights,
+                                 objective.name), params, opt
 
             elements = (thetas, params, opt, initial_losses, scales) + (
                 () if shared else (batches,))
@@ -80,18 +85,23 @@ class ParticleTruncations:
                 "opt": trajectory.state, "initial_loss": trajectory.initial_loss,
                 "scales": scales}
 
+    def data(self, seed, step, length):
+        """(training batches, validation minibatches) of steps ``step`` .. of run ``seed``."""
+        return (self.problem.batches(seed, step, length),
+                self.objective.held_out(seed, step + 1, length))
+
     def unroll(self, thetas, states, steps, length):
         seeds = ops.convert_to_numpy(states["seed"])
         keys = list(zip(seeds.tolist(), np.asarray(steps).tolist()))
         shared = len(set(keys)) == 1
         if shared:
-            batches = self.problem.batches(keys[0][0], keys[0][1], length)
+            data = self.data(*keys[0], length)
         else:
-            per_particle = [self.problem.batches(seed, step, length) for seed, step in keys]
-            batches = tuple(np.stack(parts) for parts in zip(*per_particle))
+            data = keras.tree.map_structure(lambda *parts: np.stack(parts),
+                                            *[self.data(seed, step, length) for seed, step in keys])
         losses, params, opt = self._truncation(
             thetas, states["params"], states["opt"], states["initial_loss"], states["scales"],
-            tuple(ops.convert_to_tensor(b) for b in batches), shared)
+            keras.tree.map_structure(ops.convert_to_tensor, data), shared)
         return losses, {**states, "params": params, "opt": opt}
 
 
@@ -113,7 +123,7 @@ class ParticleEstimator(GradientEstimator):
         template = {name: v.numpy() for name, v in self.meta_variables.items()}
         self.truncations = ParticleTruncations(
             tbptt.rule, tbptt.problem, template, tbptt.new_trajectory,
-            tbptt.loss_args, tbptt.unroll_weights)
+            tbptt.loss_args, tbptt.unroll_weights, tbptt.objective)
         self.workers = self.key = None
 
     def distributable(self, key):

@@ -18,7 +18,7 @@ from keras import ops
 
 from l2o import backend, tree
 from l2o.estimators.base import GradientEstimate, GradientEstimator
-from l2o.estimators.unroll import exploded, meta_loss, unroll
+from l2o.estimators.unroll import MetaObjective, exploded, meta_loss, unroll
 from l2o.streams import Stream, rng
 
 
@@ -43,34 +43,39 @@ class TBPTT(GradientEstimator):
 
     ``parameter_scale_spread`` s > 0 makes each training trajectory's loss
     f(c * theta) with c = exp(U(-s, s)) per coordinate (validation runs are
-    never scaled).
+    never scaled). ``meta_objective`` names what the meta-loss scores
+    (``l2o.estimators.unroll``); a trajectory's ``initial_loss`` is f_0 on
+    the data it scores.
     """
 
     def __init__(self, rule, problem, meta_variables, loss_args, unroll_weights,
-                 second_order=True, jit_compile=False, parameter_scale_spread=0.0):
+                 second_order=True, jit_compile=False, parameter_scale_spread=0.0,
+                 meta_objective="train_sum_loss"):
         self.rule, self.problem = rule, problem
         self.meta_variables = meta_variables
         self.parameter_scale_spread = parameter_scale_spread
         self.loss_args, self.unroll_weights = loss_args, unroll_weights
+        self.objective = objective = MetaObjective(meta_objective, problem)
         variables = list(meta_variables.values())
 
         def meta_weights():
             return {name: ops.convert_to_tensor(v) for name, v in self.meta_variables.items()}
 
-        def scored_unroll(params, state, batches, initial_loss, scales=None):
-            params, state, losses, _ = unroll(rule, problem, meta_weights(), params, state,
-                                              batches, second_order, scales)
-            value = meta_loss(losses, initial_loss, loss_args, unroll_weights)
-            return value, (params, state, losses, exploded(losses, initial_loss, loss_args))
+        def scored_unroll(params, state, batches, initial_loss, scales=None, held_out=()):
+            params, state, losses, scores = unroll(
+                rule, problem, meta_weights(), params, state, batches, second_order, scales,
+                objective=objective, held_out=held_out)
+            value = meta_loss(scores, initial_loss, loss_args, unroll_weights, objective.name)
+            return value, (params, state, losses, exploded(scores, initial_loss, loss_args))
 
         def imitation_unroll(params, state, batches, targets, scales=None):
             params, state, _, distances = unroll(rule, problem, meta_weights(), params, state,
                                                  batches, second_order, scales, targets)
             return ops.mean(distances), (params, state)
 
-        def estimate(params, state, batches, initial_loss, scales=None):
+        def estimate(params, state, batches, initial_loss, scales=None, held_out=()):
             (value, (params, state, losses, blew_up)), grads = backend.value_and_grad(
-                scored_unroll, variables)(params, state, batches, initial_loss, scales)
+                scored_unroll, variables)(params, state, batches, initial_loss, scales, held_out)
             return value, grads, tree.all_finite([value, *grads]), params, state, losses, blew_up
 
         def imitate(params, state, batches, targets, scales=None):
@@ -78,9 +83,9 @@ class TBPTT(GradientEstimator):
                 imitation_unroll, variables)(params, state, batches, targets, scales)
             return value, grads, tree.all_finite([value, *grads]), params, state
 
-        def evaluate(params, state, batches, initial_loss):
+        def evaluate(params, state, batches, initial_loss, held_out=()):
             value, (params, state, losses, blew_up) = scored_unroll(
-                params, state, batches, initial_loss)
+                params, state, batches, initial_loss, held_out=held_out)
             return value, params, state, losses, blew_up
 
         self.estimate, self.imitate, self.evaluate = (
@@ -106,9 +111,15 @@ class TBPTT(GradientEstimator):
         # Starting from theta_0 / scales keeps the scaled problem's starting point f(theta_0).
         initial = [ops.convert_to_tensor(p) for p in self.problem.init(seed)]
         params = initial if scales is None else [p / s for p, s in zip(initial, scales)]
-        first_batch = tuple(ops.convert_to_tensor(b[0]) for b in self.problem.batches(seed, 0, 1))
+        first = self.objective.held_out(seed, 0, 1) if self.objective.on_validation \
+            else self.problem.batches(seed, 0, 1)
+        first_batch = tuple(ops.convert_to_tensor(b[0]) for b in first)
         return Trajectory(seed=seed, params=params, state=self.rule.init_state(params, seed),
                           initial_loss=self.initial_loss(initial, first_batch), scales=scales)
+
+    def held_out(self, trajectory, length):
+        """The validation minibatches that the next ``length`` steps of ``trajectory`` score."""
+        return self.objective.held_out(trajectory.seed, trajectory.step + 1, length)
 
     # ------------------------------------------------------------------ GradientEstimator
 
@@ -127,7 +138,7 @@ class TBPTT(GradientEstimator):
         else:
             value, grads, usable, params, state, _, blew_up = self.estimate(
                 trajectory.params, trajectory.state, batches, trajectory.initial_loss,
-                trajectory.scales)
+                trajectory.scales, self.held_out(trajectory, length))
             kind = "meta_loss"
         usable = bool(usable)
         advanced = dataclasses.replace(trajectory, params=params, state=state,
@@ -139,7 +150,8 @@ class TBPTT(GradientEstimator):
         trajectory = self.new_trajectory(seed)
         batches = self.problem.batches(trajectory.seed, 0, unroll)
         value, _, _, losses, _ = self.evaluate(trajectory.params, trajectory.state, batches,
-                                               trajectory.initial_loss)
+                                               trajectory.initial_loss,
+                                               self.held_out(trajectory, unroll))
         return {"validation_meta_loss": float(value),
                 "validation_final_loss": float(losses[-1])}
 

@@ -16,6 +16,25 @@ scalar tensor) and, following ``loss_args``, phi(f) = r or log(r) with
 
 where f_0 is the loss at the start of the trajectory, held constant.
 
+``training/meta_objective`` chooses what each step scores (the PES paper's
+objectives; ``train_sum_loss``, the default, is the above):
+
+    train_sum_loss   s_t = f_t = loss(theta_{t-1}, b_t)
+    train_sum_acc    s_t = accuracy(theta_{t-1}, b_t)
+    val_sum_loss     s_t = loss(theta_t, v_t)
+    val_sum_acc      s_t = accuracy(theta_t, v_t)
+
+with v_t the validation minibatch of step t, drawn from the problem's
+validation split by (seed, step) alone (``Problem.validation_batches``), the
+size of a training batch. The loss objectives are scored as above with s_t
+for f_t; for ``val_sum_loss`` the f_0 of the ratio is loss(theta_0, v_0),
+and so is the reference of ``obj_train_max_multiplier``. Accuracies are
+maximised, with ``unroll_weights`` only and no ``loss_args``:
+
+    meta_loss = - sum_t w_t s_t
+
+Accuracy has no gradient: its objectives serve ES and PES, never TBPTT.
+
 Imitation truncations score instead the mean over steps of the squared
 distance per coordinate between the learned optimiser's parameters after
 each step and a teacher's (a Keras optimiser run from the same parameters on
@@ -31,6 +50,48 @@ from keras import ops
 from l2o import backend
 from l2o.tree import all_finite
 
+META_OBJECTIVES = ("train_sum_loss", "train_sum_acc", "val_sum_loss", "val_sum_acc")
+
+
+def objective_needs(name):
+    """What the meta-objective ``name`` needs of a problem beyond its training loss: a subset
+    of {"validation", "accuracy"}, as ``Problem.offers`` says them."""
+    data, measure = name.split("_sum_")
+    return frozenset({"validation"} if data == "val" else ()) | frozenset(
+        {"accuracy"} if measure == "acc" else ())
+
+
+class MetaObjective:
+    """``training/meta_objective`` ``name`` on ``problem``: what each step scores (see the
+    module docstring), and the validation minibatches that it scores on."""
+
+    def __init__(self, name, problem):
+        self.name, self.problem = name, problem
+        needs = objective_needs(name)
+        self.on_validation, self.accuracy = "validation" in needs, "accuracy" in needs
+        # v_t is as large as a training batch (every batch of a stream is).
+        self.size = np.shape(problem.batches(0, 0, 1)[0])[1] if self.on_validation else None
+
+    @property
+    def scores_losses(self):
+        """Whether s_t is the training loss f_t itself (``train_sum_loss``)."""
+        return not (self.on_validation or self.accuracy)
+
+    def held_out(self, seed, start, count):
+        """v_t for t = ``start`` .. ``start + count - 1`` of run ``seed``, stacked on axis 0;
+        () for the objectives that score training batches."""
+        if not self.on_validation:
+            return ()
+        return self.problem.validation_batches(seed, start, count, self.size)
+
+    def score(self, loss, before, after, batch, held_out):
+        """s_t of a step: its training loss ``loss``, the parameters ``before`` and ``after``
+        it (as the problem sees them), its training ``batch`` and validation minibatch."""
+        measure = self.problem.accuracy if self.accuracy else self.problem.loss
+        if self.on_validation:
+            return measure(after, held_out)
+        return measure(before, batch) if self.accuracy else loss
+
 
 def step_weights(unroll_weights, length, dtype):
     if callable(unroll_weights):
@@ -43,13 +104,17 @@ def step_weights(unroll_weights, length, dtype):
     return ops.cast(index == length - 1, dtype)
 
 
-def meta_loss(losses, initial_loss, loss_args, unroll_weights):
+def meta_loss(scores, initial_loss, loss_args, unroll_weights, objective="train_sum_loss"):
+    """The meta-loss of an unroll's scores s_1..s_n under ``objective`` (a name)."""
+    weights = step_weights(unroll_weights, ops.shape(scores)[0], scores.dtype)
+    if "accuracy" in objective_needs(objective):
+        return -ops.sum(weights * scores)
     epsilon = loss_args["epsilon"]
-    numerator = losses + (epsilon if loss_args["use_numerator_epsilon"] else 0.0)
+    numerator = scores + (epsilon if loss_args["use_numerator_epsilon"] else 0.0)
     if loss_args["scale_objective"]:
         numerator = numerator / (initial_loss + epsilon)
     terms = ops.log(numerator) if loss_args["use_log_objective"] else numerator
-    return ops.sum(step_weights(unroll_weights, ops.shape(losses)[0], losses.dtype) * terms)
+    return ops.sum(weights * terms)
 
 
 def exploded(losses, initial_loss, loss_args):
@@ -69,35 +134,49 @@ def imitation_distance(params, targets):
 
 
 def unroll(rule, problem, meta_weights, params, state, batches, second_order=True,
-           scales=None, targets=None):
+           scales=None, targets=None, objective=None, held_out=()):
     """Runs the inner loop over the leading axis of ``batches``.
 
-    Returns ``(params, state, losses, distances)``: the final parameters and
-    optimiser state, f_1..f_n, and, when ``targets`` (parameter lists stacked
-    along the same axis) are given, the distance of each step's new parameters
-    to that step's target (else None). ``scales``, one tensor per parameter,
-    makes the inner loss f(scales * theta): the random scaling of Lv et al.
+    Returns ``(params, state, losses, outputs)``: the final parameters and
+    optimiser state, f_1..f_n, and either, when ``targets`` (parameter lists
+    stacked along the same axis) are given, the distance of each step's new
+    parameters to that step's target, or the scores s_1..s_n of ``objective``
+    (a ``MetaObjective``; None: ``train_sum_loss``, whose scores are f_1..f_n),
+    ``held_out`` being its v_1..v_n (``MetaObjective.held_out``).
+    ``scales``, one tensor per parameter, makes the inner loss f(scales * theta):
+    the random scaling of Lv et al.
     """
 
+    def scaled(params):
+        return params if scales is None else [s * p for s, p in zip(scales, params)]
+
     def scaled_loss(params, batch):
-        if scales is not None:
-            params = [s * p for s, p in zip(scales, params)]
-        return problem.loss(params, batch), None
+        return problem.loss(scaled(params), batch), None
 
     loss_and_grads = backend.value_and_grad(scaled_loss, wrt=None)
+    # train_sum_loss's scores are the losses: its loop stays as it always was.
+    scoring = targets is None and objective is not None and not objective.scores_losses
 
     def step(carry, inputs):
         params, state = carry
-        batch, target = inputs if targets is not None else (inputs, None)
+        batch, extra = inputs if targets is not None or scoring else (inputs, None)
         (loss, _), grads = loss_and_grads(params, batch)
         if not second_order:
             grads = backend.stop_gradient(grads)
         updates, state = rule.update(meta_weights, grads, params, state)
-        params = [p + u for p, u in zip(params, updates)]
-        outputs = loss if target is None else (loss, imitation_distance(params, target))
-        return (params, state), outputs
+        new_params = [p + u for p, u in zip(params, updates)]
+        if targets is not None:
+            outputs = (loss, imitation_distance(new_params, extra))
+        elif scoring:
+            outputs = (loss, objective.score(loss, scaled(params), scaled(new_params), batch,
+                                             extra))
+        else:
+            outputs = loss
+        return (new_params, state), outputs
 
-    xs = batches if targets is None else (batches, list(targets))
+    xs = (batches, list(targets)) if targets is not None else (
+        (batches, held_out) if scoring else batches)
     (params, state), outputs = backend.scan(step, (list(params), state), xs)
-    losses, distances = outputs if targets is not None else (outputs, None)
-    return params, state, losses, distances
+    if targets is not None or scoring:
+        return (params, state, *outputs)
+    return params, state, outputs, outputs

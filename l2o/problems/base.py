@@ -52,6 +52,26 @@ class Problem:
         """Classification accuracy, or None where it means nothing."""
         return
 
+    @classmethod
+    def offers(cls, kwargs):
+        """Which of {"validation", "accuracy"} (a ``validation_batch``, an ``accuracy``) the
+        instance built from ``kwargs`` has: what the config checks a meta-objective's needs
+        against (``training/meta_objective``) before any data loads."""
+        return frozenset()
+
+    def validation_batches(self, seed, start, count, size):
+        """Minibatches of ``size`` examples of ``validation_batch()`` (all, if it holds fewer)
+        for steps ``start .. start + count - 1`` of stream ``seed``, stacked on axis 0.
+
+        Each is drawn without replacement by (seed, step) alone, as the training
+        batches are, so a truncation, a particle and a resumed run meet the same one.
+        """
+        data = self.validation_batch()
+        total = len(data[0])
+        picks = np.stack([rng(Stream.VALIDATION_DATA, seed, step).choice(
+            total, min(size, total), replace=False) for step in range(start, start + count)])
+        return tuple(part[picks] for part in data)
+
     def build_model(self, params):
         """A ``keras.Model`` computing the same function, its weights set to ``params``."""
         raise NotImplementedError
@@ -63,6 +83,14 @@ class Problem:
     def member_of(self, seed):
         """Index into ``members()`` of the task that run ``seed`` trains on."""
         return 0
+
+
+def offered(target, kwargs):
+    """``target.offers(kwargs)`` for a problem class; for a function that builds a problem,
+    both (what it builds is unknown until then, and its arguments go unchecked too)."""
+    if hasattr(target, "offers"):
+        return target.offers(kwargs)
+    return frozenset({"validation", "accuracy"})
 
 
 def glorot_uniform(shapes, seed):

@@ -112,6 +112,10 @@ class Classifier(Problem):
     def validation_batch(self):
         return self.data["x_val"], self.data["y_val"]
 
+    @classmethod
+    def offers(cls, kwargs):
+        return frozenset({"validation", "accuracy"})
+
     def build_model(self, params):
         model = keras.Sequential([keras.Input(self.input_shape)] + self.keras_layers())
         model.set_weights(params)

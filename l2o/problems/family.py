@@ -12,7 +12,7 @@ compiled on its own, once; keep families to a handful or a few dozen tasks.
 
 import numpy as np
 
-from l2o.problems.base import Problem
+from l2o.problems.base import Problem, offered
 from l2o.problems.datasets import DataError
 from l2o.registry import PROBLEMS
 from l2o.streams import Stream, rng
@@ -66,6 +66,14 @@ class TaskFamily(Problem):
                                    or not 0 <= member < len(members)):
             raise ConfigError(f"{prefix}member: must be null or a member's index, 0 to "
                               f"{len(members) - 1}; got {member!r}")
+
+    @classmethod
+    def offers(cls, kwargs):
+        """What every member that may train offers (see ``offered``)."""
+        members = kwargs["members"] if kwargs["member"] is None else [
+            kwargs["members"][kwargs["member"]]]
+        return frozenset.intersection(*(offered(PROBLEMS[spec["target"]], spec["kwargs"])
+                                        for spec in members))
 
     def members(self):
         return self._members if self.member is None else [self._members[self.member]]
