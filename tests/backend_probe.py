@@ -2,8 +2,8 @@
 
     KERAS_BACKEND=jax python tests/backend_probe.py OUT.npz
 
-Writes numpy arrays: for DM and ScaleHierarchical, the initial meta-weights
-and TBPTT meta-gradients; ES and PES estimates for DM (each the second
+Writes numpy arrays: for DM, ScaleHierarchical, RNNProp and NormalizedMLP, the
+initial meta-weights and TBPTT meta-gradients; ES and PES estimates for DM (each the second
 truncation's of a fresh trajectory);
 PIO's drift u(x, t) in its ``f`` and ``grad`` formats and the gradient of its
 sum w.r.t. the drift network; and, in float64, DM's TBPTT gradient along
@@ -36,7 +36,10 @@ DIGITS = ["problems/0/target=mlp_classifier", "problems/0/kwargs/layers=[8]",
 QUADRATIC = ["problems/0/target=quadratic", "problems/0/kwargs/dim=4"]
 CONSTRUCTORS = {"DM": ["network/layers=[6, 6]"],
                 "ScaleHierarchical": ["network/tensor_units=4", "network/global_units=4",
-                                      "network/param_units=6"]}
+                                      "network/param_units=6"],
+                # Both divide by sqrt(v): a pixel that is always 0 has v = 0 (safe_sqrt).
+                "RNNProp": ["network/layers=[6, 6]"],
+                "NormalizedMLP": ["network/hidden_layers=[8]", "network/step_scale=adam"]}
 LENGTH = 5
 
 

@@ -1,7 +1,7 @@
 """TensorFlow and JAX agree: the same config and seed give the same meta-gradients.
 
 ``backend_probe.py`` computes, on the backend Keras runs on, TBPTT
-meta-gradients (DM, ScaleHierarchical), ES and PES estimates, PIO's drift and
+meta-gradients (DM, ScaleHierarchical, RNNProp, NormalizedMLP), ES and PES estimates, PIO's drift and
 its gradient; here it runs in this (TensorFlow) process and in a
 ``KERAS_BACKEND=jax`` child, and every array must agree to 1e-4 relative
 (float32). In float64, each backend's TBPTT gradient must match central finite
@@ -46,14 +46,16 @@ def test_meta_gradients_agree_across_backends(probes):
     assert str(tensorflow["backend"]) == "tensorflow" and str(jax["backend"]) == "jax"
     names = [name for name in tensorflow if name != "backend"]
     assert sorted(names) == sorted(name for name in jax if name != "backend")
-    for group in ("DM/initial/", "DM/tbptt/grad", "ScaleHierarchical/tbptt/grad", "es/grad",
-                  "pes/grad", "pio/f/grad/", "pio/grad/grad/"):
+    for group in ("DM/initial/", "DM/tbptt/grad", "ScaleHierarchical/tbptt/grad",
+                  "RNNProp/tbptt/grad", "NormalizedMLP/tbptt/grad", "es/grad", "pes/grad",
+                  "pio/f/grad/", "pio/grad/grad/"):
         assert any(name.startswith(group) for name in names), group
     for name in names:
         assert np.all(np.isfinite(tensorflow[name])), name
         assert relative_difference(tensorflow[name], jax[name]) <= 1e-4, name
     # The estimates are not all zero (a gradient lost on one backend would agree as zeros).
-    for group in ("DM/tbptt/grad", "ScaleHierarchical/tbptt/grad", "es/grad", "pes/grad"):
+    for group in ("DM/tbptt/grad", "ScaleHierarchical/tbptt/grad", "RNNProp/tbptt/grad",
+                  "NormalizedMLP/tbptt/grad", "es/grad", "pes/grad"):
         assert max(np.max(np.abs(tensorflow[n])) for n in names if n.startswith(group)) > 0
     # PES's second truncation carries the first's noise: it differs from truncated ES's.
     assert relative_difference(tensorflow["es/grad0"], tensorflow["pes/grad0"]) > 1e-3

@@ -29,6 +29,8 @@ from typing import NamedTuple
 
 from keras import ops, tree
 
+from l2o.numerics import safe_sqrt
+
 
 class DifferentiableOptimizer(NamedTuple):
     """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``.
@@ -175,7 +177,7 @@ def adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, eps_root=0
             t = ops.cast(count, m.dtype)
             alpha = (_cast(lr, m.dtype) * ops.sqrt(1 - ops.power(ops.cast(b2, m.dtype), t))
                      / (1 - ops.power(ops.cast(b1, m.dtype), t)))
-            return -(m * alpha) / (ops.sqrt(v + _cast(eps_r, m.dtype)) + _cast(eps, m.dtype))
+            return -(m * alpha) / (safe_sqrt(v + _cast(eps_r, m.dtype)) + _cast(eps, m.dtype))
 
         return tree.map_structure(step, momentum, velocity), new_state
 

@@ -64,6 +64,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from l2o.numerics import safe_sqrt
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
 from l2o.optimizers.cells import dense, init_dense
 from l2o.registry import OPTIMIZERS
@@ -206,7 +207,7 @@ class NormalizedMLPRule(UpdateRule):
             for index in range(len(self.hidden_layers)):
                 hidden = activation(dense(meta_weights, f"mlp/{index}", hidden))
             out = dense(meta_weights, "mlp/output", hidden)
-            adam = ops.reshape(m_hat[..., 1] / (ops.sqrt(v_hat) + eps), (-1,))
+            adam = ops.reshape(m_hat[..., 1] / (safe_sqrt(v_hat) + eps), (-1,))
             # A vector (bias, scale) has no fan-in to scale by, but its own offset.
             log_step = log_lr + (meta_weights["schedule/vector_log_lr"] if rows == 1 else
                                  meta_weights["schedule/fan_in_power"] * float(np.log(rows)))

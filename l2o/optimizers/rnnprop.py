@@ -18,6 +18,7 @@ trick is a training option: ``training/parameter_scale_spread``.
 import keras
 from keras import ops
 
+from l2o.numerics import safe_sqrt
 from l2o.optimizers.base import LearnedOptimizer
 from l2o.optimizers.coordinatewise import CoordinatewiseLSTM
 from l2o.registry import OPTIMIZERS
@@ -55,7 +56,7 @@ class RNNPropRule(CoordinatewiseLSTM):
         m = self.beta_1 * state["m"] + (1.0 - self.beta_1) * g
         v = self.beta_2 * state["v"] + (1.0 - self.beta_2) * ops.square(g)
         m_hat = m / (1.0 - ops.power(self.beta_1, step))
-        scale = ops.sqrt(v / (1.0 - ops.power(self.beta_2, step))) + self.epsilon
+        scale = safe_sqrt(v / (1.0 - ops.power(self.beta_2, step))) + self.epsilon
         features = ops.stack([m_hat / scale, g / scale], axis=-1)
         outputs, lstm_state = self.lstm_stack(meta_weights, features, state["lstm"])
         updates = self.alpha * ops.tanh(outputs[:, 0])
