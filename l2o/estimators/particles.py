@@ -81,7 +81,9 @@ class ParticleTruncations:
         trajectory = self.new_trajectory(seed, scaled=True)
         # Unscaled particles carry scales of one: the products are then exact.
         scales = trajectory.scales or [ops.ones_like(p) for p in trajectory.params]
-        return {"seed": ops.convert_to_tensor(seed, "int64"), "params": trajectory.params,
+        # numpy int64: JAX without x64 holds it as int32 (seeds are 31-bit) and, given no
+        # dtype to honour, does not warn.
+        return {"seed": np.asarray(seed, np.int64), "params": trajectory.params,
                 "opt": trajectory.state, "initial_loss": trajectory.initial_loss,
                 "scales": scales}
 
