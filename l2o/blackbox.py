@@ -142,21 +142,24 @@ def batched_forward(model, stacked_weights, inputs, per_candidate_inputs=False):
     if per_candidate_inputs not in compiled:
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
 
-        def forward(weights, batch):
-            inner = model_ref()
-            return inner.stateless_call(
-                weights, [v.value for v in inner.non_trainable_variables], batch)[0]
+        def forward(weights, fixed, batch):
+            return model_ref().stateless_call(weights, fixed, batch)[0]
 
+        # The non-trainable values are an argument: read inside, JAX would keep the first
+        # trace's values.
         if per_candidate_inputs:
-            def forward_all(stacked, batches):
-                return ops.vectorized_map(lambda pair: forward(*pair), (stacked, batches))
+            def forward_all(stacked, fixed, batches):
+                return ops.vectorized_map(lambda pair: forward(pair[0], fixed, pair[1]),
+                                          (stacked, batches))
         else:
-            def forward_all(stacked, batch):
-                return ops.vectorized_map(lambda weights: forward(weights, batch), stacked)
+            def forward_all(stacked, fixed, batch):
+                return ops.vectorized_map(lambda weights: forward(weights, fixed, batch),
+                                          stacked)
 
         compiled[per_candidate_inputs] = backend.compile_fn(forward_all,
                                                             relax_leading_dim=True)
-    return compiled[per_candidate_inputs](list(stacked_weights), inputs)
+    return compiled[per_candidate_inputs](
+        list(stacked_weights), [v.value for v in model.non_trainable_variables], inputs)
 
 
 def _evaluate_candidates(model, objective, center, offsets, samples):

@@ -135,7 +135,11 @@ def connect(address, cpus, gpus):
                      include_dashboard=False, log_to_driver=False)
         return ray, True
     try:
-        ray.init(address=address, log_to_driver=False)
+        import keras
+
+        # Workers of a cluster do not inherit this process's environment: the backend goes along.
+        ray.init(address=address, log_to_driver=False,
+                 runtime_env={"env_vars": {"KERAS_BACKEND": keras.backend.backend()}})
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise WorkerError(f"distributed/address: cannot join the Ray cluster at {address!r}: "
                           f"{str(error).strip().splitlines()[0]}") from None

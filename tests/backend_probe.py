@@ -16,9 +16,6 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if __name__ == "__main__":
-    # Else JAX computes float64 requests in float32 (float32 inputs stay float32 either way).
-    os.environ.setdefault("JAX_ENABLE_X64", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
@@ -143,11 +140,20 @@ def probe():
     out = {"backend": np.array(keras.backend.backend())}
     tbptt_and_particles(out)
     pio_drift(out)
+    # float64 for the finite differences only (JAX computes float64 requests in float32
+    # unless x64 is on; the rest runs as train.py does, with it off).
+    x64 = keras.backend.backend() == "jax"
+    if x64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     keras.backend.set_floatx("float64")
     try:
         finite_differences(out)
     finally:
         keras.backend.set_floatx("float32")
+        if x64:
+            jax.config.update("jax_enable_x64", False)
     return out
 
 

@@ -68,9 +68,13 @@ def test_tbptt_gradient_matches_finite_differences_in_float64(probes, backend):
     np.testing.assert_allclose(exact, finite, rtol=1e-5)
 
 
-def on_jax(script, *arguments):
-    """Runs a top-level script under ``KERAS_BACKEND=jax``."""
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+def on_jax(tmp_path, script, *arguments):
+    """Runs a top-level script under ``KERAS_BACKEND=jax``, with TensorFlow not importable."""
+    blocker = tmp_path / "no_tensorflow" / "tensorflow"
+    blocker.mkdir(parents=True, exist_ok=True)
+    (blocker / "__init__.py").write_text("raise ImportError('TensorFlow is not installed')\n")
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+                   "PYTHONPATH": str(blocker.parent)}
     completed = subprocess.run([sys.executable, os.path.join(ROOT, script), *arguments],
                                env=environment, capture_output=True, text=True, cwd=ROOT,
                                timeout=600, check=False)
@@ -83,8 +87,9 @@ def meta_weights(run, checkpoint="last"):
 
 
 def test_a_run_resumes_on_the_other_backend(tmp_path):
-    """PES meta-training, 2 periods: started on TensorFlow and resumed on JAX, and the
-    reverse, end with the uninterrupted TensorFlow run's meta-weights (to 1e-4)."""
+    """PES meta-training, 2 periods: started on TensorFlow and resumed on JAX (where
+    TensorFlow cannot be imported), and the reverse, end with the uninterrupted TensorFlow
+    run's meta-weights (to 1e-4)."""
     sections = {"training": {"estimator": "pes", "n_particles": 4, "horizon": 12, "depth": 2},
                 "strategy": {"num_periods": 1}}
     configs = {}
@@ -93,8 +98,8 @@ def test_a_run_resumes_on_the_other_backend(tmp_path):
         configs[name].write_text(yaml.safe_dump(tiny_config(tmp_path / name, **sections)))
     api.train(str(configs["straight"]), ["strategy/num_periods=2"])
     api.train(str(configs["tensorflow_first"]))
-    on_jax("resume.py", str(tmp_path / "tensorflow_first"), "strategy/num_periods=2")
-    on_jax("train.py", str(configs["jax_first"]))
+    on_jax(tmp_path, "resume.py", str(tmp_path / "tensorflow_first"), "strategy/num_periods=2")
+    on_jax(tmp_path, "train.py", str(configs["jax_first"]))
     api.resume(str(tmp_path / "jax_first"), ["strategy/num_periods=2"])
     expected = meta_weights(tmp_path / "straight")
     assert expected

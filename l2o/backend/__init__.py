@@ -35,8 +35,7 @@ from l2o.backend.summaries import ScalarLog  # noqa: F401  (part of the interfac
 
 INTERFACE = ("value_and_grad", "jacobians", "jvp", "vjp", "stop_gradient", "Tape", "compile_fn",
              "scan", "stateless_seed", "seed_from_numpy", "fold_in", "split_seed",
-             "stateless_normal", "probability", "eagerly", "accelerator_available",
-             "make_train_step")
+             "stateless_normal", "probability", "eagerly", "accelerator_available")
 
 NAME = keras.backend.backend()
 if NAME == "tensorflow":
@@ -48,3 +47,29 @@ else:
                       "set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax")
 
 globals().update({name: getattr(_implementation, name) for name in INTERFACE})
+
+
+def make_train_step(loss_fn, variables, optimizer, jit_compile=False):
+    """A compiled step ``batch -> loss`` that applies ``optimizer`` to ``variables``.
+
+    An optimiser that declares ``apply_loss`` (one that samples rather than
+    descends) is handed the batch's loss as a function of the weights instead
+    of its gradient. The optimiser is built first, so that its variables exist
+    before the compiled step declares them.
+    """
+    variables = list(variables)
+    if not optimizer.built:
+        optimizer.build(variables)
+
+    def train_step(batch):
+        if hasattr(optimizer, "apply_loss"):
+            loss = loss_fn(variables, batch)
+            optimizer.apply_loss(lambda weights: loss_fn(weights, batch), variables)
+            return loss
+        (loss, _), grads = _implementation.value_and_grad(
+            lambda: (loss_fn(variables, batch), None), variables)()
+        optimizer.apply(grads, variables)
+        return loss
+
+    return _implementation.compile_fn(train_step, jit_compile,
+                                      variables=lambda: variables + list(optimizer.variables))

@@ -113,13 +113,17 @@ def compile_fn(fn, jit_compile=False, relax_leading_dim=False, variables=()):
     and their new values come out and are assigned, so the compiled function
     never holds a stale copy. Python scalars and None among the positional
     arguments are static, as a ``tf.function`` treats them: one trace per value.
+    Only the variables ``fn`` assigned are assigned after the call.
     """
 
     def pure(values, static, *dynamic):
-        arguments = _merge(static, dynamic)
-        with bound(declared(), values) as scope:
+        arguments, tracked = _merge(static, dynamic), declared()
+        with bound(tracked, values) as scope:
+            before = [scope.get_current_value(v) for v in tracked]
             outputs = fn(*arguments)
-        return outputs, [scope.get_current_value(v) for v in declared()]
+        # None for a variable fn did not assign: nothing to copy back after the call.
+        return outputs, [None if after is unchanged else after for after, unchanged in
+                         zip((scope.get_current_value(v) for v in tracked), before)]
 
     def declared():
         return list(variables() if callable(variables) else variables)
@@ -198,28 +202,3 @@ def eagerly():
 
 def accelerator_available():
     return any(device.platform != "cpu" for device in jax.devices())
-
-
-def make_train_step(loss_fn, variables, optimizer, jit_compile=False):
-    """A compiled step ``batch -> loss`` that applies ``optimizer`` to ``variables``.
-
-    An optimiser that declares ``apply_loss`` (one that samples rather than
-    descends) is handed the batch's loss as a function of the weights instead
-    of its gradient. The optimiser is built first: its variables must exist
-    before the compiled step can pass them in.
-    """
-    variables = list(variables)
-    if not optimizer.built:
-        optimizer.build(variables)
-
-    def train_step(batch):
-        if hasattr(optimizer, "apply_loss"):
-            loss = loss_fn(variables, batch)
-            optimizer.apply_loss(lambda weights: loss_fn(weights, batch), variables)
-            return loss
-        (loss, _), grads = value_and_grad(lambda: (loss_fn(variables, batch), None),
-                                          variables)()
-        optimizer.apply(grads, variables)
-        return loss
-
-    return compile_fn(train_step, variables=lambda: variables + list(optimizer.variables))

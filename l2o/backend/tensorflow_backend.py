@@ -180,24 +180,3 @@ def eagerly():
 
 def accelerator_available():
     return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
-
-
-def make_train_step(loss_fn, variables, optimizer, jit_compile=False):
-    """A compiled step ``batch -> loss`` that applies ``optimizer`` to ``variables``.
-
-    An optimiser that declares ``apply_loss`` (one that samples rather than
-    descends) is handed the batch's loss as a function of the weights instead
-    of its gradient.
-    """
-
-    def train_step(batch):
-        if hasattr(optimizer, "apply_loss"):
-            loss = loss_fn(variables, batch)
-            optimizer.apply_loss(lambda weights: loss_fn(weights, batch), variables)
-            return loss
-        with tf.GradientTape() as tape:
-            loss = loss_fn(variables, batch)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
-    return tf.function(train_step, jit_compile=bool(jit_compile))

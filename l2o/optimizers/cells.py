@@ -8,7 +8,7 @@ from l2o.streams import Stream, rng
 
 
 def seeded_initializer(name, seed):
-    """``shape -> float32 array``: the Keras initializer ``name`` drawn from the numpy
+    """``shape -> float32 array`` (a new, writable one): the Keras initializer ``name`` drawn from the numpy
     stream ``META_WEIGHTS`` at ``seed``.
 
     Keras's own draws depend on the backend; these do not, so a run starts from
@@ -24,10 +24,10 @@ def seeded_initializer(name, seed):
     """
     initializer = keras.initializers.get(name)
     if "seed" not in initializer.get_config():
-        return lambda shape: np.asarray(initializer(shape), np.float32)
-    draw = _NUMPY_DRAWS.get(type(initializer).__name__)
-    if draw is None and isinstance(initializer, keras.initializers.VarianceScaling):
-        draw = _variance_scaling
+        return lambda shape: np.array(initializer(shape), np.float32)
+    draw = _NUMPY_DRAWS.get(type(initializer))
+    if draw is None and type(initializer).__call__ is keras.initializers.VarianceScaling.__call__:
+        draw = _variance_scaling  # glorot_*, he_*, lecun_*: VarianceScaling with set parameters
     if draw is None:
         raise ValueError(f"initializer {name!r} has no backend-neutral draw: use a "
                          "variance-scaling (glorot_*, he_*, lecun_*), orthogonal, random_normal, "
@@ -70,13 +70,12 @@ def _orthogonal(generator, shape, initializer):
 
 
 _NUMPY_DRAWS = {
-    "OrthogonalInitializer": _orthogonal,
-    "Orthogonal": _orthogonal,
-    "RandomNormal": lambda generator, shape, initializer: initializer.mean
+    keras.initializers.Orthogonal: _orthogonal,
+    keras.initializers.RandomNormal: lambda generator, shape, initializer: initializer.mean
     + initializer.stddev * generator.standard_normal(shape),
-    "RandomUniform": lambda generator, shape, initializer: generator.uniform(
+    keras.initializers.RandomUniform: lambda generator, shape, initializer: generator.uniform(
         initializer.minval, initializer.maxval, shape),
-    "TruncatedNormal": lambda generator, shape, initializer: _truncated_normal(
+    keras.initializers.TruncatedNormal: lambda generator, shape, initializer: _truncated_normal(
         generator, shape, initializer.mean, initializer.stddev),
 }
 
@@ -85,14 +84,13 @@ def init_lstm(prefix, input_dim, units, seed, kernel_initializer="glorot_uniform
               recurrent_initializer="orthogonal", bias_initializer="zeros",
               unit_forget_bias=True):
     """Meta-weights of one LSTM layer, gates ordered (input, forget, cell, output) as in Keras."""
-    bias = np.array(seeded_initializer(bias_initializer, seed + 2)((4 * units,)), np.float32)
+    bias = seeded_initializer(bias_initializer, seed + 2)((4 * units,))
     if unit_forget_bias:
         bias[units:2 * units] += 1.0
     return {
-        f"{prefix}/kernel": np.asarray(
-            seeded_initializer(kernel_initializer, seed)((input_dim, 4 * units)), np.float32),
-        f"{prefix}/recurrent_kernel": np.asarray(
-            seeded_initializer(recurrent_initializer, seed + 1)((units, 4 * units)), np.float32),
+        f"{prefix}/kernel": seeded_initializer(kernel_initializer, seed)((input_dim, 4 * units)),
+        f"{prefix}/recurrent_kernel": seeded_initializer(recurrent_initializer, seed + 1)(
+            (units, 4 * units)),
         f"{prefix}/bias": bias,
     }
 
@@ -112,8 +110,7 @@ def lstm(weights, prefix, inputs, hidden, cell, activation="tanh",
 
 def init_dense(prefix, input_dim, units, seed, kernel_initializer="glorot_uniform"):
     return {
-        f"{prefix}/kernel": np.array(
-            seeded_initializer(kernel_initializer, seed)((input_dim, units)), np.float32),
+        f"{prefix}/kernel": seeded_initializer(kernel_initializer, seed)((input_dim, units)),
         f"{prefix}/bias": np.zeros((units,), np.float32),
     }
 
@@ -126,12 +123,10 @@ def init_gru(prefix, input_dim, units, seed, kernel_initializer="glorot_uniform"
              recurrent_initializer="orthogonal", bias_initializer="zeros"):
     """Meta-weights of one GRU layer as Keras builds it (``reset_after=True``)."""
     return {
-        f"{prefix}/kernel": np.asarray(
-            seeded_initializer(kernel_initializer, seed)((input_dim, 3 * units)), np.float32),
-        f"{prefix}/recurrent_kernel": np.asarray(
-            seeded_initializer(recurrent_initializer, seed + 1)((units, 3 * units)), np.float32),
-        f"{prefix}/bias": np.array(
-            seeded_initializer(bias_initializer, seed + 2)((2, 3 * units)), np.float32),
+        f"{prefix}/kernel": seeded_initializer(kernel_initializer, seed)((input_dim, 3 * units)),
+        f"{prefix}/recurrent_kernel": seeded_initializer(recurrent_initializer, seed + 1)(
+            (units, 3 * units)),
+        f"{prefix}/bias": seeded_initializer(bias_initializer, seed + 2)((2, 3 * units)),
     }
 
 

@@ -209,7 +209,13 @@ def attach(optimizer, model):
     The loss is ``model.loss`` (as given to ``compile``) of the model run
     statelessly with candidate weights; sample weights are not supported.
     Metrics are computed on the predictions before the step, as Keras does.
+    TensorFlow only: Keras's JAX trainer calls a stateless ``train_step(state,
+    data)``, which this stateful replacement is not.
     """
+    if keras.backend.backend() != "tensorflow":
+        raise NotImplementedError(
+            "PIO in model.fit (PIOOptimizer(..., model=model)) runs on the TensorFlow backend "
+            "only; on JAX, PIO meta-trains and evaluates through train.py and evaluate.py")
 
     def train_step(data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
