@@ -41,6 +41,7 @@ os.chdir(ROOT)  # the configs' dataset paths are relative to the repository
 import keras
 import numpy as np
 
+from benchmarks.timing import median_times
 from l2o import blackbox, distributed, problems
 from l2o.config import load_file, resolve
 from l2o.registry import OPTIMIZERS
@@ -55,22 +56,6 @@ BANDWIDTH, LATENCY = 125e6, 0.5e-3
 # TBPTT task carries its truncation's numpy Generator (~0.5 kB pickled).
 CALL_BYTES, REQUEST_BYTES = 200, 500
 
-
-def median_times(routes, rounds):
-    """{name: median seconds} of ``routes`` ({name: callable(round)}), timed interleaved
-    round by round after one untimed call each."""
-    for run in routes.values():
-        run(0)
-    seconds = {name: [] for name in routes}
-    for round_ in range(1, rounds + 1):
-        for name, run in routes.items():
-            started = time.perf_counter()
-            run(round_)
-            seconds[name].append(time.perf_counter() - started)
-    return {name: float(np.median(times)) for name, times in seconds.items()}
-
-
-# ------------------------------------------------------------------ 1. PES particles/s
 
 def pes_route(overrides, workers):
     """``(run(round), trainer)``: one PES truncation of the config's population, its particles

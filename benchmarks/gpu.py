@@ -37,7 +37,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from benchmarks.timing import median_times
 from l2o import problems
 from l2o.config import resolve
 from l2o.optimizers import DMOptimizer, RNNPropOptimizer, ScaleHierarchicalOptimizer
@@ -116,20 +116,6 @@ def device_name(device):
 
 
 # ---------------------------------------------------------------------------------- timing, tables
-
-
-def interleaved(runs, rounds):
-    """Median seconds per call of each of ``runs`` ({name: run(round)}), over ``rounds``
-    interleaved rounds after an untimed ``run(0)`` of each (which compiles)."""
-    for run in runs.values():
-        run(0)
-    seconds = {name: [] for name in runs}
-    for index in range(1, rounds + 1):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run(index)
-            seconds[name].append(time.perf_counter() - started)
-    return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
 def section(title, note, columns, rows):
@@ -288,7 +274,7 @@ def part_a(mnist, sizes):
     config = reference_config(mnist, sizes)
     length, truncations = sizes["unroll"], sizes["truncations"]
     difference = gradient_difference(config)
-    seconds = interleaved({"hand-written jax.jit + lax.scan": handwritten_runner(config,
+    seconds = median_times({"hand-written jax.jit + lax.scan": handwritten_runner(config,
                                                                                  truncations),
                            "l2o MetaTrainer.train_epoch": toolkit_runner(config, truncations)},
                           sizes["rounds"])
@@ -329,7 +315,7 @@ def part_b(mnist, sizes, devices):
     rows = []
     for device, particles in devices.items():
         with jax.default_device(device):
-            seconds = interleaved({n: pes_runner(mnist, sizes, n) for n in particles},
+            seconds = median_times({n: pes_runner(mnist, sizes, n) for n in particles},
                                   sizes["pes_rounds"])
         rows += [(device_name(device), str(n), f"{s:.3f}", f"{n * length / s:.0f}")
                  for n, s in seconds.items()]
@@ -392,7 +378,7 @@ def part_c(sizes):
     labels = generator.integers(0, 10, steps * batch).astype(np.int32)
     rows = []
     for name, build in models(sizes).items():
-        seconds = interleaved({optimiser: fit_runner(build, make, images, labels, batch)
+        seconds = median_times({optimiser: fit_runner(build, make, images, labels, batch)
                                for optimiser, make in OPTIMISERS.items()}, sizes["fit_rounds"])
         rows += [(name, optimiser, f"{1000 * s / steps:.2f}", f"{s / seconds['Adam']:.2f}")
                  for optimiser, s in seconds.items()]
