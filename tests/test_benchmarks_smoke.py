@@ -13,9 +13,15 @@ import types
 import pytest
 from conftest import ROOT
 
+def is_script(path):
+    """A file run as ``python path`` (it has a ``__main__`` block), not a module the scripts
+    share, such as benchmarks/timing.py."""
+    with open(path) as handle:
+        return '__name__ == "__main__"' in handle.read()
+
+
 SCRIPTS = sorted(path for folder in ("benchmarks", "examples")
-                 for path in glob.glob(os.path.join(ROOT, folder, "*.py"))
-                 if not path.endswith("__init__.py"))
+                 for path in glob.glob(os.path.join(ROOT, folder, "*.py")) if is_script(path))
 
 
 def l2o_names_missing(tree, module):

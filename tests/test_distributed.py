@@ -48,21 +48,26 @@ def particle_config(tmp_path, estimator, workers=0, address=None, **sections):
 
 
 def assert_same_state(expected, actual):
-    """The meta-weights to 1e-5 relative (1e-8 absolute for those near 0); the particles'
-    step counts and noise exactly; the rest (meta-optimiser slots, inner states) close.
+    """Each meta-weight tensor to 1e-5 relative in norm; the particles' step counts and noise
+    exactly; the rest (meta-optimiser slots, inner states) close elementwise.
 
     Both sides draw the same noise and batches, but a batched call of 4 particles and two of
     2 round differently (float32, last bits), and ES differences of nearby losses magnify
-    that in the gradient (the meta-optimiser's moments), not in the meta-weights.
+    that in the gradient (the meta-optimiser's moments). Adam's normalised step then moves a
+    weight whose gradient is near 0 by a visible fraction of a step (2.7e-6 on one of 1600
+    ES weights, seen in CI), so the meta-weights are compared as tensors, not elementwise.
     """
     (expected, expected_info), (actual, actual_info) = expected, actual
     assert expected_info == actual_info
     assert sorted(expected) == sorted(actual)
     for name, value in expected.items():
+        if name.startswith("meta/"):
+            error = np.linalg.norm(actual[name] - value) / max(np.linalg.norm(value), 1e-12)
+            assert error <= 1e-5, f"{name}: relative error {error:.2e} in norm"
+            continue
         exact = name.endswith(("/steps", "/step", "/accumulated"))
         np.testing.assert_allclose(actual[name], value, err_msg=name,
-                                   **({"rtol": 1e-5, "atol": 1e-8} if name.startswith("meta/")
-                                      else {"rtol": 0, "atol": 0} if exact
+                                   **({"rtol": 0, "atol": 0} if exact
                                       else {"rtol": 1e-3, "atol": 1e-6}))
 
 
