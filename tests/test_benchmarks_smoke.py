@@ -13,6 +13,7 @@ import types
 import pytest
 from conftest import ROOT
 
+
 def is_script(path):
     """A file run as ``python path`` (it has a ``__main__`` block), not a module the scripts
     share, such as benchmarks/timing.py."""
