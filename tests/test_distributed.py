@@ -49,26 +49,26 @@ def particle_config(tmp_path, estimator, workers=0, address=None, **sections):
 
 def assert_same_state(expected, actual):
     """Each meta-weight tensor to 1e-5 relative in norm; the particles' step counts and noise
-    exactly; the rest (meta-optimiser slots, inner states) close elementwise.
+    exactly; the rest (meta-optimiser slots, inner states) to 1e-3 relative in norm.
 
     Both sides draw the same noise and batches, but a batched call of 4 particles and two of
     2 round differently (float32, last bits), and ES differences of nearby losses magnify
     that in the gradient (the meta-optimiser's moments). Adam's normalised step then moves a
     weight whose gradient is near 0 by a visible fraction of a step (2.7e-6 on one of 1600
-    ES weights, seen in CI), so the meta-weights are compared as tensors, not elementwise.
+    ES weights, seen in CI), and a state near 0 by a visible fraction of itself (1.7e-3 on
+    one of 48,800), so tensors are compared as wholes, not elementwise.
     """
     (expected, expected_info), (actual, actual_info) = expected, actual
     assert expected_info == actual_info
     assert sorted(expected) == sorted(actual)
     for name, value in expected.items():
-        if name.startswith("meta/"):
-            error = np.linalg.norm(actual[name] - value) / max(np.linalg.norm(value), 1e-12)
-            assert error <= 1e-5, f"{name}: relative error {error:.2e} in norm"
+        if name.endswith(("/steps", "/step", "/accumulated")):
+            np.testing.assert_array_equal(actual[name], value, err_msg=name)
             continue
-        exact = name.endswith(("/steps", "/step", "/accumulated"))
-        np.testing.assert_allclose(actual[name], value, err_msg=name,
-                                   **({"rtol": 0, "atol": 0} if exact
-                                      else {"rtol": 1e-3, "atol": 1e-6}))
+        tolerance = 1e-5 if name.startswith("meta/") else 1e-3
+        error = np.linalg.norm(np.asarray(actual[name], np.float64) - value)
+        assert error <= tolerance * np.linalg.norm(value) + 1e-8, (
+            f"{name}: {error:.2e} apart, {np.linalg.norm(value):.2e} in norm")
 
 
 @pytest.mark.parametrize("estimator", ["pes", "es"])
