@@ -6,9 +6,10 @@
 
 None of the tasks below is among the meta-training tasks of the shipped optimisers
 (``configs/mlp_pes_digits.yaml``: 8x8 ``digits`` MLPs of 16 to 64 units and a digits
-CNN [8, 16]; ``configs/mlp_pes_family.yaml``: those, a 128-unit digits MLP and a
-28x28 MNIST MLP 784-32-10). On each, every learned optimiser (``--pretrained`` names,
-``--runs NAME=DIR`` run directories, each loaded with ``l2o.load_optimizer``) and
+CNN [8, 16]; ``configs/mlp_pes_family.yaml``: those, a 128-unit digits MLP and
+28x28 MNIST MLPs 784-32-10 and 784-64-64-10 relu). On each, every learned optimiser
+(``--pretrained`` names, ``--runs NAME=DIR`` run directories, each loaded with
+``l2o.load_optimizer``) and
 Adam at each rate of a 7-point log grid runs ``--steps`` steps on ``--repeats``
 seeds, all on identical initial weights and batches (``l2o.evaluation.curves``).
 
