@@ -9,9 +9,9 @@ None of the tasks below is among the meta-training tasks of the shipped optimise
 CNN [8, 16]; ``configs/mlp_pes_family.yaml``: those, a 128-unit digits MLP and
 28x28 MNIST MLPs 784-32-10 and 784-64-64-10 relu). On each, every learned optimiser
 (``--pretrained`` names, ``--runs NAME=DIR`` run directories, each loaded with
-``l2o.load_optimizer``) and
-Adam at each rate of a 7-point log grid runs ``--steps`` steps on ``--repeats``
-seeds, all on identical initial weights and batches (``l2o.evaluation.curves``).
+``l2o.load_optimizer``) and Adam at each rate of a 7-point log grid runs ``--steps``
+steps on ``--repeats`` seeds, all on identical initial weights and batches
+(``l2o.evaluation.curves``).
 
 Training loss at a horizon h is the mean over seeds of each run's mean per-batch
 loss over steps h-9 .. h (one batch is noisy); validation loss is that of the
