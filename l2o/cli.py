@@ -1,4 +1,4 @@
-"""Command-line entry points: l2o-train, l2o-resume, l2o-evaluate, l2o-baseline.
+"""Command-line entry points: l2o-train, l2o-resume, l2o-evaluate, l2o-baseline, sweep.py.
 
 Every command takes ``section/key=value`` overrides after its positional
 argument (values are YAML scalars or lists: ``strategy/num_periods=3``,
@@ -40,6 +40,8 @@ def _import_backend_quietly():
 OVERRIDES_HELP = "section/key=value overrides, e.g. strategy/num_periods=3"
 INTERRUPTED = dict.fromkeys(("train", "resume"), ": the last finished period is checkpointed; "
                                                  "continue with resume.py")
+INTERRUPTED["sweep"] = ": finished points are in the sweep's results.jsonl; rerun the same " \
+                       "command to continue"
 
 
 class UsageError(Exception):
@@ -163,6 +165,22 @@ def baseline(argv):
             resolved, directory, label, evaluation.keras_optimizer_factory(spec)))
     for path in evaluation.plot(directory):
         print(f"plot: {path}")
+
+
+@_entry
+def sweep(argv):
+    """Meta-trains one run per point of a grid or random search over config overrides."""
+    from l2o import sweep as sweep_module
+
+    parser = _parser("Grid or random search over config overrides, one run per point.",
+                     "config", "JSON or YAML config file, or a shipped config's name")
+    sweep_module.add_arguments(parser)
+    args = parser.parse_intermixed_args(argv)
+    records = sweep_module.sweep(args.config, args.overrides, args.grid, args.random,
+                                 args.points, args.seed, args.evaluate, args.directory,
+                                 args.overwrite)
+    if records and records[0]["metric"] is not None:
+        print(f"best: point {records[0]['point']} in {records[0]['directory']}")
 
 
 def _report(label, summary):
