@@ -1,4 +1,4 @@
-"""Command-line entry points: l2o-train, l2o-resume, l2o-evaluate, l2o-baseline, sweep.py.
+"""Command-line entry points: l2o-train, l2o-resume, l2o-evaluate, l2o-baseline, l2o-sweep.
 
 Every command takes ``section/key=value`` overrides after its positional
 argument (values are YAML scalars or lists: ``strategy/num_periods=3``,
