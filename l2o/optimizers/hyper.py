@@ -20,6 +20,20 @@ With momentum (``momentum`` > 0 or ``learn_momentum``), heavy-ball:
 
 without it, update_t = -lr_t g_t. Rates are learnt in log space so that they
 stay positive and a meta-gradient step moves them by a factor, not an amount.
+
+Discrete per-group switches (``learn_update_mask``): group k also owns a
+meta-weight c_k, and its update is gated by the binary u_k = 1[c_k > 0]:
+
+    update_t = -u_k lr_t v_t      (or -u_k lr_t g_t without momentum),
+
+so a group with c_k <= 0 is frozen at its initial values (its velocity still
+accumulates, unused). This is the toolkit's own definition of the PES paper's
+``--tune_params=mask:fixed`` (whose exact meaning is not documented here): one
+on/off switch per group, "is this layer trained?". u_k is a step function of
+c_k, with zero gradient almost everywhere, so only the estimators that score
+perturbed values (``training/estimator`` es and pes, which follow the gradient
+of the Gaussian-smoothed objective) can learn it; TBPTT is refused.
+``update_mask_logit`` is c_k's initial value (positive: every group trained).
 """
 
 import keras
@@ -50,16 +64,22 @@ class ScheduledSGDRule(UpdateRule):
 
     def __init__(self, schedule="inverse_time_decay", learning_rate=0.1, power=1.0,
                  decay_steps=5000.0, final_learning_rate=0.01, horizon=1000, momentum=0.0,
-                 learn_momentum=False, groups=1):
+                 learn_momentum=False, groups=1, learn_update_mask=False,
+                 update_mask_logit=1.0):
         self.schedule = schedule
         self.learning_rate, self.power = float(learning_rate), float(power)
         self.decay_steps, self.final_learning_rate = float(decay_steps), float(final_learning_rate)
         self.horizon, self.momentum = int(horizon), float(momentum)
         self.learn_momentum, self.groups = bool(learn_momentum), int(groups)
+        self.learn_update_mask = bool(learn_update_mask)
+        self.update_mask_logit = float(update_mask_logit)
 
     @classmethod
     def validate_config(cls, network):
         check_choice("network/schedule", network["schedule"], SCHEDULES)
+        if not np.isfinite(network["update_mask_logit"]):
+            raise ConfigError(f"network/update_mask_logit: must be finite, got "
+                              f"{network['update_mask_logit']!r}")
         for key in ("learning_rate", "final_learning_rate", "decay_steps"):
             check_range(f"network/{key}", network[key], 0.0)
         check_range("network/horizon", network["horizon"], 0)
@@ -85,6 +105,8 @@ class ScheduledSGDRule(UpdateRule):
             weights["log_final_learning_rate"] = filled(np.log(self.final_learning_rate))
         if self.learn_momentum:
             weights["momentum_logit"] = filled(np.log(self.momentum / (1.0 - self.momentum)))
+        if self.learn_update_mask:
+            weights["update_mask_logit"] = filled(self.update_mask_logit)
         return weights
 
     def init_state(self, params, seed):
@@ -109,6 +131,8 @@ class ScheduledSGDRule(UpdateRule):
     def update(self, meta_weights, grads, params, state):
         groups = tensor_groups(len(params), self.groups)
         rates = self.learning_rates(meta_weights, state["step"])
+        if self.learn_update_mask:  # u_k lr_t: a frozen group's rate is zero
+            rates = rates * ops.cast(meta_weights["update_mask_logit"] > 0, rates.dtype)
         directions = grads
         new_state = {"step": state["step"] + 1.0}
         if self.uses_momentum:
@@ -126,3 +150,12 @@ class ScheduledSGD(LearnedOptimizer):
     """Keras optimiser applying a meta-learned SGD schedule; see ``l2o.optimizers.hyper``."""
 
     rule_class = ScheduledSGDRule
+
+    @classmethod
+    def validate_run_config(cls, config):
+        """The update switches are step functions of their meta-weights: nothing for TBPTT's
+        backpropagated gradient to follow."""
+        if config["network"]["learn_update_mask"] and config["training"]["estimator"] == "tbptt":
+            raise ConfigError("network/learn_update_mask: the per-group update switches "
+                              "u_k = 1[c_k > 0] have no gradient to backpropagate; use "
+                              "training/estimator es or pes")
