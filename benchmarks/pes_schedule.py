@@ -10,9 +10,9 @@ An MLP on MNIST (``configs/pes_schedule_paper.yaml``: ScheduledSGD, heavy-ball m
     lr_t = lr0 / (1 + t / T)^p,    theta = (log lr0, log p)
 
 (decay_steps = T, as the paper's 5000 = T, so that the schedule has the paper's shape
-over the horizon). As in the paper, theta holds the logarithms of both hyperparameters:
-the rule's meta-weights are (log lr0, p), and the vectorised truncation of
-``l2o.estimators.particles.ParticleTruncations`` is driven at (theta_0, exp(theta_1)).
+over the horizon). As in the paper, theta holds the logarithms of both hyperparameters
+(``network/learn_log_power``), and every particle is one row of the vectorised truncation
+of ``l2o.estimators.particles.ParticleTruncations``.
 Two meta-objectives, plain sums over the T steps (``training/meta_objective``):
 
     train_sum_loss   F(theta) = sum_t loss(w_{t-1}, b_t)          (minimised)
@@ -63,22 +63,15 @@ EVALUATION_SEED = 12345
 COLOURS = {10: "#2ca02c", 100: "#d62728"}
 
 
-class PaperCoordinates:
-    """A vectorised truncation of ScheduledSGD at theta = (log lr0, log p): the rule's own
-    meta-weights are (log lr0, p), so the second coordinate is exponentiated on the way in."""
+class ScheduleProblem:
+    """The vectorised truncation of ScheduledSGD at theta = (log lr0, log p), and F."""
 
     def __init__(self, truncations):
         self.truncations = truncations
-        self.power = truncations.names.index("power")
-
-    def rule_thetas(self, thetas):
-        thetas = ops.convert_to_tensor(thetas, "float32")
-        columns = [ops.exp(thetas[:, i]) if i == self.power else thetas[:, i]
-                   for i in range(thetas.shape[1])]
-        return ops.stack(columns, axis=1)
 
     def unroll(self, thetas, states, steps, length):
-        return self.truncations.unroll(self.rule_thetas(thetas), states, steps, length)
+        return self.truncations.unroll(ops.convert_to_tensor(thetas, "float32"), states,
+                                       steps, length)
 
     def init_state(self, seed):
         return self.truncations.init_state(seed)
@@ -98,14 +91,14 @@ class PaperCoordinates:
 
 
 def inner_problem(objective, args):
-    """``PaperCoordinates`` of the paper config's inner problem at this benchmark's scale."""
+    """The paper config's inner problem at this benchmark's scale."""
     overrides = [f"training/meta_objective={objective}", f"training/horizon={args.horizon}",
                  f"network/decay_steps={float(args.horizon)}",
                  f"problems/0/kwargs/layers=[{args.width}]",
                  f"problems/0/kwargs/batch_size={args.batch_size}",
                  f"training/n_particles={args.particles}"]
     trainer = MetaTrainer(resolve(load_file(CONFIG), overrides))
-    return PaperCoordinates(trainer.estimators[0].truncations)
+    return ScheduleProblem(trainer.estimators[0].truncations)
 
 
 def optimise(system, estimator, truncation, args, seed=0):

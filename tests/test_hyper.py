@@ -20,6 +20,27 @@ def test_inverse_time_decay():
                                    rtol=1e-6)
 
 
+def test_log_power_is_the_meta_weight_and_gives_the_same_schedule():
+    rule = ScheduledSGDRule("inverse_time_decay", learning_rate=0.3, power=0.7,
+                            learn_log_power=True)
+    weights = rule.init_meta_weights(0)
+    assert set(weights) == {"log_learning_rate", "log_power"}
+    np.testing.assert_allclose(weights["log_power"], np.log(0.7), rtol=1e-6)
+    for step in (0, 5000, 15000):
+        np.testing.assert_allclose(rates_at(rule, step), 0.3 / (1 + step / 5000) ** 0.7,
+                                   rtol=1e-6)
+    meta = {"log_learning_rate": ops.convert_to_tensor(np.log([0.3]).astype(np.float32)),
+            "log_power": ops.convert_to_tensor(np.log([2.0]).astype(np.float32))}
+    rate = rule.learning_rates(meta, ops.convert_to_tensor(5000.0))
+    np.testing.assert_allclose(ops.convert_to_numpy(rate), 0.3 / 2.0 ** 2.0, rtol=1e-6)
+
+
+def test_log_power_needs_a_positive_power():
+    config = {"constructor": "ScheduledSGD", "network": {"power": 0.0, "learn_log_power": True}}
+    with pytest.raises(ConfigError, match="network/power"):
+        resolve(config)
+
+
 def test_log_linear_interpolates_in_log_space_then_holds():
     rule = ScheduledSGDRule("log_linear", learning_rate=1.0, final_learning_rate=0.01,
                             horizon=100)

@@ -9,7 +9,9 @@ and m_k. At inner step t = 0, 1, ...:
 
     constant             lr_t = exp(a_k)
     inverse_time_decay   lr_t = exp(a_k) / (1 + t / decay_steps)^p_k
-                         (theta_0 = exp(a_k), theta_1 = p_k; decay_steps 5000)
+                         (theta_0 = exp(a_k), theta_1 = p_k; decay_steps 5000;
+                         ``learn_log_power``: p_k = exp(q_k), q_k the meta-weight,
+                         as the PES paper learns it, so that a meta-step scales p)
     log_linear           log lr_t = (1 - u) a_k + u b_k,  u = min(t / horizon, 1)
                          (a straight line in log space from exp(a_k) to exp(b_k))
 
@@ -65,7 +67,7 @@ class ScheduledSGDRule(UpdateRule):
     def __init__(self, schedule="inverse_time_decay", learning_rate=0.1, power=1.0,
                  decay_steps=5000.0, final_learning_rate=0.01, horizon=1000, momentum=0.0,
                  learn_momentum=False, groups=1, learn_update_mask=False,
-                 update_mask_logit=1.0):
+                 update_mask_logit=1.0, learn_log_power=False):
         self.schedule = schedule
         self.learning_rate, self.power = float(learning_rate), float(power)
         self.decay_steps, self.final_learning_rate = float(decay_steps), float(final_learning_rate)
@@ -73,6 +75,7 @@ class ScheduledSGDRule(UpdateRule):
         self.learn_momentum, self.groups = bool(learn_momentum), int(groups)
         self.learn_update_mask = bool(learn_update_mask)
         self.update_mask_logit = float(update_mask_logit)
+        self.learn_log_power = bool(learn_log_power)
 
     @classmethod
     def validate_config(cls, network):
@@ -83,6 +86,8 @@ class ScheduledSGDRule(UpdateRule):
         for key in ("learning_rate", "final_learning_rate", "decay_steps"):
             check_range(f"network/{key}", network[key], 0.0)
         check_range("network/horizon", network["horizon"], 0)
+        if network["learn_log_power"]:
+            check_range("network/power", network["power"], 0.0)
         check_range("network/groups", network["groups"], 0)
         if network["learn_momentum"]:
             # A learnt momentum is sigmoid(m): its initial value must have a finite logit.
@@ -100,7 +105,10 @@ class ScheduledSGDRule(UpdateRule):
 
         weights = {"log_learning_rate": filled(np.log(self.learning_rate))}
         if self.schedule == "inverse_time_decay":
-            weights["power"] = filled(self.power)
+            if self.learn_log_power:
+                weights["log_power"] = filled(np.log(self.power))
+            else:
+                weights["power"] = filled(self.power)
         if self.schedule == "log_linear":
             weights["log_final_learning_rate"] = filled(np.log(self.final_learning_rate))
         if self.learn_momentum:
@@ -120,8 +128,9 @@ class ScheduledSGDRule(UpdateRule):
         """lr_t of every group at inner step ``step``, shape [groups]."""
         log_rate = meta_weights["log_learning_rate"]
         if self.schedule == "inverse_time_decay":
-            return ops.exp(log_rate) / ops.power(1.0 + step / self.decay_steps,
-                                                 meta_weights["power"])
+            power = ops.exp(meta_weights["log_power"]) if self.learn_log_power \
+                else meta_weights["power"]
+            return ops.exp(log_rate) / ops.power(1.0 + step / self.decay_steps, power)
         if self.schedule == "log_linear":
             progress = ops.minimum(step / float(self.horizon), 1.0)
             log_rate = (1.0 - progress) * log_rate + progress * meta_weights[
