@@ -35,11 +35,6 @@ TINY = {
     "benchmarks/influence_balancing.py": ["--iterations", "3", "--particles", "10"],
     "benchmarks/toy_regression.py": ["--iterations", "3", "--particles", "10"],
     "benchmarks/pio_compare.py": ["--quick"],
-    "train.py configs/pes_schedule_paper.yaml": [
-        "strategy/num_periods=1", "strategy/epochs_per_period=1", "training/depth=1",
-        "training/n_particles=2", "strategy/validation_unroll=20"],
-    **{f"benchmarks/pes_{name}.py": ["--quick"]
-       for name in ("schedule", "many_hyperparameters", "variance", "control", "uci")},
 }
 
 
