@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -10,6 +11,14 @@ MNIST = os.path.join(SHARED_DATA, "mnist")
 # `dataset: mnist` (the shipped configs) reads $L2O_DATA/mnist: the data at hand, no download.
 if os.path.isdir(SHARED_DATA):
     os.environ.setdefault("L2O_DATA", SHARED_DATA)
+
+
+def load_script(folder, name):
+    """``folder/name.py`` (a benchmark or an example) as a module, its ``main`` not run."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, folder, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

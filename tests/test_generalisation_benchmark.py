@@ -1,21 +1,16 @@
 """benchmarks/generalisation.py --quick: its table against numbers recomputed from the saved curves."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
+from conftest import load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADAM_RATES = ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1")
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "generalisation", os.path.join(ROOT, "benchmarks", "generalisation.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "generalisation")
 
 
 def table_rows(markdown, task):

@@ -1,25 +1,18 @@
 """Swimmer as ES/PES particles (l2o/problems/control.py) and benchmarks/pes_control.py --quick."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
 pytest.importorskip("mujoco")
 
-from l2o.problems.control import LinearPolicyParticles
+from conftest import load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from l2o.problems.control import LinearPolicyParticles
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "pes_control", os.path.join(ROOT, "benchmarks", "pes_control.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pes_control")
 
 
 def test_saved_state_steps_like_the_original():

@@ -1,21 +1,13 @@
 """benchmarks/pes_many_hyperparameters.py --quick: its bookkeeping, and F by hand for a
 network whose every layer is switched off (its parameters never move)."""
 
-import importlib.util
-import os
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_script
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "pes_many_hyperparameters", os.path.join(ROOT, "benchmarks",
-                                                 "pes_many_hyperparameters.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pes_many_hyperparameters")
 
 
 def test_quick_run_and_frozen_network_by_hand(tmp_path, capsys):

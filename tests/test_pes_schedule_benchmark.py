@@ -1,21 +1,14 @@
 """benchmarks/pes_schedule.py --quick: the grid against points evaluated one at a time, the
 paths' lengths, and the direction every estimator takes where the answer is known."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_script
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "pes_schedule", os.path.join(ROOT, "benchmarks", "pes_schedule.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pes_schedule")
 
 
 def test_quick_grid_paths_and_direction(tmp_path, mnist_folder):

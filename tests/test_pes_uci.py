@@ -1,22 +1,15 @@
 """benchmarks/pes_uci.py --quick: PES tunes the L2 penalty towards the grid's optimum from both sides."""
 
-import importlib.util
-import os
 
 import numpy as np
+from conftest import load_script
 from keras import ops
 
 from l2o.problems.ridge import diabetes_split, ridge_system
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "pes_uci", os.path.join(ROOT, "benchmarks", "pes_uci.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pes_uci")
 
 
 def test_inner_run_is_gradient_descent_on_the_penalised_training_loss():

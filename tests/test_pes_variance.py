@@ -1,20 +1,13 @@
 """benchmarks/pes_variance.py --quick: PES's variance on a toy character LSTM, against the
 exact gradient and the linear-regime theory of the benchmark's docstring."""
 
-import importlib.util
-import os
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_script
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "pes_variance", os.path.join(ROOT, "benchmarks", "pes_variance.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pes_variance")
 
 
 def test_quick_variances_follow_the_theory_and_the_mean_is_the_gradient(tmp_path):

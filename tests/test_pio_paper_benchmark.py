@@ -1,21 +1,14 @@
 """benchmarks/pio_paper.py: the plateau rule halves exactly when ReduceLROnPlateau would, and
 --quick's blocks pick the sweep's argmin and anneal the learning rate by that rule."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_script
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "pio_paper", os.path.join(ROOT, "benchmarks", "pio_paper.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pio_paper")
 
 
 def test_plateau_halves_after_more_than_patience_steps_without_relative_improvement():

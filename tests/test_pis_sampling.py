@@ -1,24 +1,17 @@
 """benchmarks/pis_sampling.py: its targets integrate to their stated Z (what makes the log Z
 error exact), and --quick's 1-D mixture log Z estimate is close to the truth."""
 
-import importlib.util
 import math
-import os
 
 import numpy as np
+from conftest import load_script
 from keras import ops
 
 from l2o.problems.densities import Funnel, mixture_1d, mixture_2d
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "pis_sampling", os.path.join(ROOT, "benchmarks", "pis_sampling.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pis_sampling")
 
 
 def density(target, points):
