@@ -229,3 +229,109 @@ def test_sigma_follows_the_learning_rate_schedule_when_tied():
     drift, noise = PIORule(sigma_rescaling="static").scales(ops.convert_to_tensor(0.04))
     assert float(drift) == pytest.approx(0.04) and float(noise) == pytest.approx(0.2)
     assert PIORule().scales(0.04) == (1.0, 1.0)
+
+
+def halving_every_ten_steps():
+    import keras
+
+    return keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=10, decay_rate=0.5)
+
+
+def test_sigma_follows_its_own_schedule_from_its_start():
+    """sigma_t = sigma * s(t) / s(0) at the optimiser's iteration t, by hand: 0.2 * 0.5^(t/10)."""
+    import keras
+
+    from l2o.optimizers.pio import PIOOptimizer
+
+    schedule = halving_every_ten_steps()
+    for given in (schedule, keras.optimizers.schedules.serialize(schedule)):
+        optimizer = PIOOptimizer(network={"sigma": 0.2, "sigma_schedule": given})
+        sigmas = []
+        for iteration in (0, 10, 20):
+            optimizer.iterations.assign(iteration)
+            sigmas.append(float(optimizer.current_sigma(optimizer.learning_rate)))
+        np.testing.assert_allclose(sigmas, [0.2, 0.1, 0.05], rtol=1e-6)
+    # Only the shape counts: a schedule starting at 4 gives the same sigmas.
+    scaled = PIOOptimizer(network={"sigma": 0.2, "sigma_schedule": {
+        "class_name": "InverseTimeDecay",
+        "config": {"initial_learning_rate": 4.0, "decay_steps": 1, "decay_rate": 0.5}}})
+    scaled.iterations.assign(6)  # 1 / (1 + 0.5 * 6) = 1/4
+    assert float(scaled.current_sigma(scaled.learning_rate)) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("sigma_rescaling", ["none", "dynamic"])
+def test_a_step_under_a_sigma_schedule_is_a_step_at_the_scheduled_sigma(sigma_rescaling):
+    """At iteration 20 the scheduled sampler (0.2 -> 0.05) steps exactly as one built with
+    sigma 0.05 (same seed, so the same noise and drift), and not as one with sigma 0.2."""
+    import keras
+
+    from l2o.optimizers.pio import PIOOptimizer
+
+    sampler = {"trajectories": 8, "dt": 0.25, "channels": 4, "layers": 1,
+               "sigma_rescaling": sigma_rescaling}
+    potential = lambda weights: ops.sum(ops.square(weights[0] - 1.0)) + ops.sum(
+        ops.sin(3.0 * weights[0]))
+
+    def step(network):
+        weights = [keras.Variable(np.zeros((3,), np.float32))]
+        optimizer = PIOOptimizer(network={**sampler, **network}, seed=4)
+        optimizer.build(weights)
+        optimizer.iterations.assign(20)
+        energies = []
+        select = optimizer.rule.select
+        optimizer.rule.select = lambda samples, potentials: (
+            energies.append(ops.convert_to_numpy(potentials)), select(samples, potentials))[1]
+        objective = float(optimizer.apply_loss(potential, weights))
+        return objective, weights[0].numpy(), energies[0]
+
+    scheduled = step({"sigma": 0.2, "sigma_schedule": halving_every_ten_steps()})
+    constant = step({"sigma": 0.05})
+    for value, expected in zip(scheduled, constant):
+        np.testing.assert_allclose(value, expected, rtol=1e-6)
+    unscheduled = step({"sigma": 0.2})
+    assert not np.allclose(scheduled[2], unscheduled[2], rtol=1e-3)
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ({"class_name": "NoSuchDecay", "config": {}}, "expected a Keras LearningRateSchedule"),
+    ({"class_name": "ExponentialDecay", "config": {"decay_steps": 10}}, "not a usable"),
+    ("cosine", "expected a Keras LearningRateSchedule"),
+    ({"class_name": "PiecewiseConstantDecay",
+      "config": {"boundaries": [5], "values": [0.0, 1.0]}}, "s\\(0\\) must be positive"),
+])
+def test_a_bad_sigma_schedule_fails_validation_naming_the_key(schedule, message):
+    from l2o.config import resolve
+    from l2o.optimizers.pio import PIOOptimizer
+    from l2o.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^network/sigma_schedule: {message}"):
+        PIOOptimizer(network={"sigma_schedule": schedule})
+    with pytest.raises(ConfigError, match=f"^network/sigma_schedule: {message}"):
+        resolve({"constructor": "PIO", "problems": [{"target": "carrillo"}],
+                 "network": {"sigma_schedule": schedule}})
+
+
+def test_a_sigma_schedule_and_a_tied_sigma_are_refused_together():
+    from l2o.optimizers.pio import PIOOptimizer
+    from l2o.validation import ConfigError
+
+    with pytest.raises(ConfigError, match="^network/sigma_schedule: .*tie_sigma_to_learning_rate"):
+        PIOOptimizer(network={"sigma_schedule": halving_every_ten_steps(),
+                              "tie_sigma_to_learning_rate": True})
+
+
+def test_a_sigma_schedule_survives_get_config_and_saving():
+    import json
+
+    import keras
+
+    from l2o.optimizers.pio import PIOOptimizer
+
+    optimizer = PIOOptimizer(network={"sigma": 0.2, "sigma_schedule": halving_every_ten_steps()})
+    config = json.loads(json.dumps(optimizer.get_config()))  # the network dict is plain JSON
+    assert config["network"]["sigma_schedule"]["class_name"] == "ExponentialDecay"
+    for restored in (PIOOptimizer.from_config(config),
+                     keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))):
+        assert restored.network == optimizer.network
+        restored.iterations.assign(20)
+        assert float(restored.current_sigma(restored.learning_rate)) == pytest.approx(0.05)

@@ -34,7 +34,8 @@ class PIOOptimizer(MetaTrainable):
     def __init__(self, meta_weights=None, network=None, learning_rate=0.01, seed=0, model=None,
                  name=None, **kwargs):
         # Checked before Keras makes a variable, so a bad value fails here, not in a graph.
-        rule = PIORule(**check_network(PIORule, network))
+        checked = check_network(PIORule, network)
+        rule = PIORule(**checked)
         if not callable(learning_rate):  # a schedule is Keras's to check
             learning_rate = check_learning_rate("learning_rate", learning_rate)
         if meta_weights is not None:
@@ -43,6 +44,8 @@ class PIOOptimizer(MetaTrainable):
                                               shapes=False)
         super().__init__(learning_rate=learning_rate, name=name or "PIOOptimizer", **kwargs)
         self.network, self.seed, self.rule = dict(network or {}), int(seed), rule
+        if "sigma_schedule" in self.network:  # the serialized form, which get_config can save
+            self.network["sigma_schedule"] = checked["sigma_schedule"]
         self.given_meta_weights = meta_weights
         # lr_0 for ``tie_sigma_to_learning_rate``: sigma_t = sigma * lr_t / lr_0.
         self._initial_learning_rate = float(
@@ -125,6 +128,9 @@ class PIOOptimizer(MetaTrainable):
         return {name: np.asarray(v.numpy()) for name, v in self._drift.items()}
 
     def current_sigma(self, learning_rate):
+        schedule = self.rule.sigma_schedule
+        if schedule is not None:  # sigma_t = sigma * s(t) / s(0)
+            return self.rule.sigma * ops.cast(schedule(self.iterations) / schedule(0), "float32")
         if not self.rule.tie_sigma_to_learning_rate:
             return ops.convert_to_tensor(self.rule.sigma, "float32")
         return self.rule.sigma * ops.cast(learning_rate, "float32") / self._initial_learning_rate

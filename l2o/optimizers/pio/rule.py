@@ -35,8 +35,11 @@ Drifts (``drift_format``):
 ``sigma_rescaling``: ``none`` (a = b = 1); ``static`` (drift scaled by a = sigma,
 diffusion by b = sqrt(sigma), with the configured sigma), so that the prior's
 spread follows the target's temperature; ``dynamic`` the same with the
-current sigma, which differs only when ``tie_sigma_to_learning_rate`` makes
-sigma_t = sigma * lr_t / lr_0 follow a learning-rate schedule.
+current sigma, which differs from sigma only when ``tie_sigma_to_learning_rate`` makes
+sigma_t = sigma * lr_t / lr_0 follow a learning-rate schedule, or ``sigma_schedule`` (a
+Keras learning-rate schedule s, or its serialized dict) gives sigma_t = sigma * s(t) / s(0)
+at the optimiser's step t. Either applies in ``PIOOptimizer``; training the drift from a
+config (``l2o.optimizers.pio.trainer``) uses the constant sigma.
 
 Each PIO step (``PIOOptimizer``): ``drift_steps`` Adam steps
 (``l2o.differentiable.adam`` at the optimiser's ``learning_rate``) on the objective with ``trajectories``
@@ -46,6 +49,9 @@ terminal point with the lowest V (``weights_from: best``) or whose mean
 part: PIO samples, it does not descend.
 """
 
+import copy
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -54,7 +60,7 @@ from l2o import backend
 from l2o.optimizers.cells import dense, init_dense
 from l2o.optimizers.pio import sde
 from l2o.tree import unflatten_like
-from l2o.validation import ConfigError, check_choice, check_range
+from l2o.validation import ConfigError, check_choice, check_range, first_line
 
 DRIFT_FORMATS = ("f", "grad", "mc")
 SIGMA_RESCALINGS = ("none", "static", "dynamic")
@@ -65,6 +71,27 @@ def energy_gradient(energy, x):
     """grad E at each row of ``x`` [n, d] (``energy`` maps [n, d] to [n])."""
     (_, _), grads = backend.value_and_grad(lambda xs: (ops.sum(energy(xs[0])), None), None)([x])
     return grads[0]
+
+
+def sigma_schedule_of(value):
+    """``network/sigma_schedule`` as a Keras ``LearningRateSchedule`` with s(0) > 0; ``value`` is
+    one, or its serialized dict (``keras.optimizers.schedules.serialize``, as configs hold)."""
+    schedules, schedule = keras.optimizers.schedules, value
+    try:
+        if isinstance(value, dict):
+            schedule = schedules.deserialize(copy.deepcopy(value))
+        start = float(schedule(0)) if isinstance(schedule, schedules.LearningRateSchedule) \
+            else None
+    except Exception as error:  # noqa: BLE001  (whatever the schedule's class raises)
+        raise ConfigError(f"network/sigma_schedule: not a usable Keras learning-rate schedule "
+                          f"({first_line(error)})") from None
+    if start is None:  # Keras's deserialize hands back an unknown class_name as it is
+        raise ConfigError(f"network/sigma_schedule: expected a Keras LearningRateSchedule or "
+                          f"its serialized {{class_name: ..., config: {{...}}}}, got {value!r}")
+    if not 0 < start < math.inf:
+        raise ConfigError(f"network/sigma_schedule: s(0) must be positive and finite, as "
+                          f"sigma_t = sigma * s(t) / s(0); got s(0) = {start!r}")
+    return schedule
 
 
 class PIORule:
@@ -78,10 +105,12 @@ class PIORule:
     def __init__(self, drift_format="f", sigma=0.01, sigma_rescaling="none",
                  tie_sigma_to_learning_rate=False, t_end=sde.T_END, diffusion=sde.DIFFUSION, dt=sde.DT,
                  trajectories=32, drift_steps=1, channels=64, layers=2, mc_samples=16,
-                 grad_clip=1e4, weights_from="best"):
+                 grad_clip=1e4, weights_from="best", sigma_schedule=None):
         self.drift_format, self.sigma = drift_format, float(sigma)
         self.sigma_rescaling = sigma_rescaling
         self.tie_sigma_to_learning_rate = bool(tie_sigma_to_learning_rate)
+        self.sigma_schedule = None if sigma_schedule is None else sigma_schedule_of(
+            sigma_schedule)
         self.t_end, self.diffusion, self.dt = float(t_end), float(diffusion), float(dt)
         self.trajectories, self.drift_steps = int(trajectories), int(drift_steps)
         self.channels, self.layers = int(channels), int(layers)
@@ -103,6 +132,13 @@ class PIORule:
             sde.steps(network["t_end"], network["dt"])
         except ValueError as error:
             raise ConfigError(f"network/dt: {error}") from None
+        if network["sigma_schedule"] is not None:
+            if network["tie_sigma_to_learning_rate"]:
+                raise ConfigError("network/sigma_schedule: sets how sigma changes, as "
+                                  "tie_sigma_to_learning_rate: true does; give one of them")
+            # Kept as the serialized dict, so that a config or get_config holding it is JSON.
+            network["sigma_schedule"] = keras.optimizers.schedules.serialize(
+                sigma_schedule_of(network["sigma_schedule"]))
 
     # ------------------------------------------------------------------ drift
 
