@@ -1,11 +1,14 @@
 """PIO's Table 1 under the paper's protocol: sweep, then seed runs at the best point (issue 14).
 
-    python benchmarks/pio_paper.py [--problems carrillo,moons,mnist]
-        [--optimizers pio,sgd,adam,adagrad] [--blocks plain,lrscheduled] [--quick]
-        [--metric final|min] [--fresh] [--table-only] [--out DIR] [--figure PATH]
+    python benchmarks/pio_paper.py [--problems carrillo,moons,mnist,carrillo-b2]
+        [--optimizers pio,pio-grad,pis-mc,sgd,adam,adagrad] [--blocks plain,lrscheduled]
+        [--quick] [--metric final|min] [--fresh] [--table-only] [--out DIR] [--figure PATH]
 
 For each problem (those of ``pio_compare.py``: Carrillo d = 2, two moons 2-10-1, MNIST-MLP
-784-20-10), optimiser and block, as the PIO repository's ``run_all_results.py`` does:
+784-20-10, and, not run by default, the fair version of Carrillo: ``carrillo-b2``, its
+optimum moved from 0, where PIO's paths start and its prior is centred, to B = 2, with
+Carrillo's sweep settings), optimiser and block, as the PIO repository's
+``run_all_results.py`` does:
 
 1. Sweep: ``points`` settings drawn by a seeded random search (the repository uses
    Nevergrad's optimiser over the same ranges; Nevergrad is not used here), each trained
@@ -32,8 +35,17 @@ losses; the repository's Lightning scheduler, with no ``interval`` given, steps 
 epoch of its training data, 1000 rows on Carrillo and 20,000 on moons, i.e. not within
 100 steps at batch sizes above 10).
 
-PIO's sampler settings are ``pio_compare.PIO_SAMPLER``'s (the repository's config on
-Carrillo and moons; 8 trajectories, dt 0.25 on MNIST). Results are cached as JSON per
+``lrscheduled-alldims`` (not run by default) is the lrscheduled block with the dimensions
+the repository also sweeps in it: PIO's t_end [1, 10], drift-network depth {1, 2} and
+batch_laps {1, 4, 16} (``drift_steps`` here), Adam's beta_1 [0.81, 0.98] and beta_2
+[0.91, 0.9998] (log-uniform); its table cells are compared with the published 64/64 ones.
+
+PIO-Grad (PIS-Grad's drift, ``drift_format: grad``) and PIS-MC (``mc``, no network) are
+not in the paper's Table 1; they run PIO's sweep (PIS-MC's drawn learning rate acts only
+through sigma's tie to it, i.e. in the lrscheduled block). Sampler settings are
+``pio_compare.PIO_SAMPLER``'s per variant (the repository's config on Carrillo; fewer
+trajectories and a coarser dt where a variant's step cost demands it; on MNIST 8
+trajectories, dt 0.25). Results are cached as JSON per
 (problem, optimiser, block, metric) under ``benchmarks/out/pio_paper/``; ``--table-only``
 prints the table beside the published numbers from them and draws
 ``benchmarks/figures/pio_paper_<metric>.png``. Moons and MNIST have one held-out split
@@ -57,17 +69,33 @@ import pio_compare as compare  # before l2o: it puts the repository on sys.path
 from keras import ops
 
 from l2o import backend, problems
-from l2o.optimizers.pio import PIOOptimizer
+from l2o.optimizers.pio import PIOOptimizer, sde
 
-OPTIMIZERS = {"pio": "PIO", "sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad"}
-PROBLEM_NAMES = {key: compare.PROBLEMS[key][0] for key in ("carrillo", "moons", "mnist")}
-# (points, sweep steps, plateau annealing) per block, as run_all_results.py.
-BLOCKS = {"plain": (32, 32, False), "lrscheduled": (64, 64, True)}
-QUICK_BLOCKS = {"plain": (3, 3, False), "lrscheduled": (3, 3, True)}
+OPTIMIZERS = {"pio": "PIO", "pio-grad": "PIO-Grad", "pis-mc": "PIS-MC", "sgd": "SGD",
+              "adam": "Adam", "adagrad": "Adagrad"}
+PROBLEM_NAMES = {key: compare.PROBLEMS[key][0] for key in ("carrillo", "moons", "mnist",
+                                                            "carrillo-b2")}
+# The random search's stream per problem and optimiser, fixed so that adding a row leaves the
+# others' draws alone. Carrillo with B = 2 draws Carrillo's settings: only the optimum moves.
+PROBLEM_STREAMS = {"carrillo": 0, "mnist": 1, "moons": 2, "carrillo-b2": 0}
+OPTIMIZER_STREAMS = {"adagrad": 0, "adam": 1, "pio": 2, "sgd": 3, "pio-grad": 4, "pis-mc": 5}
+# (points, sweep steps, plateau annealing) per block, as run_all_results.py. Not run by
+# default: "lrscheduled-alldims", the lrscheduled block with the dimensions the repository
+# also sweeps there (``ALL_DIMS``).
+BLOCKS = {"plain": (32, 32, False), "lrscheduled": (64, 64, True),
+          "lrscheduled-alldims": (64, 64, True)}
+QUICK_BLOCKS = {name: (3, 3, annealed) for name, (_, _, annealed) in BLOCKS.items()}
+BLOCK_STREAMS = {"lrscheduled": 0, "plain": 1, "lrscheduled-alldims": 2}
 SEED_STEPS, QUICK_SEED_STEPS = 100, 30  # quick: long enough for a plateau
 RANGES = {"learning_rate": (1e-4, 0.1), "batch_size": (16, 128), "clipnorm": (0.01, 4.95),
           "sigma": (1e-4, 0.1), "sigma_factor": (0.01, 10.0)}
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_THRESHOLD = 0.5, 8, 1e-4
+# run_all_results.py's extra dimensions in its 64/64 block: PIO ("pis") t_end uniform in
+# [1, 10] (here rounded to whole steps of the sampler's dt), drift-network depth
+# range(1, 3) and batch_laps (drift updates per step) in {1, 4, 16}; Adam's betas
+# log-uniform. PIO-Grad, a PIO drift, gets PIO's.
+ALL_DIMS = {"pio": ("t_end", "layers", "drift_steps"),
+            "pio-grad": ("t_end", "layers", "drift_steps"), "adam": ("beta_1", "beta_2")}
 
 # The paper's Table 1: (mean, s.d.) of the min test loss.
 PUBLISHED = {
@@ -115,37 +143,52 @@ def log_uniform(rng, low, high):
 
 def draw_points(problem_key, optimizer_key, block, count):
     """The random search's ``count`` settings, the same on every invocation."""
-    rng = np.random.default_rng([sorted(PROBLEM_NAMES).index(problem_key),
-                                 sorted(OPTIMIZERS).index(optimizer_key), sorted(BLOCKS).index(block)])
+    rng = np.random.default_rng([PROBLEM_STREAMS[problem_key], OPTIMIZER_STREAMS[optimizer_key],
+                                 BLOCK_STREAMS[block]])
     points = []
     for _ in range(count):
         point = {"learning_rate": log_uniform(rng, *RANGES["learning_rate"]),
-                 "batch_size": 1 if problem_key == "carrillo" else round(
+                 "batch_size": 1 if problem_key.startswith("carrillo") else round(
                      log_uniform(rng, *RANGES["batch_size"]))}
-        if optimizer_key == "pio":
+        if optimizer_key in compare.PIO_FORMATS:
             name = "sigma_factor" if BLOCKS[block][2] else "sigma"
             point[name] = log_uniform(rng, *RANGES[name])
         else:
             point["clipnorm"] = log_uniform(rng, *RANGES["clipnorm"])
+        if block == "lrscheduled-alldims":
+            point.update(extra_dims(rng, problem_key, optimizer_key))
         points.append(point)
     return points
 
 
+def extra_dims(rng, problem_key, optimizer_key):
+    names = ALL_DIMS.get(optimizer_key, ())
+    if "t_end" in names:
+        dt = compare.PIO_SAMPLER[problem_key][optimizer_key].get("dt", sde.DT)
+        return {"t_end": dt * max(1, round(rng.uniform(1.0, 10.0) / dt)),
+                "layers": int(rng.integers(1, 3)), "drift_steps": int(rng.choice([1, 4, 16]))}
+    if names:
+        return {"beta_1": log_uniform(rng, 0.81, 0.98), "beta_2": log_uniform(rng, 0.91, 0.9998)}
+    return {}
+
+
 def make_problem(problem_key, batch_size):
-    if problem_key == "carrillo":
-        return problems.Carrillo(dim=2)
+    if problem_key.startswith("carrillo"):
+        return compare.PROBLEMS[problem_key][1]()
     if problem_key == "moons":
         return problems.TwoMoons(batch_size=batch_size)
     return problems.MLPClassifier(layers=[20], activation="relu", dataset=compare.MNIST,
                                   batch_size=batch_size)
 
 
-def pio_settings(problem_key, point):
+def pio_settings(problem_key, optimizer_key, point):
     """``pio_compare.reset_pio``'s settings: sigma fixed, or tied to the learning rate."""
     tied = "sigma_factor" in point
     sigma = point["sigma_factor"] * point["learning_rate"] if tied else point["sigma"]
-    network = {"drift_format": "f", "sigma": sigma, "sigma_rescaling": "none",
-               "tie_sigma_to_learning_rate": tied, **compare.PIO_SAMPLER[problem_key]["pio"]}
+    network = {"drift_format": compare.PIO_FORMATS[optimizer_key][1], "sigma": sigma,
+               "sigma_rescaling": "none", "tie_sigma_to_learning_rate": tied,
+               **compare.PIO_SAMPLER[problem_key][optimizer_key],
+               **{name: point[name] for name in ("t_end", "layers", "drift_steps") if name in point}}
     return {"network": network, "learning_rate": point["learning_rate"]}
 
 
@@ -158,14 +201,15 @@ def run_point(problem_key, optimizer_key, point, seeds, steps, anneal_every):
     model = optimizer = train_step = None
     for row, seed in enumerate(seeds):
         params = problem.init(seed)
-        if optimizer_key != "pio":  # cheap to trace: built fresh per seed
+        if optimizer_key in compare.KERAS:  # cheap to trace: built fresh per seed
             model = problem.build_model(params)
+            betas = {name: point[name] for name in ("beta_1", "beta_2") if name in point}
             optimizer = getattr(keras.optimizers, compare.KERAS[optimizer_key][1])(
-                learning_rate=point["learning_rate"], clipnorm=point["clipnorm"])
+                learning_rate=point["learning_rate"], clipnorm=point["clipnorm"], **betas)
             train_step = backend.make_train_step(problem.loss, model.trainable_variables,
                                                  optimizer)
         else:  # tracing PIO's step costs 50-100 of its steps: reused across seeds
-            settings = pio_settings(problem_key, point)
+            settings = pio_settings(problem_key, optimizer_key, point)
             if model is None:
                 model = problem.build_model(params)
                 optimizer = PIOOptimizer(network=settings["network"],
@@ -250,6 +294,13 @@ def load(out, problem_key, optimizer_key, block, quick, metric, anneal_every=1):
         return json.load(handle)
 
 
+def published_cell(block, optimizer_key, problem_key):
+    """(mean, s.d.) of the paper's Table 1 (an annealed block's: its 64/64 block), or None:
+    it has no PIO-Grad, PIS-MC or B = 2."""
+    published = PUBLISHED["lrscheduled" if BLOCKS[block][2] else "plain"]
+    return published.get(optimizer_key, {}).get(problem_key)
+
+
 def number(mean, sd):
     return f"{mean:.3f} ± {sd:.3f}" if math.isfinite(mean) else "non-finite"
 
@@ -272,15 +323,16 @@ def print_table(args):
         for optimizer_key in args.optimizers:
             row = [block, OPTIMIZERS[optimizer_key]]
             for problem_key in args.problems:
-                mean, sd = PUBLISHED[block][optimizer_key][problem_key]
+                published = published_cell(block, optimizer_key, problem_key)
+                shown = "—" if published is None else number(*published)
                 result = load(args.out, problem_key, optimizer_key, block, args.quick,
                               args.metric, args.anneal_every)
                 if result is None:
-                    row.append(f"not run / {mean:.3f} ± {sd:.3f}")
+                    row.append(f"not run / {shown}")
                     continue
-                flag = " *" if not abs(result["mean"] - mean) <= sd else ""
-                row.append(f"{number(result['mean'], result['sd'])} / {mean:.3f} ± {sd:.3f}"
-                           f"{flag}")
+                flag = " *" if published and not abs(result["mean"] - published[0]) <= published[
+                    1] else ""
+                row.append(f"{number(result['mean'], result['sd'])} / {shown}{flag}")
                 chosen.append((problem_key, optimizer_key, block, result))
             print("| " + " | ".join(row) + " |")
     other = next(name for name in METRICS if name != args.metric)
@@ -309,9 +361,13 @@ def plot(args, chosen):
     labels = [f"{OPTIMIZERS[o]}\n{b}" for b in args.blocks for o in args.optimizers]
     for axis, problem_key in zip(axes[0], args.problems):
         positions = np.arange(len(labels))
-        published = [PUBLISHED[b][o][problem_key] for b in args.blocks for o in args.optimizers]
-        axis.errorbar(positions - 0.15, [m for m, _ in published], [s for _, s in published],
-                      fmt="s", label="published")
+        published = [(k, published_cell(b, o, problem_key)) for k, (b, o) in enumerate(
+            (b, o) for b in args.blocks for o in args.optimizers)]
+        published = [(k, cell) for k, cell in published if cell is not None]
+        if published:
+            axis.errorbar([positions[k] - 0.15 for k, _ in published],
+                          [m for _, (m, _) in published], [s for _, (_, s) in published],
+                          fmt="s", label="published")
         ours = {(o, b): r for p, o, b, r in chosen if p == problem_key}
         found = [(k, ours[(o, b)]) for k, (b, o) in enumerate(
             (b, o) for b in args.blocks for o in args.optimizers) if (o, b) in ours]
@@ -331,7 +387,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", default="carrillo,moons,mnist")
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-    parser.add_argument("--blocks", default=",".join(BLOCKS))
+    parser.add_argument("--blocks", default="plain,lrscheduled",
+                        help="also lrscheduled-alldims (the repository's extra dimensions)")
     parser.add_argument("--quick", action="store_true",
                         help="3 points x 3 steps, 2 seeds x 30 steps")
     parser.add_argument("--metric", choices=METRICS, default="final",
