@@ -50,3 +50,28 @@ def test_quick_blocks_choose_the_sweep_argmin_and_anneal_by_the_rule(tmp_path):
                 assert np.allclose(rate, expected, rtol=1e-6)
                 halvings += int(np.sum(np.diff(rate) < 0))
     assert halvings > 0  # the lrscheduled runs did hit a plateau, so the check above bit
+
+
+def test_alldims_points_are_valid_pio_and_adam_settings_and_b2_shares_carrillos_draws():
+    benchmark = load_benchmark()
+    from l2o.optimizers.pio import PIORule
+    from l2o.validation import check_network
+
+    for optimizer in ("pio", "pio-grad", "adam"):
+        assert (benchmark.draw_points("carrillo-b2", optimizer, "plain", 8)
+                == benchmark.draw_points("carrillo", optimizer, "plain", 8))
+    # a new block draws from its own stream: the lrscheduled block's settings stay as they were
+    base = benchmark.draw_points("moons", "pio", "lrscheduled", 16)
+    extended = benchmark.draw_points("moons", "pio", "lrscheduled-alldims", 16)
+    assert [p["learning_rate"] for p in base] != [p["learning_rate"] for p in extended]
+    for point in extended:
+        assert {"t_end", "layers", "drift_steps", "sigma_factor"} <= set(point)
+        assert 1.0 - 1e-9 <= point["t_end"] <= 10.0 + 1e-9
+        assert point["layers"] in (1, 2) and point["drift_steps"] in (1, 4, 16)
+        network = benchmark.pio_settings("moons", "pio", point)["network"]
+        assert network["t_end"] == point["t_end"] and network["drift_steps"] == point["drift_steps"]
+        PIORule.validate_config(check_network(PIORule, network))  # t_end in whole dt steps
+    assert len({p["drift_steps"] for p in extended}) > 1
+    for point in benchmark.draw_points("moons", "adam", "lrscheduled-alldims", 16):
+        assert 0.81 <= point["beta_1"] <= 0.98 and 0.91 <= point["beta_2"] <= 0.9998
+    assert "beta_1" not in benchmark.draw_points("moons", "sgd", "lrscheduled-alldims", 1)[0]
