@@ -356,9 +356,10 @@ def plot(args, chosen):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(args.problems), figsize=(4.5 * len(args.problems), 3.6),
-                                squeeze=False)
     labels = [f"{OPTIMIZERS[o]}\n{b}" for b in args.blocks for o in args.optimizers]
+    width = max(4.5, 0.5 * len(labels))  # room for every cell's label
+    figure, axes = plt.subplots(1, len(args.problems), figsize=(width * len(args.problems), 4.2),
+                                squeeze=False)
     for axis, problem_key in zip(axes[0], args.problems):
         positions = np.arange(len(labels))
         published = [(k, published_cell(b, o, problem_key)) for k, (b, o) in enumerate(
@@ -373,7 +374,15 @@ def plot(args, chosen):
             (b, o) for b in args.blocks for o in args.optimizers) if (o, b) in ours]
         axis.errorbar([positions[k] + 0.15 for k, _ in found], [r["mean"] for _, r in found],
                       [r["sd"] for _, r in found], fmt="o", label="ours")
-        axis.set_xticks(positions, labels, fontsize=7)
+        # Each seed run too: a mean ± s.d. hides a blow-up in one of ten.
+        values = [v for _, r in found for v in r["per_seed"]]
+        for k, r in found:
+            axis.scatter([positions[k] + 0.3] * len(r["per_seed"]), r["per_seed"], s=6,
+                         color="C1", alpha=0.6)
+        finite = [v for v in values if 0 < v < math.inf]
+        if finite and max(finite) > 100 * min(finite):
+            axis.set_yscale("log")
+        axis.set_xticks(positions, labels, fontsize=7, rotation=45, ha="right")
         axis.set_title(PROBLEM_NAMES[problem_key])
         axis.set_ylabel(f"test loss ({args.metric})")
     axes[0][0].legend()
