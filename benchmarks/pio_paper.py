@@ -188,7 +188,7 @@ def pio_settings(problem_key, optimizer_key, point):
     network = {"drift_format": compare.PIO_FORMATS[optimizer_key][1], "sigma": sigma,
                "sigma_rescaling": "none", "tie_sigma_to_learning_rate": tied,
                **compare.PIO_SAMPLER[problem_key][optimizer_key],
-               **{name: point[name] for name in ("t_end", "layers", "drift_steps") if name in point}}
+               **{name: point[name] for name in ALL_DIMS["pio"] if name in point}}
     return {"network": network, "learning_rate": point["learning_rate"]}
 
 
@@ -203,7 +203,7 @@ def run_point(problem_key, optimizer_key, point, seeds, steps, anneal_every):
         params = problem.init(seed)
         if optimizer_key in compare.KERAS:  # cheap to trace: built fresh per seed
             model = problem.build_model(params)
-            betas = {name: point[name] for name in ("beta_1", "beta_2") if name in point}
+            betas = {name: point[name] for name in ALL_DIMS["adam"] if name in point}
             optimizer = getattr(keras.optimizers, compare.KERAS[optimizer_key][1])(
                 learning_rate=point["learning_rate"], clipnorm=point["clipnorm"], **betas)
             train_step = backend.make_train_step(problem.loss, model.trainable_variables,
