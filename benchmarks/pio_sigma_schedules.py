@@ -40,7 +40,7 @@ import keras
 import pio_compare as compare  # before l2o: it puts the repository on sys.path
 from keras import ops
 
-from l2o import backend, problems
+from l2o import backend
 from l2o.optimizers.pio import PIOOptimizer
 
 SIGMA, LEARNING_RATE, DECAY = 0.1, 0.01, 0.01  # start, drift Adam rate, s(T) / s(0)
@@ -70,7 +70,7 @@ def network(name, steps):
 
 def run_schedule(name, seeds, steps):
     """Test-loss and sigma curves [seeds, steps] of one schedule, and its timings."""
-    problem = problems.Carrillo(dim=2, shift=2.0)
+    problem = compare.PROBLEMS["carrillo-b2"][1]()
     test_loss = compare.make_test_loss(problem)
     settings = network(name, steps)
     losses, sigmas = np.full((len(seeds), steps), np.nan), np.full((len(seeds), steps), np.nan)
