@@ -4,10 +4,13 @@ Every command takes ``section/key=value`` overrides after its positional
 argument (values are YAML scalars or lists: ``strategy/num_periods=3``,
 ``network/layers=[10,10]``, ``problems/0/kwargs/batch_size=32``). A bad key
 or value stops the command before it does or writes anything, with one line
-naming the key and exit status 2.
+naming the key and exit status 2; so does a ``KERAS_BACKEND`` other than tensorflow or
+jax, checked before Keras is imported (unset, with TensorFlow absent and JAX installed,
+the commands choose jax).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -15,6 +18,30 @@ import sys
 from l2o import api
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def choose_backend(environ=os.environ):
+    """Checks ``KERAS_BACKEND`` before Keras reads it; None, or the one line saying what is
+    wrong. Unset where TensorFlow (Keras's default) is not installed but JAX is, it is set
+    to jax: a JAX-only install then runs without the variable."""
+    name = environ.get("KERAS_BACKEND")
+    choices = " or ".join(f"KERAS_BACKEND={backend}" for backend in BACKENDS)
+    if name:
+        if name not in BACKENDS:
+            return (f"KERAS_BACKEND={name}: l2o runs on Keras's tensorflow or jax backend; "
+                    f"set {choices}")
+        return None if importlib.util.find_spec(name) is not None else (
+            f"KERAS_BACKEND={name}: {name} is not installed; pip install \"l2o[{name}]\", or "
+            f"set KERAS_BACKEND to the backend installed")
+    if importlib.util.find_spec("tensorflow") is not None:
+        return None
+    if importlib.util.find_spec("jax") is not None:
+        environ["KERAS_BACKEND"] = "jax"
+        return None
+    return ("neither TensorFlow nor JAX is installed: install one (pip install "
+            "\"l2o[tensorflow]\" or \"l2o[jax]\") and set " + choices)
 
 
 def _import_backend_quietly():
@@ -50,6 +77,10 @@ class UsageError(Exception):
 
 def _entry(function):
     def main(argv=None):
+        problem = choose_backend()  # before Keras is imported: it reads the variable once
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
         _import_backend_quietly()
         from l2o.validation import ConfigError, first_line
 

@@ -14,7 +14,7 @@ import re
 from l2o import checkpoints, pretrained
 from l2o.checkpoints import CheckpointError, CheckpointMismatch
 from l2o.registry import OPTIMIZERS
-from l2o.validation import ConfigError, first_line
+from l2o.validation import ConfigError, first_line, shown
 
 # What may change between the checkpoints of one run (resume.py takes overrides of
 # these): the schedule ahead, evaluation, compilation, what to do about non-finite
@@ -145,8 +145,13 @@ def load_optimizer(directory, checkpoint="best", **kwargs):
     ``period_NNNN``; ``kwargs`` go to the optimiser (``learning_rate``, ...);
     ``run_seed`` seeds a stochastic optimiser's noise for one run.
     """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ConfigError(f"load_optimizer: expected a run directory or "
+                          f"'{pretrained.PREFIX}NAME' (shipped: "
+                          f"{', '.join(pretrained.names()) or 'none'}), got {shown(directory)}")
     import l2o.optimizers  # noqa: F401  (registers the constructors; heavy, so on first use)
 
+    directory = os.fspath(directory)
     if directory.startswith(pretrained.PREFIX):
         return pretrained.load(directory[len(pretrained.PREFIX):], **kwargs)
     config = read_config(directory)

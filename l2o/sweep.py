@@ -28,7 +28,8 @@ The sweep directory (default: the config's ``directory`` + ``_sweep``) holds
 Run again with the same command, a sweep skips its finished points; a point
 killed after a finished period resumes from its checkpoint (exactly, as
 resume.py would), one killed before any restarts. A different command on the
-same directory is refused (``--overwrite`` starts afresh). A point whose
+same directory is refused (``--overwrite`` starts afresh, deleting only what a sweep
+writes there: the files above and the point directories). A point whose
 training produced nothing finite (``training/stop_on_nonfinite``) is recorded
 with its error and no metric, and the sweep goes on.
 """
@@ -37,6 +38,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import time
 
@@ -48,6 +50,11 @@ from l2o.config import parse_override, yaml_load
 from l2o.strategies.base import NonFiniteTraining
 from l2o.validation import ConfigError, first_line
 
+# What a sweep writes in its directory besides the point directories (and their
+# temporary files while written); ``--overwrite`` deletes these and nothing else.
+SWEEP_FILES = {name + suffix for name in ("sweep.json", "results.jsonl", "results.md")
+               for suffix in ("", ".tmp")}
+POINT_DIRECTORY = re.compile(r"point_\d{4,}")
 METRICS = {"best_validation": "best validation meta-loss",
            "evaluation": "evaluation final train loss"}
 EVALUATION_LABEL = "learned_best"
@@ -220,13 +227,26 @@ def _claim(spec, overwrite):
                                   f"its sweep.json): rerun its own command, choose "
                                   f"--directory, or pass --overwrite")
     elif os.path.exists(directory) and overwrite:
-        if os.path.abspath(directory) in (os.getcwd(), os.path.abspath(os.sep)):
-            raise ConfigError(f"--overwrite would delete {directory}; choose --directory")
-        shutil.rmtree(directory)
+        _remove_sweep(directory)
     elif os.path.isdir(directory) and os.listdir(directory):
         raise ConfigError(f"{directory} exists and holds no sweep.json: choose --directory, "
-                          f"or pass --overwrite")
+                          f"or pass --overwrite to sweep there (its other files are kept)")
     checkpoints.write_text(path, json.dumps(spec, indent=2))
+
+
+def _remove_sweep(directory):
+    """Deletes what a sweep wrote in ``directory`` (``SWEEP_FILES``, the point directories),
+    and nothing else: the folder's other files stay, as train.py's --overwrite keeps a
+    folder's files that are not a run."""
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if os.path.islink(path):
+            if entry in SWEEP_FILES or POINT_DIRECTORY.fullmatch(entry):
+                os.unlink(path)  # the link, not what it points at
+        elif entry in SWEEP_FILES and os.path.isfile(path):
+            os.remove(path)
+        elif POINT_DIRECTORY.fullmatch(entry) and os.path.isdir(path):
+            shutil.rmtree(path)
 
 
 def read_results(directory):
@@ -374,4 +394,5 @@ def add_arguments(parser):
     parser.add_argument("--directory", help="the sweep directory (default: the config's "
                                             "directory + _sweep)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete the sweep directory first")
+                        help="start afresh: delete what a sweep wrote in the sweep directory "
+                             "(sweep.json, results, point_NNNN/), keeping its other files")

@@ -11,6 +11,7 @@ import difflib
 import inspect
 import json
 import math
+import numbers
 
 import numpy as np
 
@@ -36,6 +37,36 @@ class _Required:
 REQUIRED = _Required()
 
 
+# How much of a user's value an error message quotes: a value can be as large as a file.
+SHOWN_LENGTH = 80
+
+
+def shown(value, length=SHOWN_LENGTH):
+    """``repr(value)`` as an error message quotes it: at most ``length`` characters, a longer
+    one cut with ``...``, so that a huge value cannot make a huge line (nor take long: a
+    list, tuple or mapping is written only as far as the cut)."""
+    text, complete = _repr_within(value, length)
+    if "\n" in text:  # one line, whatever the value's repr (an array's has several)
+        text = " ".join(text.split())
+    return text if complete and len(text) <= length else text[:length - 3] + "..."
+
+
+def _repr_within(value, budget):
+    """``(repr(value), True)``, or ``(a prefix of it longer than budget, False)``."""
+    brackets = {list: "[]", tuple: "()", dict: "{}"}.get(type(value))
+    if brackets is None or not value:
+        return repr(value), True
+    text = brackets[0]
+    for index, item in enumerate(value.items() if isinstance(value, dict) else value):
+        text += ", " if index else ""
+        for position, element in enumerate(item if isinstance(value, dict) else (item,)):
+            part, complete = _repr_within(element, budget - len(text))
+            text += (": " if position else "") + part
+            if not complete or len(text) > budget:
+                return text, False
+    return text + ("," if type(value) is tuple and len(value) == 1 else "") + brackets[1], True
+
+
 def first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -59,7 +90,7 @@ def check_type(name, value, default):
         ok = isinstance(value, kind)
     if not ok:
         raise ConfigError(f"{name}: expected {kind.__name__}, got {type(value).__name__} "
-                          f"{value!r}")
+                          f"{shown(value)}")
     return value
 
 
@@ -67,21 +98,25 @@ def check_units(name, value):
     """A non-empty list of positive ints (layer sizes, filter counts)."""
     if not value or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
                             for u in value):
-        raise ConfigError(f"{name}: must be a non-empty list of positive ints, got {value!r}")
+        raise ConfigError(f"{name}: must be a non-empty list of positive ints, got "
+                          f"{shown(value)}")
 
 
-def check_range(name, value, low=None, high=None):
-    """``low < value <= high`` (either bound optional)."""
+def check_range(name, value, low=None, high=None, finite=True):
+    """``low < value <= high`` (either bound optional), and finite unless ``finite`` is false
+    (an infinite value is no size, scale or rate: it fails later, in the maths)."""
     if (low is not None and not value > low) or (high is not None and not value <= high):
         bounds = " and ".join(part for part in (low is not None and f"above {low}",
                                                 high is not None and f"at most {high}") if part)
-        raise ConfigError(f"{name}: must be {bounds}, got {value!r}")
+        raise ConfigError(f"{name}: must be {bounds}, got {shown(value)}")
+    if finite and not math.isfinite(value):
+        raise ConfigError(f"{name}: must be finite, got {shown(value)}")
 
 
 def check_fraction(name, value):
     """``0 < value < 1`` (decay rates, probabilities of a choice)."""
     if not 0.0 < value < 1.0:
-        raise ConfigError(f"{name}: must be strictly between 0 and 1, got {value!r}")
+        raise ConfigError(f"{name}: must be strictly between 0 and 1, got {shown(value)}")
 
 
 def check_keras_name(name, value, kind):
@@ -91,16 +126,23 @@ def check_keras_name(name, value, kind):
     try:
         getattr(keras, kind).get(value)
     except (ValueError, TypeError):
-        raise ConfigError(f"{name}: unknown {kind[:-1]} {value!r}") from None
+        raise ConfigError(f"{name}: unknown {kind[:-1]} {shown(value)}") from None
 
 
 def check_learning_rate(name, value):
     """A positive, finite learning rate, as a float (YAML reads ``1`` as an int, which Keras
-    refuses); a negative one would ascend the loss without a word, and 0 would not move."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+    refuses); a negative one would ascend the loss without a word, and 0 would not move.
+    The one rule for a rate given as a number, in a config or to a constructor."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
             or not 0 < value < math.inf:
-        raise ConfigError(f"{name}: must be a positive number, got {value!r}")
+        raise ConfigError(f"{name}: must be a positive number, got {shown(value)}")
     return float(value)
+
+
+def check_optimizer_learning_rate(value, name="learning_rate"):
+    """An optimiser constructor's ``learning_rate``: a number as ``check_learning_rate`` has
+    it (an int becomes a float, as in a config); a schedule or other callable is Keras's."""
+    return value if callable(value) else check_learning_rate(name, value)
 
 
 def check_keras_optimizer(name, spec):
@@ -110,7 +152,7 @@ def check_keras_optimizer(name, spec):
 
     if not isinstance(spec, dict) or set(spec) - {"class_name", "config"}:
         raise ConfigError(f"{name}: a Keras optimiser is {{class_name: ..., config: {{...}}}}, "
-                          f"got {spec!r}")
+                          f"got {shown(spec)}")
     config = spec.get("config")
     if isinstance(config, dict) and not isinstance(config.get("learning_rate", {}), dict):
         config["learning_rate"] = check_learning_rate(f"{name}/config/learning_rate",
@@ -129,7 +171,7 @@ def check_choice(name, value, options):
     names = [option if isinstance(option, str) else json.dumps(option) for option in options]
     close = difflib.get_close_matches(str(value), names, n=1) if isinstance(value, str) else []
     hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(names)}"
-    raise ConfigError(f"{name}: unknown value {value!r}; {hint}")
+    raise ConfigError(f"{name}: unknown value {shown(value)}; {hint}")
 
 
 def unknown_key(name, key, known):
@@ -231,7 +273,7 @@ def check_network(rule_class, network):
         network = {}
     if not isinstance(network, dict):
         raise ConfigError(f"network: must be a mapping of {rule_class.__name__} settings, "
-                          f"got {network!r}")
+                          f"got {shown(network)}")
     defaults = signature_defaults(rule_class)
     complete = {**defaults, **copy.deepcopy(network)}
     check_tree("network/", complete, defaults)

@@ -10,9 +10,10 @@ import yaml
 from conftest import ROOT, tiny_config
 
 
-def run_command(script, *arguments):
+def run_command(script, *arguments, env=None):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *arguments],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+                          env=env)
 
 
 def write_config(tmp_path, **sections):
@@ -59,3 +60,41 @@ def test_resume_refuses_overrides_that_do_not_match_the_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(tiny_config(tmp_path)))
     assert_one_clear_error(run_command("resume.py", str(tmp_path), "network/layers=[4]"),
                            "network/layers: cannot change on resume")
+
+
+@pytest.mark.parametrize("script", ["train.py", "resume.py", "evaluate.py", "baseline.py",
+                                    "sweep.py"])
+def test_an_unknown_keras_backend_is_one_line_naming_the_variable(script):
+    result = run_command(script, "--help", env={**os.environ, "KERAS_BACKEND": "nope"})
+    assert_one_clear_error(result, "KERAS_BACKEND=nope: l2o runs on Keras's tensorflow or jax "
+                                   "backend; set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax")
+
+
+def test_without_tensorflow_the_commands_choose_jax():
+    """A JAX-only install needs no KERAS_BACKEND: here TensorFlow cannot be imported."""
+    pytest.importorskip("jax")
+    snippet = ("import sys; sys.modules['tensorflow'] = None\n"
+               "from l2o.cli import train\n"
+               "train(['--list'])\n"
+               "import keras; print('backend:', keras.backend.backend())\n")
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "quickstart" in result.stdout and result.stdout.endswith("backend: jax\n")
+
+
+def test_choose_backend_leaves_a_good_choice_and_says_what_to_install(monkeypatch):
+    from l2o import cli
+
+    assert cli.choose_backend({"KERAS_BACKEND": "jax"}) is None
+    assert cli.choose_backend({"KERAS_BACKEND": "tensorflow"}) is None
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    assert cli.choose_backend({"KERAS_BACKEND": "jax"}) == (
+        'KERAS_BACKEND=jax: jax is not installed; pip install "l2o[jax]", or set '
+        'KERAS_BACKEND to the backend installed')
+    environ = {}
+    assert cli.choose_backend(environ) == (
+        'neither TensorFlow nor JAX is installed: install one (pip install "l2o[tensorflow]" '
+        'or "l2o[jax]") and set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax')
+    assert environ == {}

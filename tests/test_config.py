@@ -1,8 +1,9 @@
-"""Config resolution: defaults, overrides, and errors that name the key."""
+"""Config resolution: defaults, overrides, and errors that name the key (quoting the value
+shortened); YAML files whose aliases expand too far."""
 
 import pytest
 
-from l2o.config import ConfigError, parse_override, resolve
+from l2o.config import MAX_EXPANDED_VALUES, ConfigError, load_file, parse_override, resolve
 
 
 def test_defaults_resolve_with_dependent_sections():
@@ -144,3 +145,54 @@ def test_two_moons_resolves_and_builds_from_a_config():
 def test_es_estimators_refuse_a_divergence_cut_off():
     with pytest.raises(ConfigError, match="loss_args/obj_train_max_multiplier"):
         resolve({}, ["training/estimator=pes", "loss_args/obj_train_max_multiplier=2.0"])
+
+
+def laughs(levels, flow=False):
+    """A "billion laughs": ``levels`` lists, each of 9 aliases of the one before."""
+    names = [f"l{level}" for level in range(levels)]
+    values = ["[" + ", ".join(["lol"] * 9) + "]"] + [
+        "[" + ", ".join([f"*{names[level - 1]}"] * 9) + "]" for level in range(1, levels)]
+    if flow:
+        return "[" + ", ".join(f"&{name} {value}" for name, value in zip(names, values)) + "]"
+    return "".join(f"{name}: &{name} {value}\n" for name, value in zip(names, values))
+
+
+def test_yaml_aliases_that_expand_too_far_are_refused_before_any_expansion(tmp_path):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(laughs(9))  # 9^9 values once expanded
+    with pytest.raises(ConfigError) as raised:
+        load_file(str(path))
+    assert str(raised.value) == (f"{path}: not valid YAML: its aliases (*name) expand to more "
+                                 f"than {MAX_EXPANDED_VALUES} values; write the values out, or "
+                                 f"alias fewer of them")
+    path.write_text("network: &network {layers: [4]}\ntoolkit_only: {a: &a [*network, 1]}\n"
+                    "problems: [{target: quadratic, kwargs: {dim: 3}}]\n"
+                    "strategy: {num_periods: 1}\n")
+    assert load_file(str(path))["toolkit_only"]["a"] == [{"layers": [4]}, 1]  # a few: fine
+    path.write_text("a: &a [1, *a]\n")
+    with pytest.raises(ConfigError, match="an alias .* stands inside its own anchor"):
+        load_file(str(path))
+
+
+def test_overrides_whose_aliases_expand_too_far_are_refused():
+    with pytest.raises(ConfigError, match="^network/layers: its aliases"):
+        parse_override("network/layers=" + laughs(9, flow=True))
+
+
+def test_error_messages_quote_a_huge_value_shortened():
+    with pytest.raises(ConfigError) as raised:
+        resolve({"network": {"layers": ["lol"] * 59049}})
+    message = str(raised.value)
+    assert message.startswith("network/layers: must be a non-empty list of positive ints, got "
+                              "['lol', 'lol', ")
+    assert message.endswith("...") and len(message) < 160
+    with pytest.raises(ConfigError, match=r"^training/depth: expected int, got str 'x{76}\.\.\.$"):
+        resolve({}, ["training/depth=" + "x" * 10000])
+
+
+@pytest.mark.parametrize("key", ["network/output_scale", "network/preprocess_p",
+                                 "training/sigma"])
+def test_infinite_values_do_not_pass_a_range_check(key):
+    with pytest.raises(ConfigError, match=f"^{key}: must be (finite|above 0.0 and at most "
+                                          f"80.0), got inf$"):
+        resolve({}, [f"{key}=.inf"])

@@ -1,7 +1,9 @@
 """The Python constructors share the config path's checks: a bad value is a ValueError naming
 the argument, raised by the constructor itself, before Keras makes a variable or TensorFlow
-runs an op; and meta-optimiser learning rates that make no sense are refused."""
+runs an op; and learning rates that make no sense, of the learned optimisers and of the
+meta-optimiser, are refused."""
 
+import math
 import os
 import subprocess
 import sys
@@ -12,15 +14,19 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+import l2o
 from l2o import cli
 from l2o.config import resolve
 from l2o.optimizers import (
     DMOptimizer,
     DMRule,
+    NormalizedMLPOptimizer,
     PIOOptimizer,
     PIORule,
+    RNNPropOptimizer,
     ScaleBasicOptimizer,
     ScaleHierarchicalOptimizer,
+    ScheduledSGD,
 )
 from l2o.validation import ConfigError
 
@@ -48,6 +54,15 @@ BAD_ARGUMENTS = [
     (DMOptimizer, {"network": {"layerz": [3]}},
      "network/layerz: unknown key; did you mean 'layers'?"),
     (DMOptimizer, {"network": {"output_scale": -1}}, "network/output_scale: must be above 0.0"),
+    (DMOptimizer, {"network": {"output_scale": math.inf}},
+     "network/output_scale: must be finite, got inf"),
+    (DMOptimizer, {"learning_rate": -1.0}, "learning_rate: must be a positive number, got -1.0"),
+    (DMOptimizer, {"learning_rate": math.nan}, "learning_rate: must be a positive number, got nan"),
+    (DMOptimizer, {"learning_rate": math.inf}, "learning_rate: must be a positive number, got inf"),
+    (DMOptimizer, {"learning_rate": "fast"}, "learning_rate: must be a positive number, got 'fast'"),
+    (RNNPropOptimizer, {"learning_rate": -0.5}, "learning_rate: must be a positive number"),
+    (NormalizedMLPOptimizer, {"learning_rate": 0}, "learning_rate: must be a positive number"),
+    (ScheduledSGD, {"learning_rate": -2}, "learning_rate: must be a positive number"),
     (DMOptimizer, {"meta_weights": {"foo": np.zeros(3)}},
      "meta_weights/foo: unknown meta-weight; expected lstm_0/bias, lstm_0/kernel"),
     (DMOptimizer, {"meta_weights": dm_weights(lstm_0__kernel=np.zeros((3, 4)))},
@@ -187,3 +202,24 @@ def test_cli_refuses_a_negative_meta_learning_rate_in_one_line(capsys):
     assert captured.out == ""
     assert captured.err == ("error: optimizer/config/learning_rate: must be a positive number, "
                             "got -0.01\n")
+
+
+def test_learned_optimizers_take_an_int_learning_rate_as_a_float_and_schedules_as_given():
+    """As a config does: ``learning_rate: 2`` is 2.0 (Keras alone refuses an int)."""
+    assert type(DMOptimizer(learning_rate=2).get_config()["learning_rate"]) is float
+    assert float(RNNPropOptimizer(learning_rate=np.float32(0.5)).learning_rate) == 0.5
+    schedule = keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=10, decay_rate=0.5)
+    optimizer = DMOptimizer(learning_rate=schedule)
+    assert float(optimizer.learning_rate) == 1.0
+    assert optimizer.get_config()["learning_rate"]["class_name"] == "ExponentialDecay"
+
+
+def test_load_optimizer_checks_its_learning_rate_and_its_argument(tmp_path):
+    with pytest.raises(ConfigError, match=r"^learning_rate: must be a positive number, "
+                                          r"got -1\.0$"):
+        l2o.load_optimizer("pretrained:normalized_mlp_family", learning_rate=-1.0)
+    with pytest.raises(ConfigError, match=r"^load_optimizer: expected a run directory or "
+                                          r"'pretrained:NAME' \(shipped: .*\), got None$"):
+        l2o.load_optimizer(None)
+    with pytest.raises(ConfigError, match="not a run directory"):  # a Path is a directory too
+        l2o.load_optimizer(tmp_path)

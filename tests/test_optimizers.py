@@ -1,4 +1,5 @@
-"""Every learned optimiser: Keras façade == pure update, serialisation, meta-gradients."""
+"""Every learned optimiser: Keras façade == pure update, sparse gradients == dense ones,
+serialisation, meta-gradients."""
 
 import keras
 import numpy as np
@@ -66,6 +67,46 @@ def test_model_fit_matches_functional_update(constructor):
     assert moved > 1e-3, "the optimiser should move the weights visibly"
     for got, expected in zip(model.get_weights(), current):
         np.testing.assert_allclose(got, ops.convert_to_numpy(expected), atol=1e-5)
+
+
+class OneHotEmbedding(keras.layers.Embedding):
+    """An Embedding whose lookup is a one-hot product: the same outputs, a dense gradient."""
+
+    def call(self, inputs):
+        one_hot = ops.one_hot(ops.cast(inputs, "int32"), self.input_dim,
+                              dtype=self.embeddings.dtype)
+        return ops.matmul(one_hot, self.embeddings)
+
+
+def embedding_model(layer):
+    return keras.Sequential([keras.Input((3,), dtype="int32"), layer(12, 4),
+                             keras.layers.Flatten(), keras.layers.Dense(3)])
+
+
+@pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))
+def test_sparse_embedding_gradients_give_the_dense_update(constructor):
+    """On TensorFlow an Embedding's gradient is sparse (IndexedSlices): model.fit with it
+    takes the step the same model takes given the dense gradient (a one-hot lookup)."""
+    tokens = np.array([[1, 2, 3], [3, 4, 4], [0, 7, 7], [9, 1, 1]], "int32")
+    labels = np.array([0, 1, 2, 1])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    sparse = embedding_model(keras.layers.Embedding)
+    with tf.GradientTape() as tape:
+        value = loss(labels, sparse(tokens))
+    assert isinstance(tape.gradient(value, sparse.trainable_variables)[0], tf.IndexedSlices)
+    initial = [np.random.default_rng(index).normal(size=w.shape).astype("float32")
+               for index, w in enumerate(sparse.get_weights())]
+    trained = []
+    for model in (sparse, embedding_model(OneHotEmbedding)):
+        model.set_weights(initial)
+        model.compile(optimizer=CONSTRUCTORS[constructor](network=SMALL[constructor],
+                                                          seed=3), loss=loss)
+        model.fit(tokens, labels, batch_size=2, epochs=1, shuffle=False, verbose=0)
+        trained.append(model.get_weights())
+    for got, expected in zip(*trained):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(trained[0][0] - initial[0])) > 1e-4  # the table did move
 
 
 @pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))

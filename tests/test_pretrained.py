@@ -1,5 +1,7 @@
-"""The shipped optimiser: loads by name and beats Adam at its default rate on a small task."""
+"""The shipped optimiser: loads by name and beats Adam at its default rate on a small task;
+``python -m l2o.pretrained export`` ships a run's weights under a plain, new name only."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +11,9 @@ import numpy as np
 import pytest
 
 import l2o
-from l2o import evaluation
+from l2o import checkpoints, evaluation, pretrained
+from l2o.optimizers import DMRule
+from l2o.pretrained.__main__ import main as pretrained_command
 from l2o.problems import MLPClassifier
 
 
@@ -71,3 +75,62 @@ def test_pretrained_trains_a_keras_model_for_1000_steps_on_each_backend(backend,
     assert used == backend
     assert len(losses) == 25 and np.all(np.isfinite(losses)), losses
     assert losses[-1] < 0.1 * losses[0], losses
+
+
+def fake_run(directory):
+    """A DM run directory with a best checkpoint (its initial meta-weights), untrained."""
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"constructor": "DM",
+                                                       "network": {"layers": [3]}}))
+    weights = DMRule(layers=[3]).init_meta_weights(0)
+    checkpoints.save(str(directory / "checkpoints" / "best.npz"),
+                     {f"meta/{key}": value for key, value in weights.items()}, {"period": 4})
+    return str(directory)
+
+
+def export_error(capsys, *arguments):
+    """The one line ``export`` gives for ``arguments``, and that it exited with status 2."""
+    with pytest.raises(SystemExit) as exit_status:
+        pretrained_command(["export", *arguments])
+    assert exit_status.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    return captured.err.rstrip("\n")
+
+
+def test_export_ships_a_new_plain_name_and_replaces_one_only_when_told(tmp_path, monkeypatch,
+                                                                         capsys):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(pretrained, "FOLDER", str(shipped))
+    run = fake_run(tmp_path / "run")
+    pretrained_command(["export", run, "small_dm"])
+    assert capsys.readouterr().out == f"wrote pretrained:small_dm from {run} (period 4)\n"
+    assert sorted(os.listdir(shipped)) == ["small_dm.json", "small_dm.npz"]
+    assert l2o.load_optimizer("pretrained:small_dm").network == {"layers": [3]}
+
+    assert export_error(capsys, run, "small_dm") == (
+        "error: pretrained:small_dm is already shipped: choose another NAME, or pass "
+        "--overwrite to replace it")
+    pretrained_command(["export", run, "small_dm", "--overwrite", "--description", "again"])
+    assert capsys.readouterr().out.startswith("wrote pretrained:small_dm")
+    assert pretrained.describe("small_dm")["description"] == "again"
+    for name in ("../../escaped", "a/b", "..", "x.y", "", "9lives"):
+        assert export_error(capsys, run, name) == (
+            f"error: NAME {name!r}: a pretrained optimiser's name is a plain identifier "
+            f"(letters, digits and _, such as my_mlp), not a path")
+    assert sorted(os.listdir(shipped)) == ["small_dm.json", "small_dm.npz"]
+    assert not (tmp_path / "escaped.json").exists()
+
+
+def test_export_of_a_missing_run_or_checkpoint_is_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "nonexistent")
+    assert export_error(capsys, missing, "fresh_name") == (
+        f"error: {missing}: not a run directory (no config.json); start one with train.py")
+    # The shipped names are refused before the run is read; with --overwrite, the run is.
+    assert export_error(capsys, missing, "normalized_mlp_family").startswith(
+        "error: pretrained:normalized_mlp_family is already shipped")
+    run = fake_run(tmp_path / "run")
+    assert "no checkpoint 'period_0009'" in export_error(
+        capsys, run, "fresh_name", "--checkpoint", "period_0009")
+    assert not os.path.exists(os.path.join(pretrained.FOLDER, "fresh_name.json"))

@@ -1,9 +1,12 @@
 """sweep.py: a grid's points and table, a killed sweep resumed, bad input before any
-training, random draws within bounds and reproducible by seed."""
+training, random draws within bounds and reproducible by seed, --overwrite that keeps a
+folder's other files."""
 
 import itertools
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +139,39 @@ def test_random_search_draws_within_bounds_reproducibly(config):
 def test_grid_values_may_be_lists():
     assert sweep_module.parse_grid("network/layers=[4],[4,4],{a: 1, b: 2}") == (
         "network/layers", [[4], [4, 4], {"a": 1, "b": 2}])
+
+
+def test_overwrite_deletes_only_what_a_sweep_wrote(config, tmp_path, monkeypatch, capsys):
+    """--overwrite on a folder holding other files keeps them, as train.py's does: it deletes
+    sweep.json, the results and the point directories, nothing else."""
+    def train(point_config, overwrite=False):  # a point's run, without the training
+        os.makedirs(point_config["directory"], exist_ok=True)
+        (Path(point_config["directory"]) / "config.json").write_text("{}")
+        return {"period": 0, "best_validation": 1.0}
+
+    monkeypatch.setattr(api, "train", train)
+    directory = tmp_path / "mixed"
+    (directory / "sub").mkdir(parents=True)
+    (directory / "precious.txt").write_text("keep me")
+    (directory / "sub" / "notes.txt").write_text("and me")
+    (directory / "point_notes").mkdir()  # not a point directory: a sweep never writes it
+
+    with pytest.raises(SystemExit) as exit_status:
+        cli.sweep([config, "--grid", "training/depth=1,2", "--directory", str(directory)])
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {directory} exists and holds no sweep.json: choose --directory, or pass "
+        f"--overwrite to sweep there (its other files are kept)\n")
+
+    cli.sweep([config, "--grid", "training/depth=1,2", "--directory", str(directory),
+               "--overwrite"])
+    (directory / "point_0001" / "left.txt").write_text("a point's own file")
+    cli.sweep([config, "--grid", "training/depth=3", "--directory", str(directory),
+               "--overwrite"])
+    assert sorted(entry.name for entry in directory.iterdir()) == [
+        "point_0000", "point_notes", "precious.txt", "results.jsonl", "results.md",
+        "sub", "sweep.json"]
+    assert (directory / "precious.txt").read_text() == "keep me"
+    assert (directory / "sub" / "notes.txt").read_text() == "and me"
+    assert json.loads((directory / "sweep.json").read_text())["axes"] == {"training/depth": [3]}
+    assert len((directory / "results.jsonl").read_text().splitlines()) == 1

@@ -11,6 +11,8 @@ is not installed:
                                      variables, or its first argument (wrt None)
     jacobians, jvp, vjp              forward and reverse derivatives of a function
     stop_gradient(tree)
+    dense(gradient, shape)           a gradient as a dense tensor (TensorFlow's sparse
+                                     IndexedSlices, from an embedding, scattered)
     Tape                             a gradient tape opened and closed at will
                                      (TensorFlow only: JAX has no tapes)
     compile_fn(fn, jit_compile, relax_leading_dim, variables)
@@ -33,8 +35,8 @@ import keras
 
 from l2o.backend.summaries import ScalarLog  # noqa: F401  (part of the interface)
 
-INTERFACE = ("value_and_grad", "jacobians", "jvp", "vjp", "stop_gradient", "Tape", "compile_fn",
-             "scan", "stateless_seed", "seed_from_numpy", "fold_in", "split_seed",
+INTERFACE = ("value_and_grad", "jacobians", "jvp", "vjp", "stop_gradient", "dense", "Tape",
+             "compile_fn", "scan", "stateless_seed", "seed_from_numpy", "fold_in", "split_seed",
              "stateless_normal", "probability", "eagerly", "accelerator_available")
 
 NAME = keras.backend.backend()

@@ -100,6 +100,11 @@ def stop_gradient(tensors):
     return jax.tree.map(jax.lax.stop_gradient, tensors)
 
 
+def dense(gradient, shape):
+    """``gradient`` as it is: JAX's gradients are always dense."""
+    return gradient
+
+
 def _static(value):
     return value is None or isinstance(value, (bool, int, float, str))
 

@@ -97,6 +97,16 @@ def stop_gradient(tensors):
     return tf.nest.map_structure(tf.stop_gradient, tensors)
 
 
+def dense(gradient, shape):
+    """``gradient`` as a dense tensor of ``shape``: a sparse one (``tf.IndexedSlices``, what
+    a gather such as ``keras.layers.Embedding`` backpropagates) scattered into zeros, its
+    repeated rows summed, as the dense gradient would have them; any other as it is."""
+    if not isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    summed = tf.math.unsorted_segment_sum(gradient.values, gradient.indices, int(shape[0]))
+    return tf.ensure_shape(summed, shape)
+
+
 def compile_fn(fn, jit_compile=False, relax_leading_dim=False, variables=()):
     """Compiles ``fn`` into a graph function, optionally with XLA.
 

@@ -28,8 +28,14 @@ such as PIO): ``l2o.backend.make_train_step`` hands it that instead.
 import keras
 from keras import ops
 
+from l2o import backend
 from l2o.estimators import learned_rule_estimator
-from l2o.validation import ConfigError, check_meta_weights, check_network
+from l2o.validation import (
+    ConfigError,
+    check_meta_weights,
+    check_network,
+    check_optimizer_learning_rate,
+)
 
 
 class UpdateRule:
@@ -78,7 +84,8 @@ class LearnedOptimizer(MetaTrainable):
     """Keras optimiser that applies a learned ``UpdateRule``.
 
     ``learning_rate`` multiplies the learned update (1.0 applies it exactly as
-    meta-trained), so Keras learning-rate schedules and callbacks still work.
+    meta-trained), so Keras learning-rate schedules and callbacks still work; a number
+    must be positive and finite (an int is taken as a float, as in a config).
     ``meta_weights`` default to a fresh initialisation from ``seed``; trained
     ones come from ``l2o.load_optimizer(run_directory)``.
     """
@@ -90,6 +97,7 @@ class LearnedOptimizer(MetaTrainable):
         # Checked before Keras makes a variable: a bad size or weight otherwise fails deep
         # in the first training step, or (a layer of 0 units, in oneDNN) aborts the process.
         rule = self.rule_class(**check_network(self.rule_class, network))
+        learning_rate = check_optimizer_learning_rate(learning_rate)
         initial = rule.init_meta_weights(seed)
         meta_weights = initial if meta_weights is None else check_meta_weights(meta_weights,
                                                                                 initial)
@@ -152,9 +160,12 @@ class LearnedOptimizer(MetaTrainable):
         Keras documents this as the collective update a backend may override;
         the hierarchical rules need all variables at once, and one call over
         the concatenated coordinates is faster than one per variable. A
-        variable without a gradient in this step gets a zero gradient.
+        variable without a gradient in this step gets a zero gradient; a sparse
+        one (an embedding's, on TensorFlow) is made dense, as the rules' maths
+        is, so the step is the one the dense gradient would give.
         """
-        given = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
+        given = {self._get_variable_index(v): backend.dense(g, v.shape)
+                 for g, v in zip(grads, trainable_variables)}
         grads = [given.get(index, ops.zeros(v.shape, v.dtype))
                  for index, v in enumerate(self._targets)]
         dtype = self._targets[0].dtype

@@ -12,7 +12,12 @@ from l2o.optimizers.pio.rule import PIORule
 from l2o.optimizers.pio.trainer import DriftEstimator, dimension_of
 from l2o.registry import OPTIMIZERS
 from l2o.tree import all_finite, unflatten_like
-from l2o.validation import ConfigError, check_learning_rate, check_meta_weights, check_network
+from l2o.validation import (
+    ConfigError,
+    check_meta_weights,
+    check_network,
+    check_optimizer_learning_rate,
+)
 
 
 @keras.saving.register_keras_serializable(package="l2o")
@@ -36,8 +41,7 @@ class PIOOptimizer(MetaTrainable):
         # Checked before Keras makes a variable, so a bad value fails here, not in a graph.
         checked = check_network(PIORule, network)
         rule = PIORule(**checked)
-        if not callable(learning_rate):  # a schedule is Keras's to check
-            learning_rate = check_learning_rate("learning_rate", learning_rate)
+        learning_rate = check_optimizer_learning_rate(learning_rate)
         if meta_weights is not None:
             # Names now; the shapes follow the model's size, so ``build`` checks them.
             meta_weights = check_meta_weights(meta_weights, rule.init_meta_weights(int(seed), 1),
