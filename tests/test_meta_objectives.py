@@ -16,6 +16,7 @@ from l2o.config import resolve
 from l2o.estimators import learned_rule_estimator
 from l2o.optimizers.hyper import ScheduledSGDRule
 from l2o.problems import build
+from l2o.problems.base import Problem
 from l2o.validation import ConfigError
 
 SEED, STEPS, BATCH = 3, 3, 32
@@ -217,3 +218,50 @@ def test_a_family_of_classifiers_or_its_classifier_member_takes_a_validation_obj
     with pytest.raises(ConfigError, match="problems/0/target: task_family has no accuracy"):
         config("val_sum_acc", problems=[{"target": "task_family",
                                          "kwargs": {"members": members, "member": 1}}])
+
+
+# ---------------------------------------------------------------- no training batch is scored
+
+class MarkedBatches(Problem):
+    """The digits MLP of ``PROBLEM`` whose loss carries a constant 1000 on every training
+    batch and 0 on every validation batch (gradients unchanged): a meta-loss that scored
+    any training batch would show it."""
+
+    def __init__(self):
+        self.inner = build(config("val_sum_loss")["problems"][0])
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def init(self, seed):
+        return self.inner.init(seed)
+
+    def batches(self, seed, start, count):
+        return (*self.inner.batches(seed, start, count), np.ones((count,), np.float32))
+
+    def validation_batch(self):
+        images, labels = self.inner.validation_batch()
+        return images, labels, np.zeros((len(labels),), np.float32)
+
+    def loss(self, params, batch):
+        images, labels, mark = batch
+        return self.inner.loss(params, (images, labels)) + 1000.0 * ops.mean(
+            ops.stop_gradient(mark))
+
+
+@pytest.mark.parametrize("estimator_name", ["tbptt", "pes"])
+def test_the_validation_objective_scores_no_training_batch(estimator_name):
+    resolved = config("val_sum_loss", estimator=estimator_name)
+    rule = ScheduledSGDRule(**resolved["network"])
+    values = {}
+    for name, problem in (("plain", build(resolved["problems"][0])),
+                          ("marked", MarkedBatches())):
+        variables = {k: keras.Variable(v, name=k) for k, v in rule.init_meta_weights(0).items()}
+        estimator = learned_rule_estimator(rule, problem, variables, resolved, False)
+        values[name] = estimator.validate(STEPS, SEED)["validation_meta_loss"]
+    assert values["marked"] == pytest.approx(values["plain"], rel=1e-5)
+    # The mark is seen where training batches are scored: the test can fail.
+    resolved = config("train_sum_loss", estimator=estimator_name)
+    variables = {k: keras.Variable(v, name=k) for k, v in rule.init_meta_weights(0).items()}
+    marked = learned_rule_estimator(rule, MarkedBatches(), variables, resolved, False)
+    assert abs(marked.validate(STEPS, SEED)["validation_meta_loss"] - values["plain"]) > 0.1

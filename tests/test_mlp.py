@@ -11,6 +11,7 @@ from l2o.config import DEFAULTS
 from l2o.estimators import TBPTT
 from l2o.optimizers.mlp import NormalizedMLPOptimizer, NormalizedMLPRule
 from l2o.problems import MLPClassifier, Quadratic
+from l2o.validation import ConfigError
 
 SETTINGS = {"hidden_layers": [5], "momentum_decays": [0.5, 0.9], "second_moment_decay": 0.99,
             "timescales": [3.0, 30.0], "learning_rate": 0.01, "magnitude_scale": 0.5}
@@ -33,7 +34,7 @@ def numpy_steps(meta, grads_per_step, params, settings):
     v = np.zeros(params.shape)
     r, c = np.zeros(rows), np.zeros(cols)
     p = params.astype(np.float64)
-    updates = []
+    updates, norms = [], np.zeros(4)
     for t, g in enumerate(grads_per_step, start=1):
         m = decays * m + (1 - decays) * g[..., None]
         v = b2 * v + (1 - b2) * g ** 2
@@ -57,9 +58,13 @@ def numpy_steps(meta, grads_per_step, params, settings):
         lr = np.exp(meta["schedule/log_lr"] + np.sum(meta["schedule/weights"] * step)
                     + (meta["schedule/vector_log_lr"] if rows == 1 else
                        meta["schedule/fan_in_power"] * np.log(rows)))
-        ratio = settings.get("max_step_ratio")
+        ratio, base = settings.get("max_step_ratio"), np.log(settings["learning_rate"])
+        if settings.get("controller_layers") is not None:
+            features, norms = numpy_controller_features(g, adam, norms, t, step)
+            centre = numpy_controller(meta, features, settings)
+            lr, base = lr * np.exp(centre - base), centre
         if ratio is not None:
-            base, bound = np.log(settings["learning_rate"]), np.log(ratio)
+            bound = np.log(ratio)
             size = np.exp(base + bound * np.tanh((np.log(lr * magnitude) - base) / bound))
             u = adam + np.sqrt(np.mean(adam ** 2) + 1e-12) * np.tanh(out[:, 0])
             update = (-size * u).reshape(p.shape)
@@ -74,8 +79,36 @@ def numpy_steps(meta, grads_per_step, params, settings):
     return updates
 
 
+def numpy_controller_features(g, adam, norms, t, step_features):
+    """The controller's features of one step (module docstring), for a single tensor."""
+    first, fast, slow, lowest = norms
+    log_norm = np.log(np.sqrt(np.sum(g ** 2)))
+    first = log_norm if t == 1 else first
+    fast, slow = 0.9 * fast + 0.1 * log_norm, 0.99 * slow + 0.01 * log_norm
+    fast_hat, slow_hat = fast / (1 - 0.9 ** t), slow / (1 - 0.99 ** t)
+    lowest = slow_hat if t == 1 else min(lowest, slow_hat)
+    decades = np.array([log_norm - first, slow_hat - lowest, fast_hat - slow_hat,
+                        np.log(np.sqrt(np.mean(adam ** 2)))]) / np.log(10.0)
+    features = np.clip(np.concatenate([decades, step_features]), -5.0, 5.0)
+    return features, np.array([first, fast, slow, lowest])
+
+
+def numpy_controller(meta, features, settings):
+    """log lr_0(t) from the controller's features: its one hidden layer, then the sigmoid."""
+    hidden = np.maximum(features @ meta["controller/0/kernel"] + meta["controller/0/bias"], 0.0)
+    out = (hidden @ meta["controller/output/kernel"] + meta["controller/output/bias"])[0]
+    low, high = np.log(settings["controller_rates"])
+    start = (np.log(settings["learning_rate"]) - low) / (high - low)
+    return low + (high - low) / (1.0 + np.exp(-(out + np.log(start / (1.0 - start)))))
+
+
+CONTROLLER = {"controller_layers": [4], "controller_rates": [1e-4, 0.5]}
+
+
 @pytest.mark.parametrize("variant", [{"step_scale": "tensor_rms"}, {"step_scale": "adam"},
-                                     {"step_scale": "adam", "max_step_ratio": 1.5}])
+                                     {"step_scale": "adam", "max_step_ratio": 1.5},
+                                     {"step_scale": "adam", "max_step_ratio": 1.5, **CONTROLLER},
+                                     {"step_scale": "tensor_rms", **CONTROLLER}])
 @pytest.mark.parametrize("shape", [(3, 4), (6,)])
 def test_update_matches_the_equations_by_hand(shape, variant):
     settings = {**SETTINGS, **variant}
@@ -110,11 +143,13 @@ def test_step_size_is_the_learned_rate_whatever_the_gradient_scale():
         assert rms == pytest.approx(lr, rel=1e-4), scale
 
 
-def test_untrained_adam_scaled_rule_is_adam():
+@pytest.mark.parametrize("variant", [{}, {"max_step_ratio": 1.5, **CONTROLLER}])
+def test_untrained_adam_scaled_rule_is_adam(variant):
     """step_scale adam with the initial meta-weights is Keras's Adam at ``learning_rate``, step
-    for step, including the shrinking step once the gradients turn to noise."""
+    for step, including the shrinking step once the gradients turn to noise; an untrained
+    controller keeps the centre of the step sizes at ``learning_rate``."""
     settings = {**SETTINGS, "momentum_decays": [0.5, 0.9, 0.99], "second_moment_decay": 0.999,
-                "step_scale": "adam", "learning_rate": 0.003}
+                "step_scale": "adam", "learning_rate": 0.003, **variant}
     rule = NormalizedMLPRule(**settings)
     meta = {k: ops.convert_to_tensor(v) for k, v in rule.init_meta_weights(0).items()}
     generator = np.random.default_rng(4)
@@ -131,6 +166,38 @@ def test_untrained_adam_scaled_rule_is_adam():
         current = [current[0] + updates[0]]
         np.testing.assert_allclose(ops.convert_to_numpy(current[0]), variable.numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_controller_features_by_hand():
+    """Gradient norm against its start, its running minimum and its trend, Adam's
+    signal-to-noise ratio and the step features, over two tensors and five steps whose
+    gradient norms rise, fall and rise again (so the running minimum matters)."""
+    rule = NormalizedMLPRule(**{**SETTINGS, "step_scale": "adam", **CONTROLLER})
+    generator = np.random.default_rng(5)
+    shapes, norms = [(3, 2), (2,)], ops.zeros((4,), "float64")
+    expected_norms = np.zeros(4)
+    for t, scale in enumerate((1.0, 4.0, 0.01, 0.02, 0.5), start=1):
+        grads = [generator.standard_normal(shape) * scale for shape in shapes]
+        adams = [generator.standard_normal(shape).reshape(-1) * 0.1 for shape in shapes]
+        step_features = np.tanh(t / np.array(SETTINGS["timescales"]))
+        got, norms = rule.controller_features(
+            [ops.convert_to_tensor(g) for g in grads], [ops.convert_to_tensor(a) for a in adams],
+            norms, ops.convert_to_tensor(float(t), "float64"),
+            ops.convert_to_tensor(step_features))
+        flat = np.concatenate([g.reshape(-1) for g in grads])
+        expected, expected_norms = numpy_controller_features(
+            flat, np.concatenate(adams), expected_norms, t, step_features)
+        np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ops.convert_to_numpy(norms), expected_norms, rtol=1e-9)
+    # After the fall and a partial recovery the slow average sits above its minimum.
+    assert expected[1] > 0.0
+
+
+@pytest.mark.parametrize("rates", [[1e-2, 1e-1], [1e-4], [0.0, 1.0], [1e-4, float("inf")]])
+def test_controller_rates_must_bracket_the_learning_rate(rates):
+    with pytest.raises(ConfigError, match="network/controller_rates"):
+        NormalizedMLPOptimizer(network={**SETTINGS, "controller_layers": [4],
+                                        "controller_rates": rates})
 
 
 @pytest.mark.parametrize("step_scale", ["tensor_rms", "adam"])
@@ -169,16 +236,20 @@ def test_meta_gradient_matches_finite_differences(step_scale):
         keras.backend.set_floatx("float32")
 
 
-def test_model_fit_matches_the_pure_update_with_a_trained_looking_network():
-    """model.fit for 4 steps == the pure rule, with every meta-weight (the output too) random."""
-    rule = NormalizedMLPRule(**SETTINGS)
+@pytest.mark.parametrize("variant", [{}, {"step_scale": "adam", "max_step_ratio": 1.5,
+                                          **CONTROLLER}])
+def test_model_fit_matches_the_pure_update_with_a_trained_looking_network(variant):
+    """model.fit for 4 steps == the pure rule, with every meta-weight (the output too) random;
+    with the controller, its gradient-norm record lives in the optimiser's state."""
+    settings = {**SETTINGS, **variant}
+    rule = NormalizedMLPRule(**settings)
     meta = random_meta_weights(rule, 7)
     problem = MLPClassifier(layers=[8], activation="relu", dataset="digits", batch_size=16,
                             shuffle_buffer=1)
     params = problem.init(seed=2)
     images, labels = problem.batches(seed=0, start=0, count=4)
     model = problem.build_model(params)
-    model.compile(optimizer=NormalizedMLPOptimizer(meta_weights=meta, network=SETTINGS),
+    model.compile(optimizer=NormalizedMLPOptimizer(meta_weights=meta, network=settings),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images.reshape((-1,) + problem.input_shape), labels.reshape(-1), batch_size=16,
               epochs=1, shuffle=False, verbose=0)

@@ -53,7 +53,32 @@ size is bounded to [lr_0 / r, lr_0 r] and the correction to one Adam step,
 
 so that what meta-training learnt on small tasks (which reward large steps)
 cannot carry the rule outside the range of Adam rates it started from on a
-task it never saw. The MLP's output layer starts at zero and the
+task it never saw.
+
+``controller_layers`` (null: none) adds a learned global step-size
+controller, after Celo's (Moudgil et al. 2025): a small MLP that reads, at
+every step, features of the whole gradient that mean the same on every task
+and sets the centre lr_0 of the step sizes above to
+
+    log lr_0(t) = log lo + (log hi - log lo) sigmoid(k(x_t) + logit(q)),
+    q = (log ``learning_rate`` - log lo) / (log hi - log lo)
+
+with [lo, hi] = ``controller_rates`` and k the MLP, whose output layer starts
+at zero (so an untrained controller keeps lr_0 = ``learning_rate``). With
+n_t = log ||g_t|| (the norm over every tensor), EMAs f_t (decay 0.9) and s_t
+(0.99) of n_t, bias-corrected, and rms(a) over every coordinate of Adam's
+direction, the features x_t are, in decades (logs divided by log 10),
+
+    n_t - n_1              the gradient norm against its start
+    s_t - min_{u<=t} s_u   against its running minimum (>= 0)
+    f_t - s_t              its recent trend
+    log rms(a)             Adam's signal-to-noise ratio (0 when the moments agree,
+                           falling as noise dominates)
+    tanh(t / tau)          for tau in ``timescales``
+
+clipped to [-5, 5]. A Keras optimiser sees gradients, not the loss, so the
+controller reads the gradient norm where Celo reads the loss; the features
+are invariant to the scale of the loss and of the parameters. The MLP's output layer starts at zero and the
 schedule weights w, p and o at zero, so an untrained rule is Adam with a
 per-tensor normalised step of size exp(log_lr) = ``learning_rate``
 (``tensor_rms``) or exactly Adam(``learning_rate``) (``adam``); meta-training
@@ -78,6 +103,8 @@ from l2o.validation import (
 )
 
 STEP_SCALES = ("tensor_rms", "adam")
+# The controller's features beside its step features (module docstring).
+CONTROLLER_FEATURES = 4
 
 
 def matrix_shape(shape):
@@ -106,7 +133,8 @@ class NormalizedMLPRule(UpdateRule):
                  momentum_decays=(0.5, 0.9, 0.99, 0.999), second_moment_decay=0.999,
                  timescales=(10.0, 100.0, 1000.0, 10000.0), learning_rate=1e-3,
                  magnitude_scale=0.1, epsilon=1e-8, step_scale="tensor_rms",
-                 max_step_ratio=None):
+                 max_step_ratio=None, controller_layers=None,
+                 controller_rates=(1e-5, 1e-1)):
         self.hidden_layers = [int(u) for u in hidden_layers]
         self.activation = activation
         self.momentum_decays = [float(b) for b in momentum_decays]
@@ -117,6 +145,9 @@ class NormalizedMLPRule(UpdateRule):
         self.epsilon = float(epsilon)
         self.step_scale = step_scale
         self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
+        self.controller_layers = (None if controller_layers is None
+                                  else [int(u) for u in controller_layers])
+        self.controller_rates = [float(r) for r in controller_rates]
 
     @classmethod
     def validate_config(cls, network):
@@ -140,6 +171,16 @@ class NormalizedMLPRule(UpdateRule):
             if network["step_scale"] != "adam":
                 raise ConfigError("network/max_step_ratio: bounds the step around Adam's, so it "
                                   "needs network/step_scale: adam")
+        if network["controller_layers"] is None:
+            return
+        check_units("network/controller_layers", network["controller_layers"])
+        rates = network["controller_rates"]
+        if (len(rates) != 2 or not all(isinstance(r, (int, float)) and 0 < r < float("inf")
+                                       for r in rates)
+                or not rates[0] < network["learning_rate"] < rates[1]):
+            raise ConfigError(f"network/controller_rates: must be two finite rates [low, high] "
+                              f"with low < network/learning_rate ({network['learning_rate']}) "
+                              f"< high, got {rates!r}")
 
     @property
     def feature_count(self):
@@ -157,15 +198,26 @@ class NormalizedMLPRule(UpdateRule):
         weights["schedule/weights"] = np.zeros((len(self.timescales),), np.float32)
         weights["schedule/fan_in_power"] = np.zeros((), np.float32)
         weights["schedule/vector_log_lr"] = np.zeros((), np.float32)
+        if self.controller_layers is not None:
+            width, first = CONTROLLER_FEATURES + len(self.timescales), seed + 1000
+            for index, units in enumerate(self.controller_layers):
+                weights.update(init_dense(f"controller/{index}", width, units, first + index))
+                width = units
+            weights.update({"controller/output/kernel": np.zeros((width, 1), np.float32),
+                            "controller/output/bias": np.zeros((1,), np.float32)})
         return weights
 
     def init_state(self, params, seed):
         decays = len(self.momentum_decays)
-        return {"step": ops.zeros((), params[0].dtype),
+        state = {"step": ops.zeros((), params[0].dtype),
                 "m": [ops.zeros(tuple(p.shape) + (decays,), p.dtype) for p in params],
                 "v": [ops.zeros(p.shape, p.dtype) for p in params],
                 "rows": [ops.zeros((matrix_shape(p.shape)[0],), p.dtype) for p in params],
                 "cols": [ops.zeros((matrix_shape(p.shape)[1],), p.dtype) for p in params]}
+        if self.controller_layers is not None:
+            # n_1, f_t and s_t (uncorrected), min s: the controller's gradient-norm record.
+            state["norms"] = ops.zeros((4,), params[0].dtype)
+        return state
 
     def update(self, meta_weights, grads, params, state):
         step = state["step"] + 1.0
@@ -175,10 +227,11 @@ class NormalizedMLPRule(UpdateRule):
         momentum_correction = 1.0 - ops.power(decays, step)
         second_correction = 1.0 - ops.power(ops.convert_to_tensor(b2, dtype), step)
         step_features = ops.tanh(step / ops.convert_to_tensor(np.array(self.timescales), dtype))
-        log_lr = meta_weights["schedule/log_lr"] + ops.sum(
-            meta_weights["schedule/weights"] * step_features)
         activation = keras.activations.get(self.activation)
-        updates, new = [], {"step": step, "m": [], "v": [], "rows": [], "cols": []}
+        new = {"step": step, "m": [], "v": [], "rows": [], "cols": []}
+        # First pass: the moments, the features and Adam's direction of every tensor, which
+        # the controller's global features need before any step is taken.
+        tensors = []
         for g, p, m, v, r, c in zip(grads, params, state["m"], state["v"], state["rows"],
                                     state["cols"]):
             rows, cols = matrix_shape(p.shape)
@@ -187,6 +240,8 @@ class NormalizedMLPRule(UpdateRule):
             square = ops.reshape(ops.square(g), (rows, cols))
             r = b2 * r + (1.0 - b2) * ops.mean(square, axis=1)
             c = b2 * c + (1.0 - b2) * ops.mean(square, axis=0)
+            for key, value in (("m", m), ("v", v), ("rows", r), ("cols", c)):
+                new[key].append(value)
             m_hat, v_hat = m / momentum_correction, v / second_correction
             factored = ops.reshape(
                 (r[:, None] * c[None, :]) / (ops.mean(r) * second_correction + 1e-30), p.shape)
@@ -199,6 +254,19 @@ class NormalizedMLPRule(UpdateRule):
             features = ops.concatenate(
                 [rms_normalise(column, axis=tuple(range(len(column.shape) - 1)))
                  for column in columns], axis=-1)
+            adam = ops.reshape(m_hat[..., 1] / (safe_sqrt(v_hat) + eps), (-1,))
+            tensors.append((rows, features, adam))
+        log_lr = meta_weights["schedule/log_lr"] + ops.sum(
+            meta_weights["schedule/weights"] * step_features)
+        base = float(np.log(self.learning_rate))
+        if self.controller_layers is not None:
+            centre, new["norms"] = self.controller(
+                meta_weights, grads, [adam for _, _, adam in tensors], state["norms"], step,
+                step_features)
+            log_lr = log_lr + centre - base
+            base = centre
+        updates = []
+        for p, (rows, features, adam) in zip(params, tensors):
             flat = ops.reshape(features, (-1, features.shape[-1]))
             flat = ops.concatenate(
                 [flat, ops.broadcast_to(step_features[None], (flat.shape[0],
@@ -207,7 +275,6 @@ class NormalizedMLPRule(UpdateRule):
             for index in range(len(self.hidden_layers)):
                 hidden = activation(dense(meta_weights, f"mlp/{index}", hidden))
             out = dense(meta_weights, "mlp/output", hidden)
-            adam = ops.reshape(m_hat[..., 1] / (safe_sqrt(v_hat) + eps), (-1,))
             # A vector (bias, scale) has no fan-in to scale by, but its own offset.
             log_step = log_lr + (meta_weights["schedule/vector_log_lr"] if rows == 1 else
                                  meta_weights["schedule/fan_in_power"] * float(np.log(rows)))
@@ -218,13 +285,41 @@ class NormalizedMLPRule(UpdateRule):
             elif self.max_step_ratio is None:
                 update = -ops.exp(log_step + log_magnitude) * (adam + rms(adam) * out[:, 0])
             else:
-                bound, base = float(np.log(self.max_step_ratio)), float(np.log(self.learning_rate))
+                bound = float(np.log(self.max_step_ratio))
                 log_size = base + bound * ops.tanh((log_step + log_magnitude - base) / bound)
                 update = -ops.exp(log_size) * (adam + rms(adam) * ops.tanh(out[:, 0]))
             updates.append(ops.reshape(update, p.shape))
-            for key, value in (("m", m), ("v", v), ("rows", r), ("cols", c)):
-                new[key].append(value)
         return updates, new
+
+    def controller_features(self, grads, adams, norms, step, step_features):
+        """``(x_t, new norms)``: the controller's features (module docstring) and record."""
+        dtype = norms.dtype
+        log_norm = 0.5 * ops.log(sum(ops.sum(ops.square(g)) for g in grads) + 1e-30)
+        first = ops.where(step == 1.0, log_norm, norms[0])
+        fast = 0.9 * norms[1] + 0.1 * log_norm
+        slow = 0.99 * norms[2] + 0.01 * log_norm
+        fast_hat = fast / (1.0 - ops.power(ops.convert_to_tensor(0.9, dtype), step))
+        slow_hat = slow / (1.0 - ops.power(ops.convert_to_tensor(0.99, dtype), step))
+        lowest = ops.where(step == 1.0, slow_hat, ops.minimum(norms[3], slow_hat))
+        count = sum(int(np.prod(a.shape)) for a in adams)
+        adam_rms = ops.sqrt(sum(ops.sum(ops.square(a)) for a in adams) / count + 1e-30)
+        decades = ops.stack([log_norm - first, slow_hat - lowest, fast_hat - slow_hat,
+                             ops.log(adam_rms)]) / float(np.log(10.0))
+        features = ops.clip(ops.concatenate([decades, step_features]), -5.0, 5.0)
+        return features, ops.stack([first, fast, slow, lowest])
+
+    def controller(self, meta_weights, grads, adams, norms, step, step_features):
+        """``(log lr_0(t), new norms)``: the controller's centre of the step sizes."""
+        features, norms = self.controller_features(grads, adams, norms, step, step_features)
+        activation = keras.activations.get(self.activation)
+        hidden = features[None]
+        for index in range(len(self.controller_layers)):
+            hidden = activation(dense(meta_weights, f"controller/{index}", hidden))
+        out = dense(meta_weights, "controller/output", hidden)[0, 0]
+        low, high = (float(np.log(r)) for r in self.controller_rates)
+        start = (float(np.log(self.learning_rate)) - low) / (high - low)
+        centre = low + (high - low) * ops.sigmoid(out + float(np.log(start / (1.0 - start))))
+        return centre, norms
 
 
 @keras.saving.register_keras_serializable(package="l2o")

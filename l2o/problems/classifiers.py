@@ -20,11 +20,17 @@ class Classifier(Problem):
     from (seed, pass), shuffled within windows of ``shuffle_buffer`` examples
     (1: no shuffling); the last incomplete batch of a pass is dropped.
     ``image_size`` s resamples the images to s x s by area averaging (null: as
-    stored); ``loss_scale`` multiplies the loss.
+    stored); ``loss_scale`` multiplies the loss. ``train_examples`` n keeps the
+    first n training examples of the split (a fixed random subset: small
+    enough, a task overfits within a meta-training horizon); ``label_noise`` p
+    replaces a fixed random fraction p of the training labels by classes drawn
+    uniformly. The validation split is never changed, so it measures what
+    generalises.
     """
 
     def __init__(self, activation, dataset, batch_size, shuffle_buffer, data_dir,
-                 validation_split, image_size=None, loss_scale=1.0):
+                 validation_split, image_size=None, loss_scale=1.0, train_examples=None,
+                 label_noise=0.0):
         self.activation = activation
         self.batch_size = int(batch_size)
         self.shuffle_buffer = int(shuffle_buffer)
@@ -36,8 +42,21 @@ class Classifier(Problem):
                                          f"leave image_size null")
             self.data = {**self.data, **{key: datasets.resize(self.data[key], image_size)
                                          for key in ("x_train", "x_val")}}
-        self.input_shape = self.data["x_train"].shape[1:]
         self.classes = self.data["classes"]
+        if train_examples is not None:
+            if train_examples > len(self.data["y_train"]):
+                raise datasets.DataError(
+                    f"train_examples: must be at most the {len(self.data['y_train'])} "
+                    f"training examples of {dataset!r}, got {train_examples}")
+            self.data = {**self.data, "x_train": self.data["x_train"][:train_examples],
+                         "y_train": self.data["y_train"][:train_examples]}
+        if label_noise > 0:
+            generator = rng(Stream.PROBLEM_COEFFICIENTS, 0)
+            labels = self.data["y_train"].copy()
+            noisy = generator.random(len(labels)) < label_noise
+            labels[noisy] = generator.integers(0, self.classes, int(noisy.sum()))
+            self.data = {**self.data, "y_train": labels}
+        self.input_shape = self.data["x_train"].shape[1:]
         if self.batch_size > len(self.data["y_train"]):
             raise datasets.DataError(
                 f"batch_size: must be at most the {len(self.data['y_train'])} "
@@ -56,6 +75,15 @@ class Classifier(Problem):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ConfigError(f"{prefix}image_size: must be null or a positive int, got {size!r}")
         check_range(f"{prefix}loss_scale", kwargs.get("loss_scale", 1.0), 0.0)
+        examples = kwargs.get("train_examples")
+        if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int)
+                                     or examples < 1):
+            raise ConfigError(f"{prefix}train_examples: must be null or a positive int, "
+                              f"got {examples!r}")
+        noise = kwargs.get("label_noise", 0.0)
+        if not 0.0 <= noise < 1.0:
+            raise ConfigError(f"{prefix}label_noise: must be at least 0 and below 1, "
+                              f"got {noise!r}")
 
     def param_shapes(self):
         raise NotImplementedError
@@ -128,10 +156,12 @@ class MLPClassifier(Classifier):
 
     def __init__(self, layers=(20,), activation="sigmoid", dataset="digits", batch_size=128,
                  shuffle_buffer=16384, data_dir=None, validation_split=0.2, image_size=None,
-                 loss_scale=1.0):
+                 loss_scale=1.0, train_examples=None,
+                 label_noise=0.0):
         self.layers = [int(u) for u in layers]
         super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
-                         validation_split, image_size, loss_scale)
+                         validation_split, image_size, loss_scale,
+                         train_examples, label_noise)
 
     @classmethod
     def validate_config(cls, prefix, kwargs):
@@ -157,11 +187,13 @@ class ConvClassifier(Classifier):
 
     def __init__(self, filters=(16, 32), kernel_size=3, activation="relu", dataset="digits",
                  batch_size=128, shuffle_buffer=16384, data_dir=None, validation_split=0.2,
-                 image_size=None, loss_scale=1.0):
+                 image_size=None, loss_scale=1.0, train_examples=None,
+                 label_noise=0.0):
         self.filters = [int(f) for f in filters]
         self.kernel_size = int(kernel_size)
         super().__init__(activation, dataset, batch_size, shuffle_buffer, data_dir,
-                         validation_split, image_size, loss_scale)
+                         validation_split, image_size, loss_scale,
+                         train_examples, label_noise)
 
     @classmethod
     def validate_config(cls, prefix, kwargs):
