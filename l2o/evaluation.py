@@ -28,17 +28,29 @@ def evaluation_problems(config):
             for member in problems.build(spec, f"{field}/{index}").members()]
 
 
-def curves(problem, make_optimizer, steps, repeats, seed, validation_every, description=""):
+def curves(problem, make_optimizer, steps, repeats, seed, validation_every=None, description="",
+           validation_steps=None):
     """Per-step training loss, and validation loss/accuracy every ``validation_every`` steps.
 
     ``make_optimizer(run_seed)`` builds each run's optimiser: a stochastic one
     gets its own noise per run, as each run starts from its own weights.
+    ``validation_steps`` (steps between 0 and ``steps``), where given, replaces
+    ``validation_every``: validation is measured after exactly those steps. Either
+    way it is measured after the last step too.
 
     Returns ``{"train_loss": [repeats, steps], "validation_step": [k],
     "validation_loss": [repeats, k], "validation_accuracy": [repeats, k]}``.
     """
     validation = problem.validation_batch()
-    checkpoints = sorted(set(range(0, steps, validation_every)) | {steps})
+    if validation_steps is not None:
+        if any(not 0 <= step <= steps for step in validation_steps):
+            raise ValueError(f"validation_steps {list(validation_steps)}: each must lie "
+                             f"between 0 and steps ({steps})")
+        checkpoints = sorted({int(step) for step in validation_steps} | {steps})
+    elif validation_every is None:
+        raise ValueError("curves: give validation_every or validation_steps")
+    else:
+        checkpoints = sorted(set(range(0, steps, validation_every)) | {steps})
     result = {"train_loss": np.zeros((repeats, steps))}
     if validation is not None:
         result["validation_step"] = np.array(checkpoints)
