@@ -139,7 +139,8 @@ def load_meta_weights(directory, checkpoint="best"):
 
 
 def load_optimizer(directory, checkpoint="best", **kwargs):
-    """The Keras optimiser meta-trained in ``directory``, or a shipped one (``pretrained:NAME``).
+    """The Keras optimiser meta-trained in ``directory``, or a shipped one (``pretrained:NAME``;
+    ``pretrained`` alone: the recommended one, ``l2o.pretrained.RECOMMENDED``).
 
     ``checkpoint`` is ``best`` (lowest validation meta-loss), ``last``, or
     ``period_NNNN``; ``kwargs`` go to the optimiser (``learning_rate``, ...);
@@ -152,6 +153,8 @@ def load_optimizer(directory, checkpoint="best", **kwargs):
     import l2o.optimizers  # noqa: F401  (registers the constructors; heavy, so on first use)
 
     directory = os.fspath(directory)
+    if directory in (pretrained.PREFIX, pretrained.PREFIX[:-1]):
+        return pretrained.load(pretrained.RECOMMENDED, **kwargs)
     if directory.startswith(pretrained.PREFIX):
         return pretrained.load(directory[len(pretrained.PREFIX):], **kwargs)
     config = read_config(directory)

@@ -2,7 +2,8 @@
 
     import l2o
     print(l2o.pretrained.names())
-    model.compile(optimizer=l2o.load_optimizer("pretrained:normalized_mlp_digits"), loss=...)
+    model.compile(optimizer=l2o.load_optimizer("pretrained"), loss=...)  # the recommended one
+    model.compile(optimizer=l2o.load_optimizer("pretrained:normalized_mlp_family"), loss=...)
 
 Each entry is ``<name>.npz`` (the meta-weights) beside ``<name>.json``: the
 constructor and ``network`` it was built with, a one-line description, the
@@ -22,6 +23,8 @@ from l2o.validation import ConfigError
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 PREFIX = "pretrained:"
+# What ``load_optimizer("pretrained")`` loads: the one the README recommends.
+RECOMMENDED = "normalized_mlp_generalise"
 
 
 def names():

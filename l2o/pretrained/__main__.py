@@ -37,14 +37,9 @@ def export(directory, name, checkpoint="best", description="", recipe="", overwr
     config = runs.read_config(directory)
     meta_weights, info = runs.load_meta_weights(directory, checkpoint)
     path = os.path.join(pretrained.FOLDER, f"{name}.npz")
-    temporary = path + ".tmp.npz"  # renamed over the old entry once complete
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **meta_weights)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    # Renamed over the old entry once complete.
+    checkpoints.atomic_write(path, lambda handle: np.savez(handle, **meta_weights),
+                             suffix=".tmp.npz")
     record = {"constructor": config["constructor"], "network": config["network"],
               "description": description,
               "recipe": recipe,
