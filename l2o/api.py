@@ -17,7 +17,7 @@ naming the key.
 
 import os
 
-from l2o import runs
+from l2o import locks, runs
 from l2o.validation import ConfigError
 
 # The overrides resume takes: a section's keys, or one key (runs.RESUMABLE says why).
@@ -37,21 +37,24 @@ def resolve(config, overrides=()):
 def train(config, overrides=(), overwrite=False):
     """Meta-trains ``config`` (see ``resolve``) in its ``directory``; returns the run's state.
 
-    A directory that holds a run is refused unless ``overwrite``, which deletes it first.
+    A directory that holds a run is refused unless ``overwrite``, which deletes it first;
+    so is one that another process is writing (``locks.RunLocked``, naming it).
     """
     from l2o.trainer import MetaTrainer
 
     resolved = resolve(config, overrides)
-    trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
-    _clear(resolved["directory"], overwrite)
-    return run(trainer, resolved["directory"])
+    with locks.RunLock(resolved["directory"], "directory"):
+        trainer = MetaTrainer(resolved)  # builds the problems: data errors surface here
+        _clear(resolved["directory"], overwrite)
+        return run(trainer, resolved["directory"])
 
 
 def resume(directory, overrides=()):
     """Continues the run in ``directory`` after its last finished period; returns its state.
 
     ``overrides`` may change only what ``runs.RESUMABLE`` names (e.g.
-    ``strategy/num_periods=20`` to extend the run).
+    ``strategy/num_periods=20`` to extend the run). A directory that another process
+    is writing is refused (``locks.RunLocked``, naming it).
     """
     from l2o.trainer import MetaTrainer
 
@@ -61,7 +64,8 @@ def resume(directory, overrides=()):
                               f"{', '.join(k.rstrip('=') for k in RESUMABLE)}); start a new run")
     resolved = resolve(runs.read_config(directory), overrides)
     resolved["directory"] = directory
-    return run(MetaTrainer(resolved), directory)
+    with locks.RunLock(directory):
+        return run(MetaTrainer(resolved), directory)
 
 
 def run(trainer, directory):
@@ -92,4 +96,11 @@ def _clear(directory, overwrite):
         raise ConfigError(f"--overwrite would delete {directory}; choose a run directory")
     import shutil
 
-    shutil.rmtree(directory)
+    for entry in os.listdir(directory):  # all but the lock this process holds
+        path = os.path.join(directory, entry)
+        if entry == locks.NAME:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)

@@ -1,12 +1,19 @@
 """The configs shipped inside the package (``l2o/configs/*.yaml``), found by name.
 
 They travel with ``pip install``, so ``l2o-train quickstart`` works from any
-directory. Each file's first comment line is its one-line description.
+directory. Each file's opening comment describes it; its first sentence, cut at a word
+boundary with "..." where it is longer than ``DESCRIPTION_LENGTH``, is what ``--list``
+shows.
 """
 
 import os
+import re
 
-from l2o.validation import ConfigError
+from l2o.validation import ConfigError, shortened
+
+DESCRIPTION_LENGTH = 100
+# A sentence ends at ". " before a capital, not after an abbreviation ("et al. (2016)").
+_SENTENCE_END = re.compile(r"""(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bcf)(?<!\bvs)\.(?=\s+["'A-Z]|$)""")
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 SUFFIX = ".yaml"
@@ -37,8 +44,13 @@ def listing():
 
 
 def _description(path):
+    """The first sentence of the file's opening comment (up to an indented example line)."""
+    lines = []
     with open(path) as handle:
         for line in handle:
-            if line.startswith("#"):
-                return line.lstrip("#").strip()
-    return ""
+            if not line.startswith("#") or line.startswith("#  "):
+                break
+            lines.append(line.lstrip("#").strip())
+    text = " ".join(lines)
+    end = _SENTENCE_END.search(text)
+    return shortened(text[:end.end()] if end else text, DESCRIPTION_LENGTH)

@@ -2,7 +2,9 @@
 
 A write goes to a temporary file that is synced to disk and then renamed over
 the target, and the folder is synced after the rename: a run killed, or a
-machine that loses power, mid-write leaves the previous checkpoint intact.
+machine that loses power, mid-write leaves the previous checkpoint intact; a
+write that fails (a full disk) removes its temporary file and raises an
+OSError naming the file it was writing (``atomic_write``).
 Reading checks what it reads: a damaged or incomplete file raises one
 ``CheckpointError`` naming the file and what is wrong, never its bytes.
 """
@@ -47,34 +49,67 @@ def save(path, arrays, info, previous=None):
     The replaced file is renamed to ``previous`` only once the new one is on
     disk, so one of the two always holds a complete checkpoint.
     """
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    temporary = path + ".tmp.npz"
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **{INFO: np.array(json.dumps(info))}, **arrays)
-        _sync(handle)
-    if previous is not None and os.path.exists(path):
-        os.replace(path, previous)
-    os.replace(temporary, path)
-    _sync_folder(folder)
+    atomic_write(path, lambda handle: np.savez(handle, **{INFO: np.array(json.dumps(info))},
+                                               **arrays),
+                 suffix=".tmp.npz", previous=previous)
 
 
 def write_text(path, text):
     """Replaces ``path`` with ``text`` durably (a synced temporary file renamed over it)."""
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def atomic_write(path, write, suffix=".tmp", previous=None):
+    """Replaces ``path`` by what ``write(binary handle)`` writes, all or nothing.
+
+    The bytes go to ``path + suffix``, are synced to disk and renamed over ``path``
+    (after ``path`` is renamed to ``previous``, if given and present); the folder is
+    synced after. A failure (a full disk, an unwritable folder) removes the temporary
+    file, leaves ``path`` as it was, and raises OSError naming ``path``.
+    """
     folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    with open(path + ".tmp", "w") as handle:
-        handle.write(text)
-        _sync(handle)
-    os.replace(path + ".tmp", path)
-    _sync_folder(folder)
+    temporary = path + suffix
+    try:
+        os.makedirs(folder, exist_ok=True)
+        try:
+            with open(temporary, "wb") as handle:
+                write(handle)
+                _sync(handle)
+            if previous is not None and os.path.exists(path):
+                os.replace(path, previous)
+            os.replace(temporary, path)
+        finally:
+            _remove_quietly(temporary)
+        _sync_folder(folder)
+    except OSError as error:
+        raise _naming(error, path, temporary) from None
 
 
 def append_line(path, line):
-    """Appends ``line`` and a newline to ``path`` and syncs it to disk."""
-    with open(path, "a") as handle:
-        handle.write(line + "\n")
-        _sync(handle)
+    """Appends ``line`` and a newline to ``path`` and syncs it to disk (a failure names it)."""
+    try:
+        with open(path, "a") as handle:
+            handle.write(line + "\n")
+            _sync(handle)
+    except OSError as error:
+        raise _naming(error, path) from None
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:  # never written, or already renamed into place
+        pass
+
+
+def _naming(error, path, temporary=None):
+    """``error`` as an OSError of the same kind whose message names ``path`` (not its
+    temporary file)."""
+    if error.errno is None:
+        return OSError(f"{path}: {error}")
+    if error.filename is not None and error.filename != temporary:
+        return error  # names its own file already (a folder that could not be made, ...)
+    return type(error)(error.errno, error.strerror or str(error), path)
 
 
 def _sync(handle):
@@ -153,9 +188,12 @@ def json_dumps_finite(value, **options):
 
 
 def prefixed(arrays, prefix):
-    """The entries of ``arrays`` under ``prefix/``, with the prefix removed."""
+    """The entries of ``arrays`` under ``prefix/``, with the prefix removed (``Entries`` of
+    the same file where ``arrays`` are, so that what is missing names the file)."""
     start = len(prefix) + 1
-    return {key[start:]: value for key, value in arrays.items() if key.startswith(prefix + "/")}
+    entries = {key[start:]: value for key, value in arrays.items()
+               if key.startswith(prefix + "/")}
+    return Entries(arrays.path, entries) if isinstance(arrays, Entries) else entries
 
 
 def variable_arrays(prefix, variables):

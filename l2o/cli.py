@@ -4,12 +4,19 @@ Every command takes ``section/key=value`` overrides after its positional
 argument (values are YAML scalars or lists: ``strategy/num_periods=3``,
 ``network/layers=[10,10]``, ``problems/0/kwargs/batch_size=32``). A bad key
 or value stops the command before it does or writes anything, with one line
-naming the key and exit status 2; so does a ``KERAS_BACKEND`` other than tensorflow or
+naming the key and exit status 2 (what needs no Keras, such as a config file's syntax
+and sections, is checked before Keras is imported: ``precheck``); so does a
+``KERAS_BACKEND`` other than tensorflow or
 jax, checked before Keras is imported (unset, with TensorFlow absent and JAX installed,
 the commands choose jax).
+
+Exit status: 0 done; 2 a usage, config or data error (one line); 3 ``evaluate.py``
+finished but the learned optimiser diverged (a non-finite final training loss) in some
+runs, which it names (its results are written all the same); 130 interrupted.
 """
 
 import argparse
+import errno
 import importlib.util
 import json
 import os
@@ -75,24 +82,110 @@ class UsageError(Exception):
     """A command used wrongly, reported as one line."""
 
 
+# evaluate.py's exit status when it finished but the learned optimiser diverged (a
+# non-finite final training loss) in some of the runs; its results are still written.
+DIVERGED = 3
+
+
+class Diverged(Exception):
+    """An evaluation that finished with diverged runs, reported as one line (exit 3)."""
+
+
+def os_error_line(error):
+    """An OSError as one line naming its file: ``path: No space left on device``."""
+    from l2o.validation import first_line
+
+    what = error.strerror or first_line(error)
+    if error.filename is None:
+        return f"{type(error).__name__}: {what}"
+    writable = "; choose a folder you can write to"
+    hint = {errno.ENOSPC: "; free some space, then run the command again (resume.py "
+                          "continues a run from its last finished period)",
+            errno.EACCES: writable, errno.EROFS: writable}.get(error.errno, "")
+    return f"{error.filename}: {what}{hint}"
+
+
+# Options that take a value (the token after them is not a positional argument).
+VALUED_OPTIONS = ("--grid", "--random", "--points", "--seed", "--directory", "--checkpoint")
+
+
+def _arguments(argv):
+    """``(positionals, overrides)`` of a command line, options and their values left out."""
+    positionals, overrides, skip = [], [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token.startswith("-"):
+            skip = token in VALUED_OPTIONS
+        elif "=" in token:
+            overrides.append(token)
+        else:
+            positionals.append(token)
+    return positionals, overrides
+
+
+def precheck(command, argv):
+    """What can be found wrong before Keras and TensorFlow are imported (seconds): a config
+    file that is missing, not valid YAML/JSON, or has an unknown section; an override that
+    is malformed or names no section; a run directory that does not exist, or that another
+    process is writing (resume). Raises ConfigError or UsageError; returns whether the
+    command needs no Keras at all (``--list``, ``--help``). The full checks follow once
+    Keras is imported."""
+    from l2o import catalog, config_files
+
+    if "-h" in argv or "--help" in argv:
+        return command != "sweep"  # the sweep's options come with its (Keras) module
+    if command == "train" and "--list" in argv:
+        return True
+    positionals, overrides = _arguments(argv)
+    for text in overrides:
+        keys, _ = config_files.parse_override(text)
+        config_files.check_sections({keys[0]: None})
+    if not positionals:
+        return False
+    target = positionals[0]
+    if command in ("train", "sweep"):
+        path = catalog.config_path(target)
+        config_files.check_sections(config_files.load_file(path), f"{path}: ")
+    elif command == "resume":
+        from l2o.locks import RunLock
+        from l2o.runs import read_config
+
+        read_config(target)
+        RunLock(target).check()
+    elif not os.path.exists(target):  # evaluate, baseline
+        raise _no_run_directory(target)
+    return False
+
+
+def _no_run_directory(target):
+    return UsageError(f"{target}: no run directory (nor a config file) there; give the "
+                      f"directory a run trained in (its config's directory)")
+
+
 def _entry(function):
     def main(argv=None):
         problem = choose_backend()  # before Keras is imported: it reads the variable once
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)
-        _import_backend_quietly()
-        from l2o.validation import ConfigError, first_line
+        from l2o.validation import ConfigError
 
+        argv = sys.argv[1:] if argv is None else argv
         try:
-            function(sys.argv[1:] if argv is None else argv)
+            if not precheck(function.__name__, argv):
+                _import_backend_quietly()
+            function(argv)
         except (ConfigError, UsageError) as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
         except OSError as error:
             # Unreadable files, a full disk: the message names the file.
-            print(f"error: {type(error).__name__}: {first_line(error)}", file=sys.stderr)
+            print(f"error: {os_error_line(error)}", file=sys.stderr)
             raise SystemExit(2) from None
+        except Diverged as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(DIVERGED) from None
         except KeyboardInterrupt:
             print(f"interrupted{INTERRUPTED.get(function.__name__, '')}", file=sys.stderr)
             raise SystemExit(130) from None
@@ -111,6 +204,9 @@ def _parser(description, positional, positional_help, optional=False):
 def _done(state, directory):
     print(f"done: {state['period'] + 1} periods in {directory}; best validation meta-loss "
           f"{state['best_validation']:.4g}")
+    if state.get("extend_with"):
+        print(f"{directory} had already finished; to extend it: resume.py {directory} "
+              f"{state['extend_with']}")
 
 
 @_entry
@@ -153,6 +249,8 @@ def _evaluation_config(target, overrides):
 
     if os.path.isdir(target):
         return config_module.resolve(read_config(target), overrides), target
+    if not os.path.exists(target):
+        raise _no_run_directory(target)
     resolved = config_module.resolve(config_module.load_file(target), overrides)
     return resolved, resolved["directory"]
 
@@ -171,7 +269,7 @@ def evaluate(argv):
 
     load_optimizer(directory, args.checkpoint)  # fails early on a missing checkpoint
     label = f"learned_{args.checkpoint}"
-    _report(label, evaluation.evaluate(
+    diverged = _report(label, evaluation.evaluate(
         resolved, directory, label,
         lambda run_seed: load_optimizer(directory, args.checkpoint, run_seed=run_seed)))
     if not args.no_baseline:
@@ -181,6 +279,11 @@ def evaluate(argv):
                     resolved, directory, label, evaluation.keras_optimizer_factory(spec)))
     for path in evaluation.plot(directory):
         print(f"plot: {path}")
+    if diverged:
+        raise Diverged(f"{label} diverged (a non-finite final training loss) "
+                       f"{'; '.join(diverged)}; its results are in "
+                       f"{os.path.join(directory, 'evaluation')}; try another checkpoint "
+                       f"(--checkpoint best, or period_NNNN)")
 
 
 @_entry
@@ -215,9 +318,19 @@ def sweep(argv):
 
 
 def _report(label, summary):
+    """Prints one line per problem; returns ``"on problem i in k of n runs"`` for each
+    problem where runs diverged."""
+    diverged = []
     for index, result in enumerate(summary["problems"]):
-        parts = [(f"final train loss {result['final_train_loss_mean']:.4g} "
-                  f"± {result['final_train_loss_std']:.2g}")]
+        runs = result.get("diverged_runs", 0)
+        if runs:
+            where = f"in {runs} of {summary.get('repeats', '?')} runs"
+            diverged.append(f"on problem {index} {where}")
+            parts = [f"diverged {where}"]
+        else:
+            parts = [(f"final train loss {result['final_train_loss_mean']:.4g} "
+                      f"± {result['final_train_loss_std']:.2g}")]
         if "final_validation_accuracy_mean" in result:
             parts.append(f"validation accuracy {result['final_validation_accuracy_mean']:.3f}")
         print(f"{label} problem {index}: " + ", ".join(parts))
+    return diverged

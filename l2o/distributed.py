@@ -123,6 +123,25 @@ def loopback():
         constants.ENABLE_RAY_CLUSTER = saved[1]
 
 
+@contextlib.contextmanager
+def _quiet_fork_warning():
+    """Silences JAX's "os.fork() was called ... will likely lead to a deadlock" while Ray starts.
+
+    Ray starts its own processes (the GCS server, the raylet) with ``subprocess.Popen`` and
+    a ``preexec_fn``, which makes CPython run the at-fork hooks, JAX's warning among them.
+    The forked child only blocks SIGINT and asks to die with its parent (prctl) before it
+    execs Ray's binary: it never runs JAX, whose threads it does not have. The workers
+    themselves are started by the raylet, not forked from this process. So the warning,
+    twice per start, is noise here; elsewhere it is left alone.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                                category=RuntimeWarning)
+        yield
+
+
 def connect(address, cpus, gpus):
     """Connects this process to Ray; returns ``(ray, started)``, ``started`` if it began
     a private local Ray (``address`` None) with ``cpus`` and ``gpus`` to hand out."""
@@ -130,7 +149,7 @@ def connect(address, cpus, gpus):
     if ray.is_initialized():
         return ray, False
     if address is None:
-        with loopback():
+        with loopback(), _quiet_fork_warning():
             ray.init(address="local", num_cpus=math.ceil(cpus), num_gpus=math.ceil(gpus),
                      include_dashboard=False, log_to_driver=False)
         return ray, True
@@ -138,8 +157,9 @@ def connect(address, cpus, gpus):
         import keras
 
         # Workers of a cluster do not inherit this process's environment: the backend goes along.
-        ray.init(address=address, log_to_driver=False,
-                 runtime_env={"env_vars": {"KERAS_BACKEND": keras.backend.backend()}})
+        with _quiet_fork_warning():
+            ray.init(address=address, log_to_driver=False,
+                     runtime_env={"env_vars": {"KERAS_BACKEND": keras.backend.backend()}})
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise WorkerError(f"distributed/address: cannot join the Ray cluster at {address!r}: "
                           f"{str(error).strip().splitlines()[0]}") from None

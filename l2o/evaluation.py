@@ -79,6 +79,13 @@ def curves(problem, make_optimizer, steps, repeats, seed, validation_every=None,
 
 
 def summarise(result):
+    """Means over runs; a diverged run (non-finite final loss) makes its mean non-finite,
+    written as null, and is counted in ``diverged_runs``."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in a std is no news
+        return _summarise(result)
+
+
+def _summarise(result):
     train = result["train_loss"]
     summary = {"final_train_loss_mean": float(np.mean(train[:, -1])),
                "final_train_loss_std": float(np.std(train[:, -1])),
@@ -153,6 +160,11 @@ BASELINE_COLOURS = [f"C{k}" for k in range(10) if k != 3]
 
 def plot(directory):
     """One PNG per problem under ``<run>/evaluation``: mean curves with min-max bands."""
+    with np.errstate(invalid="ignore", over="ignore"):  # curves of diverged runs
+        return _plot(directory)
+
+
+def _plot(directory):
     import matplotlib
 
     matplotlib.use("Agg")

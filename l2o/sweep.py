@@ -29,7 +29,8 @@ Run again with the same command, a sweep skips its finished points; a point
 killed after a finished period resumes from its checkpoint (exactly, as
 resume.py would), one killed before any restarts. A different command on the
 same directory is refused (``--overwrite`` starts afresh, deleting only what a sweep
-writes there: the files above and the point directories). A point whose
+writes there: the files above and the point directories), and so is a second sweep
+while one runs there (``l2o.locks``: the ``lock`` file names its process). A point whose
 training produced nothing finite (``training/stop_on_nonfinite``) is recorded
 with its error and no metric, and the sweep goes on.
 """
@@ -45,7 +46,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from l2o import api, checkpoints
+from l2o import api, checkpoints, locks
 from l2o.config import parse_override, yaml_load
 from l2o.strategies.base import NonFiniteTraining
 from l2o.validation import ConfigError, first_line
@@ -168,9 +169,22 @@ def random_points(axes, points, seed):
 
 
 def point_overrides(point, directory):
-    """A point's ``section/key=value`` overrides (JSON values are YAML), its directory last."""
-    return [f"{name}={json.dumps(value)}" for name, value in point.items()] + \
+    """A point's ``section/key=value`` overrides (YAML values), its directory last."""
+    return [f"{name}={yaml_text(value)}" for name, value in point.items()] + \
         [f"directory={json.dumps(directory)}"]
+
+
+def yaml_text(value):
+    """``value`` written as a YAML flow value that reads back as itself: JSON, but for the
+    non-finite floats, which JSON would spell ``Infinity`` (a string to YAML)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(yaml_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(key))}: {yaml_text(item)}"
+                               for key, item in value.items()) + "}"
+    return json.dumps(value)
 
 
 def plan(config, overrides=(), grid=(), random=(), points=None, seed=0, metric="best_validation",
@@ -199,7 +213,7 @@ def plan(config, overrides=(), grid=(), random=(), points=None, seed=0, metric="
             resolved.append(api.resolve(config, [*overrides, *point_overrides(
                 point, os.path.join(directory, f"point_{index:04d}"))]))
         except ConfigError as error:
-            shown = " ".join(f"{name}={json.dumps(value)}" for name, value in point.items())
+            shown = " ".join(f"{name}={yaml_text(value)}" for name, value in point.items())
             raise ConfigError(f"point {index} ({shown}): {error}") from None
     spec = {"config": os.fspath(config) if isinstance(config, (str, os.PathLike)) else config,
             "overrides": list(overrides), "search": search, "metric": metric,
@@ -228,7 +242,7 @@ def _claim(spec, overwrite):
                                   f"--directory, or pass --overwrite")
     elif os.path.exists(directory) and overwrite:
         _remove_sweep(directory)
-    elif os.path.isdir(directory) and os.listdir(directory):
+    elif os.path.isdir(directory) and set(os.listdir(directory)) - {locks.NAME}:
         raise ConfigError(f"{directory} exists and holds no sweep.json: choose --directory, "
                           f"or pass --overwrite to sweep there (its other files are kept)")
     checkpoints.write_text(path, json.dumps(spec, indent=2))
@@ -347,6 +361,12 @@ def sweep(config, overrides=(), grid=(), random=(), points=None, seed=0, evaluat
     """Runs the sweep (see the module docstring); returns its records, best first."""
     spec, resolved = plan(config, overrides, grid, random, points, seed,
                           "evaluation" if evaluate else "best_validation", directory)
+    directory = spec["directory"]
+    with locks.RunLock(directory, "--directory"):  # one sweep at a time in a directory
+        return _run(spec, resolved, overwrite, say)
+
+
+def _run(spec, resolved, overwrite, say):
     directory = spec["directory"]
     _claim(spec, overwrite)
     records = read_results(directory)

@@ -67,6 +67,26 @@ def _repr_within(value, budget):
     return text + ("," if type(value) is tuple and len(value) == 1 else "") + brackets[1], True
 
 
+def shortened(text, length=SHOWN_LENGTH):
+    """``text`` on one line in at most ``length`` characters: a longer one cut at the last
+    word boundary that fits (before a bracket the cut would leave open), with ``...``."""
+    text = " ".join(str(text).split())
+    if len(text) <= length:
+        return text
+    cut = text[:length - 3]
+    space = cut.rfind(" ")
+    cut = cut[:space] if space > 0 else cut
+    opened = []
+    for position, char in enumerate(cut):
+        if char in "([{":
+            opened.append(position)
+        elif char in ")]}" and opened:
+            opened.pop()
+    if opened and opened[0] > length // 2:
+        cut = cut[:opened[0]]
+    return cut.rstrip(" ,;:.") + "..."
+
+
 def first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -288,19 +308,27 @@ def check_meta_weights(given, expected, shapes=True):
         raise ConfigError(f"meta_weights: must be a mapping of name -> array, got "
                           f"{type(given).__name__}")
     names = ", ".join(sorted(expected)) or "none"
+    # Read from a checkpoint (``checkpoints.Entries``): the file is what to name.
+    path = getattr(given, "path", None)
     for key in given:
         if key not in expected:
-            raise ConfigError(f"meta_weights/{key}: unknown meta-weight; expected {names}")
+            raise ConfigError(f"{path}: entry 'meta/{key}' is no meta-weight of this run's "
+                              f"optimiser (expected {names}); restore the file or choose "
+                              f"another checkpoint" if path else
+                              f"meta_weights/{key}: unknown meta-weight; expected {names}")
     for key in sorted(expected):
         if key not in given:
-            raise ConfigError(f"meta_weights/{key}: missing; expected {names}")
+            raise ConfigError(f"{path}: incomplete checkpoint: no entry 'meta/{key}'; "
+                              f"restore the file or choose another checkpoint" if path else
+                              f"meta_weights/{key}: missing; expected {names}")
     arrays = {}
     for key, value in given.items():
+        name = f"{path}: entry 'meta/{key}'" if path else f"meta_weights/{key}"
         try:
             arrays[key] = np.asarray(value, np.float32)
         except (TypeError, ValueError):
-            raise ConfigError(f"meta_weights/{key}: not an array of numbers") from None
+            raise ConfigError(f"{name}: not an array of numbers") from None
         if shapes and arrays[key].shape != np.shape(expected[key]):
-            raise ConfigError(f"meta_weights/{key}: shape {arrays[key].shape} does not match "
+            raise ConfigError(f"{name}: shape {arrays[key].shape} does not match "
                               f"{np.shape(expected[key])}")
     return arrays

@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 
 from l2o import catalog, cli
-from l2o.validation import ConfigError
+from l2o.validation import ConfigError, shortened
 
 
 def test_a_name_resolves_to_the_shipped_file_and_a_path_to_itself(tmp_path, monkeypatch):
@@ -50,6 +50,34 @@ def test_list_names_each_shipped_config_with_its_description(capsys):
     assert listed["quickstart"] == ("Meta-train DM on an MLP over scikit-learn's embedded 8x8 "
                                     "digits (offline), in minutes.")
     assert listed["dm_mnist"].startswith("DM on the reference task of Andrychowicz et al.")
+
+
+def test_list_shows_each_description_whole_or_cut_at_a_word_with_an_ellipsis(capsys):
+    cli.train(["--list"])
+    listed = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    for name, shown in listed.items():
+        with open(catalog.config_path(name)) as handle:
+            comment = " ".join(line.lstrip("#").strip() for line in handle
+                               if line.startswith("#"))
+        assert len(shown) <= catalog.DESCRIPTION_LENGTH, name
+        if shown.endswith("..."):
+            kept = shown[:-3]
+            assert comment.startswith(kept) and comment[len(kept)] in " ,;:.", (name, shown)
+        else:  # a whole sentence
+            assert comment.startswith(shown) and shown.endswith((".", ")")), (name, shown)
+    assert listed["pes_many_hyperparameters"] == (
+        "The PES paper's many-hyperparameter experiment (Vicol et al. 2021): 15 per-layer ones, "
+        "PES.")  # one sentence, its next line not run on
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("short enough", "short enough"),
+    ("a b c d e f g h i j k l m n o p q r s t", "a b c d e f g h..."),
+    ("the quick fox (a long aside) jumps", "the quick fox..."),
+    ("word " * 3 + "x" * 30, "word word word..."),
+])
+def test_shortened_cuts_at_a_word_and_never_leaves_a_bracket_open(text, expected):
+    assert shortened(text, 20) == expected
 
 
 def test_train_takes_a_shipped_name_from_any_directory(tmp_path, monkeypatch, capsys):

@@ -3,10 +3,12 @@
 No training here: files written by ``checkpoints.save``, then damaged.
 """
 
+import errno
 import json
 import os
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +136,53 @@ def test_save_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, mo
         ("replace", "last.npz.tmp.npz", "last.npz"), ("fsync", folder)]
     assert checkpoints.load(path)[1]["period"] == 4
     assert checkpoints.load(str(tmp_path / "prev.npz"))[1]["period"] == 3
+
+
+def full_disk(monkeypatch, after=0):
+    """Makes writes fail as a full disk does, at the sync of the ``after``-th file on."""
+    sync, calls = os.fsync, []
+
+    def no_space(descriptor):
+        calls.append(descriptor)
+        if len(calls) > after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        sync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", no_space)
+
+
+@pytest.mark.parametrize("write", ["save", "save-previous", "write_text", "append_line"])
+def test_a_write_on_a_full_disk_names_the_file_and_leaves_no_temporary_file(
+        tmp_path, monkeypatch, write):
+    path = written(tmp_path)
+    before = Path(path).read_bytes()
+    text = str(tmp_path / "summary.jsonl")
+    full_disk(monkeypatch)
+    target = text if write in ("write_text", "append_line") else path
+    with pytest.raises(OSError) as raised:
+        if write == "write_text":
+            checkpoints.write_text(text, "{}")
+        elif write == "append_line":
+            checkpoints.append_line(text, "{}")
+        else:
+            checkpoints.save(path, ARRAYS, {**INFO, "period": 4},
+                             previous=str(tmp_path / "prev.npz") if "previous" in write
+                             else None)
+    assert raised.value.errno == errno.ENOSPC
+    assert str(raised.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert sorted(os.listdir(tmp_path)) == ["last.npz"] + (["summary.jsonl"]
+                                                           if write == "append_line" else [])
+    assert Path(path).read_bytes() == before
+
+
+def test_the_commands_name_the_file_of_an_os_error():
+    from l2o.cli import os_error_line
+
+    assert os_error_line(OSError(errno.ENOSPC, "No space left on device", "runs/x/last.npz")) \
+        == ("runs/x/last.npz: No space left on device; free some space, then run the command "
+            "again (resume.py continues a run from its last finished period)")
+    assert os_error_line(PermissionError(errno.EACCES, "Permission denied", "runs/x")) == (
+        "runs/x: Permission denied; choose a folder you can write to")
 
 
 def test_json_holds_null_for_non_finite_numbers():

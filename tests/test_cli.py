@@ -9,6 +9,8 @@ import pytest
 import yaml
 from conftest import ROOT, tiny_config
 
+from l2o import cli
+
 
 def run_command(script, *arguments, env=None):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *arguments],
@@ -49,6 +51,62 @@ def test_resume_of_a_directory_without_a_run(tmp_path):
 def test_evaluate_of_a_missing_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(tiny_config(tmp_path)))
     assert_one_clear_error(run_command("evaluate.py", str(tmp_path)), "no 'best' checkpoint")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "baseline"])
+def test_a_run_directory_that_does_not_exist_is_named_as_such(tmp_path, capfd, command):
+    missing = tmp_path / "runs" / "nonexistent"
+    with pytest.raises(SystemExit) as raised:
+        getattr(cli, command)([str(missing)])
+    assert raised.value.code == 2
+    assert capfd.readouterr().err == (f"error: {missing}: no run directory (nor a config file) "
+                                      f"there; give the directory a run trained in (its "
+                                      f"config's directory)\n")
+    assert not missing.exists()
+
+
+# Runs a command in a fresh process; prints its exit status and whether Keras and
+# TensorFlow were imported.
+IMPORTS = ("import sys\n"
+           "from l2o import cli\n"
+           "code = 0\n"
+           "try:\n"
+           "    getattr(cli, sys.argv[1])(sys.argv[2:])\n"
+           "except SystemExit as exit_status:\n"
+           "    code = exit_status.code\n"
+           "print(code, 'keras' in sys.modules, 'tensorflow' in sys.modules)\n")
+
+
+@pytest.mark.parametrize("command, make, expected", [
+    ("train", lambda tmp: [str(tmp / "nope.yaml")], "config file not found: "),
+    ("train", lambda tmp: [write_text(tmp, "a.yaml", "problems: [\n")], "not valid YAML"),
+    ("train", lambda tmp: [write_text(tmp, "a.yaml", "problemz: []\n")],
+     "a.yaml: problemz: unknown key; did you mean 'problems'?"),
+    ("train", lambda tmp: ["quickstart", "strategyy/num_periods=2"],
+     "strategyy: unknown key; did you mean 'strategy'?"),
+    ("sweep", lambda tmp: [write_text(tmp, "a.json", "{"), "--grid", "training/depth=1,2"],
+     "a.json: not valid JSON"),
+    ("resume", lambda tmp: [str(tmp / "nothing")], "not a run directory"),
+    ("evaluate", lambda tmp: [str(tmp / "nothing"), "--checkpoint", "last"],
+     "no run directory"),
+], ids=["missing-file", "yaml", "section", "override", "sweep-json", "resume", "evaluate"])
+def test_config_errors_come_before_keras_is_imported(tmp_path, command, make, expected):
+    result = subprocess.run([sys.executable, "-c", IMPORTS, command, *make(tmp_path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert result.stdout == "2 False False\n", result.stderr
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+
+
+def test_list_and_help_need_no_keras():
+    for argv in (["train", "--list"], ["resume", "--help"]):
+        result = subprocess.run([sys.executable, "-c", IMPORTS, *argv], capture_output=True,
+                                text=True, cwd=ROOT, timeout=120, check=False)
+        assert result.stdout.splitlines()[-1] == "0 False False", result.stderr
+
+
+def write_text(folder, name, text):
+    (folder / name).write_text(text)
+    return str(folder / name)
 
 
 def test_missing_config_file(tmp_path):

@@ -196,3 +196,10 @@ def test_infinite_values_do_not_pass_a_range_check(key):
     with pytest.raises(ConfigError, match=f"^{key}: must be (finite|above 0.0 and at most "
                                           f"80.0), got inf$"):
         resolve({}, [f"{key}=.inf"])
+
+
+def test_the_light_loader_knows_every_section():
+    from l2o import config_files
+    from l2o.config import DEFAULTS
+
+    assert config_files.SECTIONS == tuple(DEFAULTS)

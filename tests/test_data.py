@@ -1,8 +1,10 @@
 """Named data sets: `dataset: mnist` reads <data_dir or $L2O_DATA>/mnist, else TensorFlow
 Datasets; offline, one line naming the data set, the folder looked in and the fix."""
 
+import gzip
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ def offline(monkeypatch, tmp_path_factory):
         raise tfds.download.DownloadError("Failed to get url https://example.invalid/mnist")
 
     monkeypatch.setattr(tfds, "load", load)
+    monkeypatch.setattr(datasets, "_reachable", lambda *args, **kwargs: True)  # as online
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     yield attempts
     for name, level in levels.items():  # loading quiets them for good: not past this test
@@ -112,3 +115,129 @@ def test_cli_without_l2o_data_gives_one_line_and_exit_2(tmp_path, monkeypatch, c
                                  "its IDX files")
     assert not (tmp_path / "run").exists()
     assert caplog.records == []
+
+
+def test_offline_without_a_local_copy_fails_within_seconds_and_writes_nothing(
+        tmp_path, monkeypatch, capfd):
+    import tensorflow_datasets as tfds
+
+    def load(name, **kwargs):
+        raise AssertionError("TensorFlow Datasets was asked to download while offline")
+
+    monkeypatch.setattr(tfds, "load", load)
+    monkeypatch.setattr(datasets, "_reachable", lambda *args, **kwargs: False)  # offline
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("L2O_DATA", str(root))
+    config = tiny_config(tmp_path / "run")
+    config["problems"][0]["kwargs"]["dataset"] = "mnist"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_status:
+        cli.train([str(path)])
+    assert time.monotonic() - started < 15
+    assert exit_status.value.code == 2
+    assert capfd.readouterr().err == (
+        f"error: problems/0/kwargs/dataset: 'mnist' not found: L2O_DATA '{root}' holds no "
+        f"mnist/ IDX files, and TensorFlow Datasets could not load it (ConnectionError: no "
+        f"copy in {root}, and its download host storage.googleapis.com cannot be reached "
+        f"(offline?)); set L2O_DATA (or data_dir) to a folder holding mnist/ with its IDX "
+        f"files\n")
+    assert os.listdir(root) == [] and not (tmp_path / "run").exists()
+
+
+def test_the_reachability_check_gives_up_within_its_time():
+    started = time.monotonic()
+    assert not datasets._reachable(("host.invalid", 443), seconds=1.0)  # never resolves
+    assert time.monotonic() - started < 2
+
+
+def test_a_failed_download_leaves_nothing_half_written(tmp_path, monkeypatch, offline):
+    import tensorflow_datasets as tfds
+
+    root = tmp_path / "data"
+    (root / "downloads" / "mnist").mkdir(parents=True)
+    kept = [root / "notes.txt", root / "downloads" / "mnist" / "finished.gz"]
+    for path in kept:
+        path.write_text("the user's")
+    fail = tfds.load
+
+    def partial_download(name, **kwargs):  # what an interrupted download leaves
+        (root / "downloads" / "mnist" / "t10k.gz.tmp.5cc4").write_text("partial")
+        (root / "downloads" / "extracted").mkdir()
+        (root / "mnist" / "incomplete.T3X3XG_3.0.1").mkdir(parents=True)
+        fail(name, **kwargs)
+
+    monkeypatch.setattr(tfds, "load", partial_download)
+    monkeypatch.setenv("L2O_DATA", str(root))
+    with pytest.raises(datasets.DataError, match="DownloadError"):
+        datasets.load("mnist")
+    assert sorted(p for p in root.rglob("*") if p.is_file()) == sorted(kept)
+    assert sorted(p.name for p in root.iterdir()) == ["downloads", "notes.txt"]
+
+
+def idx_bytes(array):
+    """``array`` (uint8, 1 or 3 dimensions) in MNIST's IDX format."""
+    header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(
+        size.to_bytes(4, "big") for size in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def idx_folder(folder, images=None, labels=None, gz=False):
+    """A folder of t10k IDX files (5 images of 4x4 unless given), gzipped if ``gz``."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    data = {"images": idx_bytes(rng.integers(0, 255, (5, 4, 4))) if images is None else images,
+            "labels": idx_bytes(np.arange(5) % 2) if labels is None else labels}
+    paths = {}
+    for kind, content in data.items():
+        name = f"t10k-{kind}-idx{3 if kind == 'images' else 1}-ubyte" + (".gz" if gz else "")
+        paths[kind] = folder / name
+        paths[kind].write_bytes(gzip.compress(content) if gz else content)
+    return paths
+
+
+def test_sound_idx_files_load(tmp_path):
+    idx_folder(tmp_path / "sound")
+    data = datasets.load(str(tmp_path / "sound"), validation_split=0.4)
+    assert data["x_train"].shape == (3, 4, 4, 1) and data["classes"] == 2
+
+
+images = idx_bytes(np.zeros((5, 4, 4)))
+labels = idx_bytes(np.arange(5) % 2)
+
+
+@pytest.mark.parametrize("files, kind, problem", [
+    ({"images": images[:40]}, "images",
+     "truncated: its header says 5 images of 4x4 (80 bytes) but it holds 24 bytes"),
+    ({"labels": labels[:-2]}, "labels",
+     "truncated: its header says 5 labels (5 bytes) but it holds 3 bytes"),
+    ({"labels": labels + b"xx"}, "labels",
+     "longer than its header says: its header says 5 labels (5 bytes) but it holds 7 bytes"),
+    ({"images": images[:10]}, "images", "truncated inside its header (10 bytes)"),
+    ({"images": b"<html>Not Found</html>"}, "images",
+     "not an IDX file of unsigned bytes (images or labels)"),
+], ids=["images-truncated", "labels-short", "labels-long", "header-cut", "not-idx"])
+def test_a_damaged_idx_file_is_one_line_naming_it(tmp_path, files, kind, problem):
+    paths = idx_folder(tmp_path / "damaged", **files)
+    with pytest.raises(datasets.DataError) as raised:
+        datasets.load(str(tmp_path / "damaged"))
+    assert str(raised.value) == f"dataset: {paths[kind]}: {problem}; download it again"
+
+
+def test_a_truncated_gz_is_one_line_naming_it_and_exit_2(tmp_path, capfd):
+    paths = idx_folder(tmp_path / "cut", gz=True)
+    content = paths["images"].read_bytes()
+    paths["images"].write_bytes(content[:len(content) // 2])
+    path = tmp_path / "config.yaml"
+    config = tiny_config(tmp_path / "run")
+    config["problems"][0]["kwargs"]["dataset"] = str(tmp_path / "cut")
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_status:
+        cli.train([str(path)])
+    assert exit_status.value.code == 2
+    assert capfd.readouterr().err == (
+        f"error: problems/0/kwargs/dataset: {paths['images']}: damaged gzip file (Compressed "
+        f"file ended before the end-of-stream marker was reached); download it again\n")
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -246,6 +247,28 @@ def test_a_private_ray_listens_on_loopback_only_without_a_dashboard():
     started, node, listening, dashboard = json.loads(result.stdout.strip().splitlines()[-1])
     assert started and node == "127.0.0.1" and dashboard == []
     assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+
+
+def test_starting_ray_beside_jax_gives_no_fork_warning(monkeypatch):
+    """Ray starts its processes with Popen and a preexec_fn, which runs JAX's at-fork hook
+    and its "os.fork() ... deadlock" warning; the child only execs Ray's binary, so connect
+    silences that warning (and only it)."""
+    jax = pytest.importorskip("jax")
+    jax.devices()  # the backend starts, and with it JAX's at-fork hook
+
+    def init(**_):  # what Ray's start-up does for each of its processes
+        subprocess.Popen([sys.executable, "-c", "pass"], preexec_fn=lambda: None).wait()  # noqa: PLW1509
+        warnings.warn("another warning", RuntimeWarning)
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        subprocess.Popen([sys.executable, "-c", "pass"], preexec_fn=lambda: None).wait()  # noqa: PLW1509
+        assert [str(w.message)[:20] for w in caught] == ["os.fork() was called"]
+        del caught[:]
+        assert distributed.connect(None, 1, 0) == (ray, True)
+    assert [str(w.message) for w in caught] == ["another warning"]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -5,10 +5,12 @@ One uninterrupted 3-period run (module fixture) is what every resumed copy must 
 its checkpoints array for array and its summary line for line.
 """
 
+import contextlib
 import glob
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -77,11 +79,21 @@ def contents(directory):
 
 
 def one_error_line(capsys, expected, code=2, call=None):
+    """Asserts that ``call`` exits with ``code`` and one stderr line; returns its stdout."""
     with pytest.raises(SystemExit) as raised:
         call()
     assert raised.value.code == code
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
     assert lines == [f"error: {expected}"]
+    return out
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
 
 
 def tensorboard_steps(run, tag="validation_meta_loss"):
@@ -106,7 +118,7 @@ def test_resume_falls_back_to_previous_when_last_is_damaged(straight, tmp_path, 
     cli.resume([str(run)])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == [(f"warning: {last}: {problem}; resuming from previous.npz, the state "
-                      f"after period {PERIODS - 1}")]
+                      f"after period {PERIODS - 2}")]  # numbered from 0, as its files are
     # The period after previous.npz is trained again, and previous.npz kept, not replaced
     # by the damaged file: every checkpoint as if nothing had happened.
     assert_same_run(run, straight)
@@ -174,6 +186,25 @@ def test_a_checkpoint_without_a_record_is_checked_by_its_shapes(straight, tmp_pa
     assert contents(run) == before
 
 
+def test_a_checkpoint_missing_a_meta_weight_is_named(straight, tmp_path, capsys):
+    run = copy_of(straight, tmp_path)
+    best = run / "checkpoints" / "best.npz"
+    drop_entry("meta/lstm_0/kernel")(str(best))
+    one_error_line(capsys, f"{best}: incomplete checkpoint: no entry 'meta/lstm_0/kernel'; "
+                           f"restore the file or choose another checkpoint",
+                   call=lambda: cli.evaluate([str(run), "--no-baseline"]))
+
+
+def test_resuming_a_finished_run_says_how_to_extend_it(straight, tmp_path, capsys):
+    run = copy_of(straight, tmp_path)
+    cli.resume([str(run)])
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{run} had already finished; to extend it: resume.py {run} "
+        f"strategy/num_periods={2 * PERIODS}")
+    assert_same_run(run, straight)
+    assert not (run / "lock").exists()  # let go of at the end
+
+
 def test_unknown_checkpoint_names_list_the_valid_ones(straight, capsys):
     valid = "choose from best, last, period_0000, period_0001, period_0002"
     with pytest.raises(CheckpointError) as raised:
@@ -215,7 +246,7 @@ def test_a_kill_before_last_npz_logs_no_period_twice(straight, tmp_path):
 def test_non_finite_training_stops_with_one_line(tmp_path):
     run = tmp_path / "run"
     result = run_command("train.py", write_config(tmp_path), NON_FINITE)
-    assert_one_clear_error(result, "error: period 1: no meta-update was finite (all 4 "
+    assert_one_clear_error(result, "error: period 0: no meta-update was finite (all 4 "
                                    "truncations skipped); check the config's scales and "
                                    "learning rates (training/stop_on_nonfinite=false goes on "
                                    "regardless)")
@@ -225,20 +256,32 @@ def test_non_finite_training_stops_with_one_line(tmp_path):
 
 def test_non_finite_training_can_go_on_and_writes_standard_json(tmp_path, capsys):
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteTraining, match="period 1: no meta-update was finite"):
+    with pytest.raises(NonFiniteTraining, match="period 0: no meta-update was finite"):
         train(run, [NON_FINITE])
     train(run, [NON_FINITE, "training/stop_on_nonfinite=false"])
-    warnings = [line for line in capsys.readouterr().err.splitlines()
-                if line.startswith("warning: ")]
+    out, err = capsys.readouterr()
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert warnings == [f"warning: period {i}: no meta-update was finite (all 4 truncations "
-                        f"skipped)" for i in (1, 2)] + [
+                        f"skipped)" for i in (0, 1)] + [
         (f"warning: {run}: no period had a finite validation meta-loss, so the run has no best "
          f"checkpoint (its periods are in checkpoints/)")]
     assert [line["validation_meta_loss"] for line in summary(run)] == [None, None]
     one_error_line(capsys, f"{run}: no checkpoint 'best' (no period had a finite validation "
                            f"meta-loss); choose from last, period_0000, period_0001",
                    call=lambda: cli.evaluate([str(run), "--no-baseline"]))
-    cli.evaluate([str(run), "--checkpoint", "last", "--no-baseline"])
+    # The console counts periods as summary.jsonl and period_NNNN.npz do: from 0.
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("period ")] == \
+        [f"period {line['period']}" for line in summary(run)] == ["period 0", "period 1"]
+    # Evaluated, the run diverges: said in one line (exit 3), no numpy warning, no "inf ± nan".
+    with warnings_as_errors():
+        out = one_error_line(capsys, f"learned_last diverged (a non-finite final training loss) on "
+                               f"problem 0 in 2 of 2 runs; its results are in {run}/evaluation; "
+                               f"try another checkpoint (--checkpoint best, or period_NNNN)",
+                       code=3, call=lambda: cli.evaluate([str(run), "--checkpoint", "last",
+                                                          "--no-baseline"]))
     evaluated = json.loads((run / "evaluation" / "learned_last.json").read_text(),
                            parse_constant=lambda token: pytest.fail(f"JSON token {token}"))
     assert evaluated["problems"][0]["final_train_loss_mean"] is None
+    assert evaluated["problems"][0]["diverged_runs"] == 2
+    assert out.splitlines()[0] == ("learned_last problem 0: diverged in 2 of 2 runs, validation "
+                                   f"accuracy {evaluated['problems'][0]['final_validation_accuracy_mean']:.3f}")

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from l2o import api, cli
+from l2o import api, cli, locks
 from l2o import sweep as sweep_module
+from l2o.config import parse_override
 from l2o.validation import ConfigError
 
 RATES = (1e-3, 3e-2)
@@ -134,6 +135,36 @@ def test_random_search_draws_within_bounds_reproducibly(config):
                 "training/sigma=normal(0,1)"):
         with pytest.raises(ConfigError, match="training/sigma"):
             sweep_module.plan(config, random=[bad], points=2)
+
+
+def test_non_finite_grid_values_reach_each_point_as_train_py_reads_them(config):
+    values = {"network/output_scale": math.inf, "training/sigma": -math.inf,
+              "network/layers": [math.nan, {"a": math.inf}]}
+    overrides = sweep_module.point_overrides(values, "d")
+    assert overrides[:2] == ["network/output_scale=.inf", "training/sigma=-.inf"]
+    parsed = {tuple(keys): value for keys, value in map(parse_override, overrides[:2])}
+    assert parsed == {("network", "output_scale"): math.inf, ("training", "sigma"): -math.inf}
+    nan, mapping = parse_override(overrides[2])[1]
+    assert math.isnan(nan) and mapping == {"a": math.inf}
+    # .inf is refused as train.py refuses it, not as the string 'Infinity'.
+    with pytest.raises(ConfigError) as direct:
+        api.resolve(config, ["network/output_scale=.inf"])
+    with pytest.raises(ConfigError) as swept:
+        sweep_module.plan(config, grid=["network/output_scale=.inf,0.1"])
+    assert str(swept.value) == f"point 0 (network/output_scale=.inf): {direct.value}"
+
+
+def test_a_second_sweep_on_a_directory_is_refused_while_one_runs(config, tmp_path,
+                                                                 monkeypatch):
+    calls = Calls(monkeypatch)
+    lock = locks.RunLock(tmp_path / "run_sweep")
+    lock.acquire()  # as a sweep running there holds it
+    try:
+        with pytest.raises(locks.RunLocked, match=f"process {os.getpid()} is writing"):
+            sweep_module.sweep(config, grid=GRID)
+    finally:
+        lock.release()
+    assert calls.train == 0
 
 
 def test_grid_values_may_be_lists():

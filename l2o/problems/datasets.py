@@ -9,20 +9,26 @@
 - a name (``mnist``, ``fashion_mnist``, ...): the IDX folder ``<root>/<name>``,
   where the root is ``data_dir``, else the environment variable ``L2O_DATA``;
   without IDX files there, TensorFlow Datasets loads it from the root
-  (downloading it there if absent, which needs the network).
+  (downloading it there if absent, which needs the network: offline, it fails
+  within seconds, and a failed download leaves nothing half-written there).
 
 Images come back as float32 in [0, 1], shaped (N, height, width, channels)
 (moons: points shaped (N, 2)); labels as int32.
 """
 
+import contextlib
 import functools
 import gzip
 import logging
 import os
+import shutil
+import socket
+import threading
+import zlib
 
 import numpy as np
 
-from l2o.validation import first_line
+from l2o.validation import first_line, shortened
 
 # The folder holding one ``<name>/`` folder of IDX files per named data set, when the
 # problem gives no ``data_dir``; e.g. ``$L2O_DATA/mnist/t10k-images-idx3-ubyte.gz``.
@@ -62,8 +68,9 @@ def _named(name, data_dir, validation_split):
         here = f"; for the folder here, write ./{name}" if os.path.isdir(name) else ""
         raise DataError(
             f"dataset: {name!r} not found: {looked}, and TensorFlow Datasets could not load it "
-            f"({type(error).__name__}: {first_line(error)[:200]}); set {DATA_ROOT_VARIABLE} (or "
-            f"data_dir) to a folder holding {name}/ with its IDX files{here}") from None
+            f"({type(error).__name__}: {shortened(first_line(error), 200)}); set "
+            f"{DATA_ROOT_VARIABLE} (or data_dir) to a folder holding {name}/ with its IDX "
+            f"files{here}") from None
 
 
 @functools.cache
@@ -94,15 +101,42 @@ def _split(images, labels, validation_split):
 
 
 def _read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    """The array in an IDX file of unsigned bytes (gzipped if its name ends in ``.gz``).
+
+    Its size is checked against its header: a damaged file (a truncated download, a
+    cut ``.gz``, labels fewer than the header counts) is a DataError naming the file.
+    """
+    again = "download it again"
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                data = handle.read()
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(f"dataset: {path}: damaged gzip file ({first_line(error)}); "
+                        f"{again}") from None
+    except OSError as error:
+        raise DataError(f"dataset: {path}: cannot be read ({error.strerror or error})") from None
     magic = int.from_bytes(data[:4], "big")
     dims = magic & 0xFF
-    if magic >> 8 != 0x08 or dims not in (1, 3):
-        raise DataError(f"dataset: {path} is not an IDX file of unsigned bytes")
+    if len(data) < 4 or magic >> 8 != 0x08 or dims not in (1, 3):
+        raise DataError(f"dataset: {path}: not an IDX file of unsigned bytes (images or "
+                        f"labels); {again}")
+    start = 4 + 4 * dims
+    if len(data) < start:
+        raise DataError(f"dataset: {path}: truncated inside its header ({len(data)} bytes); "
+                        f"{again}")
     shape = [int.from_bytes(data[4 + 4 * k:8 + 4 * k], "big") for k in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+    expected, held = int(np.prod(shape)), len(data) - start
+    if held != expected:
+        says = (f"{shape[0]} images of {shape[1]}x{shape[2]}" if dims == 3
+                else f"{shape[0]} labels")
+        what = "truncated" if held < expected else "longer than its header says"
+        raise DataError(f"dataset: {path}: {what}: its header says {says} ({expected} bytes) "
+                        f"but it holds {held} bytes; {again}")
+    return np.frombuffer(data, np.uint8, offset=start).reshape(shape)
 
 
 def _find(folder, prefix, kind):
@@ -143,6 +177,38 @@ def _idx_folder(folder, validation_split):
     return _split(*(train or test), validation_split)
 
 
+# TensorFlow Datasets' download host (MNIST and many of its sets come from there), tried
+# before a download: offline, TensorFlow Datasets retries each file for minutes.
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+REACH_SECONDS = 3.0
+
+
+def _reachable(address=DOWNLOAD_HOST, seconds=REACH_SECONDS):
+    """Whether a TCP connection to ``address`` (or to the HTTPS proxy, where one is set)
+    opens within ``seconds``, name lookup included."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies
+
+    proxy = getproxies().get("https")
+    if proxy:
+        parts = urlsplit(proxy if "//" in proxy else "//" + proxy)
+        address = (parts.hostname, parts.port or 80)
+    answer = []
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout=seconds).close()
+            answer.append(True)
+        except OSError:  # no route, no name server, refused, timed out
+            pass
+
+    # A thread, so that a name lookup that hangs (getaddrinfo has no timeout) cannot.
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(seconds + 0.5)
+    return bool(answer)
+
+
 @functools.cache
 def _tfds(name, data_dir):
     import tensorflow_datasets as tfds
@@ -153,12 +219,58 @@ def _tfds(name, data_dir):
     tfds.disable_progress_bar()
     for logger in ("absl", "urllib3"):
         logging.getLogger(logger).setLevel(logging.ERROR)
-    train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
-                                          as_supervised=True, data_dir=data_dir, download=True))
+    builder = tfds.builder(name, data_dir=data_dir)  # an unknown name fails here, offline too
+    root = os.fspath(builder.data_dir_root)
+    if not builder.is_prepared() and not _reachable():
+        raise ConnectionError(f"no copy in {root}, and its download host {DOWNLOAD_HOST[0]} "
+                              f"cannot be reached (offline?)")
+    with _removed_on_failure(root):
+        train, test = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
+                                              as_supervised=True, data_dir=data_dir,
+                                              download=True))
     scale = 255.0 if train[0].dtype == np.uint8 else 1.0
     return {"x_train": train[0].astype(np.float32) / scale, "y_train": train[1].astype(np.int32),
             "x_val": test[0].astype(np.float32) / scale, "y_val": test[1].astype(np.int32),
             "classes": int(train[1].max()) + 1}
+
+
+@contextlib.contextmanager
+def _removed_on_failure(root):
+    """Removes what a failed download added under ``root`` (TensorFlow Datasets' folder):
+    the entries up to three levels down that were not there before (its partial files in
+    ``downloads/``, its ``<name>/incomplete...`` folder), or ``root`` itself if it made it."""
+    existed, before = os.path.isdir(root), _entries(root)
+    try:
+        yield
+    except BaseException:
+        added = [root] if not existed else sorted(_entries(root) - before, key=len)
+        for path in added:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+        raise
+
+
+def _entries(root, depth=3):
+    """The paths up to ``depth`` levels below ``root``."""
+    found, level = set(), [root]
+    for _ in range(depth):
+        following = []
+        for folder in level:
+            try:
+                names = os.listdir(folder)
+            except OSError:  # not a folder, or gone
+                continue
+            paths = [os.path.join(folder, name) for name in names]
+            found.update(paths)
+            following.extend(path for path in paths if os.path.isdir(path)
+                             and not os.path.islink(path))
+        level = following
+    return found
 
 
 def _tfds_failures():

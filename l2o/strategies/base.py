@@ -11,6 +11,7 @@ A run directory holds
     checkpoints/period_NNNN.npz   meta-weights after each period
     summary.jsonl            one JSON line per period (null for a non-finite number)
     tensorboard/             the same scalars for TensorBoard
+    lock                     while a process trains there: its id (``l2o.locks``)
 Every checkpoint records the config it must match (``runs.checkpoint_record``).
 """
 
@@ -91,17 +92,28 @@ class Strategy:
         return metrics
 
     def run(self, trainer, directory):
-        """Trains in ``directory``, resuming after its last finished period if any."""
+        """Trains in ``directory``, resuming after its last finished period if any.
+
+        Returns the run's state, with ``periods_trained`` (by this call) and, where that
+        is none (a finished run resumed), ``extend_with``: the override that extends it.
+        """
         self.trainer, self.directory = trainer, directory
         self.state = {"period": -1, "best_validation": float("inf")}
         self._rotate_last = self._resume()
         runs.save_config(trainer.config, directory)
         self._restore_logs(self.state["period"])
+        first = self.state["period"]
         self.run_periods()
         if not math.isfinite(self.state["best_validation"]):
             self._non_finite(f"{directory}: no period had a finite validation meta-loss, so the "
                              f"run has no best checkpoint (its periods are in checkpoints/)")
-        return self.state
+        trained = self.state["period"] - first
+        return dict(self.state, periods_trained=trained,
+                    extend_with=None if trained else self.extension())
+
+    def extension(self):
+        """The ``section/key=value`` override that makes a finished run go on (resume.py),
+        or None where the strategy has none."""
 
     def _resume(self):
         """Restores the newest intact full state: last.npz, else previous.npz (saying so).
@@ -123,7 +135,7 @@ class Strategy:
                 continue
             if problems:
                 print(f"warning: {problems[0]}; resuming from {os.path.basename(path)}, the "
-                      f"state after period {self.state['period'] + 1}", file=sys.stderr)
+                      f"state after period {self.state['period']}", file=sys.stderr)
             return not problems
         raise checkpoints.CheckpointError(
             f"{folder}: no intact checkpoint to resume from ({'; '.join(problems)}); "
@@ -193,7 +205,7 @@ class Strategy:
         started, inner_steps, attempted = time.perf_counter(), 0, 0
         restarts = trainer.worker_restarts()
         losses = {"meta_loss": [], "imitation_loss": []}
-        with self.progress(truncations, f"period {period + 1}") as bar:
+        with self.progress(truncations, f"period {period}") as bar:
             def on_truncation(meta_loss, steps):
                 nonlocal inner_steps, attempted
                 inner_steps += steps
@@ -207,7 +219,7 @@ class Strategy:
                     losses[kind].extend(values)
         if attempted and not any(losses.values()):
             # The trainer skips a non-finite update; skipping all of them trains nothing.
-            self._non_finite(f"period {period + 1}: no meta-update was finite (all {attempted} "
+            self._non_finite(f"period {period}: no meta-update was finite (all {attempted} "
                              f"truncations skipped)")
         metrics = {f"train_{kind}": float(np.mean(values))
                    for kind, values in losses.items() if values}
@@ -244,7 +256,7 @@ class Strategy:
                          previous=os.path.join(folder, "previous.npz") if self._rotate_last
                          else None)
         self._rotate_last = True
-        tqdm.write(f"period {period + 1}: " + ", ".join(
+        tqdm.write(f"period {period}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             + (" (best)" if improved else ""))
 

@@ -86,6 +86,12 @@ class CurriculumStrategy(Strategy):
                                                    self.options)
             self.finish_period(period, metrics)
 
+    def extension(self):
+        stages_done = self.state.get("curriculum", {"stage": 0})["stage"] + 1
+        if self.unroll_length(stages_done) is None:
+            return "strategy/schedule=[...] (a longer list of unroll lengths)"
+        return f"strategy/max_stages={stages_done + 1}"
+
     def should_stop(self, progress):
         stages_done, max_stages = progress["stage"] + 1, self.options["max_stages"]
         # The stage limit first: a schedule is not asked for a stage that will not run.

@@ -27,6 +27,10 @@ class SimpleStrategy(Strategy):
         check_unroll_distribution("strategy/unroll_distribution",
                                   strategy["unroll_distribution"])
 
+    def extension(self):
+        done = max(self.options["num_periods"], self.state["period"] + 1)
+        return f"strategy/num_periods={2 * done}"
+
     def run_periods(self):
         sample = unroll_sampler(self.options["unroll_distribution"])
         for period in range(self.state["period"] + 1, self.options["num_periods"]):
