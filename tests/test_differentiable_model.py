@@ -1,7 +1,7 @@
 """Unmodified Keras models through their own optimisation steps (``l2o.differentiable.model``):
 meta-gradients against finite differences, the steps against Keras's optimisers, offline and
 online windows, the compiled meta-learners on the same model, meta-training, errors, the
-README's examples and the few-shot MAML example."""
+examples of docs/differentiable.md and the few-shot MAML example."""
 
 import os
 import re
@@ -285,30 +285,26 @@ def test_misuse_inside_and_outside_windows_is_named():
         inner.step(mse(y, net(x)))
 
 
-def readme_section(title):
-    with open(os.path.join(ROOT, "README.md")) as handle:
-        text = handle.read()
-    start = text.index(f"\n## {title}")
-    end = text.find("\n## ", start + 1)
-    return text[start:end if end >= 0 else None]
+def docs_page(*parts):
+    with open(os.path.join(ROOT, "docs", *parts)) as handle:
+        return handle.read()
 
 
-# What the README's first differentiable-optimiser snippet takes as given.
+# What the docs' first differentiable-optimiser snippet takes as given.
 SNIPPET_GIVEN = {"params": [np.zeros(3, np.float32)], "grads": [np.ones(3, np.float32)]}
 
 
 def test_readme_examples_run_and_learn_the_learning_rate(capsys):
-    blocks = re.findall(r"```python\n(.*?)```", readme_section("Differentiable optimisers"),
-                        re.DOTALL)
+    blocks = re.findall(r"```python\n(.*?)```", docs_page("differentiable.md"), re.DOTALL)
     assert len(blocks) == 3
     for index, block in enumerate(blocks):
         namespace = dict(SNIPPET_GIVEN)
-        code = compile(block, f"README.md, differentiable optimisers, example {index}", "exec")
-        exec(code, namespace)  # noqa: S102 (the README's own examples)
+        code = compile(block, f"docs/differentiable.md, example {index}", "exec")
+        exec(code, namespace)  # noqa: S102 (the docs' own examples)
         if "log_lr" in namespace:
             assert float(ops.exp(namespace["log_lr"])) > 0.015  # from 0.01
     assert "inner learning rate" in capsys.readouterr().out
-    table = readme_section("Coming from Meta-Optim")
+    table = docs_page("migrating", "meta-optim.md")
     for name in ("MetaModel", "MetaSGD", "MetaAdam", "SlidingWindow", "window.gradient",
                  "maml_fewshot.py"):
         assert name in table

@@ -1,4 +1,4 @@
-"""README's "Coming from ..." sections (issue 14, acceptance 3): one per upstream repository,
+"""The "Coming from ..." pages of the docs (``docs/migrating/``): one per upstream repository,
 each with its mapping table, and every example in them runs.
 
 Python blocks run as written (``exec``, in a scratch directory). Shell blocks' commands run
@@ -38,12 +38,20 @@ TINY = {
 }
 
 
+MIGRATING = os.path.join(ROOT, "docs", "migrating")
+
+
 def readme_sections():
-    """``{title: text}`` of every "## Coming from ..." section."""
-    with open(os.path.join(ROOT, "README.md")) as handle:
-        text = handle.read()
-    return {match.group(1): text[match.end():text.find("\n## ", match.end())]
-            for match in re.finditer(r"^## Coming from (.+)$", text, re.MULTILINE)}
+    """``{title: text}`` of every "# Coming from ..." page of ``docs/migrating/``: its text
+    after the title."""
+    sections = {}
+    for name in sorted(os.listdir(MIGRATING)):
+        with open(os.path.join(MIGRATING, name)) as handle:
+            text = handle.read()
+        match = re.match(r"# Coming from (.+)\n", text)
+        assert match, f"docs/migrating/{name}: no '# Coming from ...' title"
+        sections[match.group(1)] = text[match.end():]
+    return sections
 
 
 def code_blocks(section, language):
@@ -66,7 +74,7 @@ def tiny(argv):
     for key in (" ".join(argv[1:3]), argv[1]):
         if key in TINY:
             return TINY[key]
-    raise AssertionError(f"no small sizes in TINY for README's command {shlex.join(argv)}")
+    raise AssertionError(f"no small sizes in TINY for the docs' command {shlex.join(argv)}")
 
 
 @pytest.fixture
@@ -103,7 +111,7 @@ def run_section(title, monkeypatch):
     namespaces = []
     for index, block in enumerate(code_blocks(section, "python")):
         namespace = {"__name__": "__main__"}
-        exec(compile(block, f"README.md, Coming from {title}, example {index}", "exec"),  # noqa: S102
+        exec(compile(block, f"docs/migrating, Coming from {title}, example {index}", "exec"),  # noqa: S102
              namespace)
         namespaces.append(namespace)
     return namespaces
