@@ -22,7 +22,9 @@ The sweep directory (default: the config's ``directory`` + ``_sweep``) holds
 
     sweep.json      the resolved spec: the command's config, overrides, axes and every point
     results.jsonl   one JSON line per finished point (its overrides, metric, periods, time)
-    results.md      the finished points as a markdown table sorted by the metric
+    results.md      the finished points as a markdown table sorted by the metric, with
+                    each run's last validation beside it (a run that collapsed after its
+                    best period is marked: its best checkpoint is what load_optimizer loads)
     point_NNNN/     each point's run directory (config.json, checkpoints, summary.jsonl, ...)
 
 Run again with the same command, a sweep skips its finished points; a point
@@ -294,6 +296,20 @@ def _train_point(config, say):
     return api.train(config, overwrite=True)
 
 
+def _last_validation(directory):
+    """The validation meta-loss of the run's last period (None if it has none): beside the
+    best, it shows a run that collapsed after its best period."""
+    path = os.path.join(directory, "summary.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    try:
+        return json.loads(lines[-1]).get("validation_meta_loss") if lines else None
+    except ValueError:  # a line cut by a kill
+        return None
+
+
 def _evaluate_point(config):
     """The mean over evaluation problems of the best checkpoint's final training loss."""
     from l2o import evaluation
@@ -321,7 +337,8 @@ def run_point(index, point, config, metric, say=print):
     record = {"point": index, "overrides": point, "directory": config["directory"]}
     try:
         state = _train_point(config, say)
-        record.update(periods=state["period"] + 1, best_validation=state["best_validation"])
+        record.update(periods=state["period"] + 1, best_validation=state["best_validation"],
+                      last_validation=_last_validation(config["directory"]))
         if metric == "evaluation":
             record["evaluation_final_train_loss"] = _evaluate_point(config)
         record["metric"] = record["best_validation" if metric == "best_validation" else
@@ -340,15 +357,22 @@ def table(spec, records):
     names = list(spec["axes"])
     rows = sorted(records, key=lambda r: (r["metric"] is None, r["metric"] or 0.0, r["point"]))
     lines = ["| rank | point | " + " | ".join(f"`{name}`" for name in names)
-             + f" | {METRICS[spec['metric']]} | periods | seconds |",
-             "| " + " | ".join(["---"] * (len(names) + 5)) + " |"]
+             + f" | {METRICS[spec['metric']]} | last validation | periods | seconds |",
+             "| " + " | ".join(["---"] * (len(names) + 6)) + " |"]
     for rank, record in enumerate(rows, 1):
         metric = "—" if record["metric"] is None else f"{record['metric']:.4g}"
         if record.get("error"):
             metric += " (failed)"
         values = [_show(record["overrides"][name]) for name in names]
+        last = record.get("last_validation")
+        last = "—" if last is None else f"{last:.4g}"
+        best = record.get("best_validation")
+        if best is not None and record.get("last_validation") is not None and \
+                record["last_validation"] > best + 0.1 * abs(best):
+            last += " (worse than its best)"
         lines.append(f"| {rank} | {record['point']} | " + " | ".join(values)
-                     + f" | {metric} | {record.get('periods', '—')} | {record['seconds']:.0f} |")
+                     + f" | {metric} | {last} | {record.get('periods', '—')} | "
+                     + f"{record['seconds']:.0f} |")
     return "\n".join(lines)
 
 

@@ -37,12 +37,14 @@ def test_the_resume_sentence_names_every_resumable_key():
     assert named == set(runs.RESUMABLE)
 
 
-def test_the_pretrained_example_runs_as_written_and_beats_adam_on_validation_loss():
+def test_the_pretrained_example_runs_as_written_and_scores_as_the_readme_says():
     """The README's pretrained snippet, run as a user would paste it, then again with Adam(1e-3)
-    in place of the optimiser: its validation loss is the lower, as the README says."""
+    in place of the optimiser: the validation losses the README quotes for it are those."""
     section = readme().split("## Pretrained optimisers", 1)[1].split("\n## ", 1)[0]
     snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     assert 'l2o.load_optimizer("pretrained")' in snippet
+    quoted = re.search(r"this snippet's validation loss after 20 epochs is ([\d.]+) against "
+                       r"([\d.]+) for Adam\(1e-3\)", " ".join(section.split()))
     results = {}
     for label, replacement in (("pretrained", 'l2o.load_optimizer("pretrained")'),
                                ("adam", "keras.optimizers.Adam(1e-3)")):
@@ -50,4 +52,7 @@ def test_the_pretrained_example_runs_as_written_and_beats_adam_on_validation_los
         exec(snippet.replace(  # noqa: S102  (the README snippet, run as written)
             'l2o.load_optimizer("pretrained")', replacement), scope)
         results[label] = scope["history"].history["val_loss"][-1]
-    assert results["pretrained"] < results["adam"], results
+    assert results["pretrained"] < 1.0, results  # it learns: chance is log(10) = 2.3
+    # Seeded, so the same here; a few percent apart on other machines' kernels.
+    assert results["pretrained"] == pytest.approx(float(quoted.group(1)), rel=0.05), results
+    assert results["adam"] == pytest.approx(float(quoted.group(2)), rel=0.05), results

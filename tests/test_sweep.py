@@ -206,3 +206,17 @@ def test_overwrite_deletes_only_what_a_sweep_wrote(config, tmp_path, monkeypatch
     assert (directory / "sub" / "notes.txt").read_text() == "and me"
     assert json.loads((directory / "sweep.json").read_text())["axes"] == {"training/depth": [3]}
     assert len((directory / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_the_table_shows_a_run_that_collapsed_after_its_best_period():
+    """Ranked by its best validation, a run whose last period went far above it says so."""
+    spec = {"axes": {"training/depth": [1, 2]}, "metric": "best_validation"}
+    records = [{"point": 0, "overrides": {"training/depth": 1}, "metric": -2.0,
+                "best_validation": -2.0, "last_validation": 5.0, "periods": 3, "seconds": 1.0},
+               {"point": 1, "overrides": {"training/depth": 2}, "metric": -1.5,
+                "best_validation": -1.5, "last_validation": -1.49, "periods": 3,
+                "seconds": 1.0}]
+    rows = sweep_module.table(spec, records).splitlines()
+    assert "last validation" in rows[0]
+    assert rows[2].split("|")[5].strip() == "5 (worse than its best)"
+    assert rows[3].split("|")[5].strip() == "-1.49"
