@@ -364,14 +364,12 @@ def table(spec, records):
         if record.get("error"):
             metric += " (failed)"
         values = [_show(record["overrides"][name]) for name in names]
-        last = record.get("last_validation")
-        last = "—" if last is None else f"{last:.4g}"
-        best = record.get("best_validation")
-        if best is not None and record.get("last_validation") is not None and \
-                record["last_validation"] > best + 0.1 * abs(best):
-            last += " (worse than its best)"
+        last, best = record.get("last_validation"), record.get("best_validation")
+        shown_last = "—" if last is None else f"{last:.4g}"
+        if None not in (last, best) and last > best + 0.1 * abs(best):
+            shown_last += " (worse than its best)"
         lines.append(f"| {rank} | {record['point']} | " + " | ".join(values)
-                     + f" | {metric} | {last} | {record.get('periods', '—')} | "
+                     + f" | {metric} | {shown_last} | {record.get('periods', '—')} | "
                      + f"{record['seconds']:.0f} |")
     return "\n".join(lines)
 

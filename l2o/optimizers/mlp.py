@@ -100,6 +100,7 @@ from l2o.validation import (
     check_keras_name,
     check_range,
     check_units,
+    shown,
 )
 
 STEP_SCALES = ("tensor_rms", "adam")
@@ -180,7 +181,7 @@ class NormalizedMLPRule(UpdateRule):
                 or not rates[0] < network["learning_rate"] < rates[1]):
             raise ConfigError(f"network/controller_rates: must be two finite rates [low, high] "
                               f"with low < network/learning_rate ({network['learning_rate']}) "
-                              f"< high, got {rates!r}")
+                              f"< high, got {shown(rates)}")
 
     @property
     def feature_count(self):
@@ -210,10 +211,10 @@ class NormalizedMLPRule(UpdateRule):
     def init_state(self, params, seed):
         decays = len(self.momentum_decays)
         state = {"step": ops.zeros((), params[0].dtype),
-                "m": [ops.zeros(tuple(p.shape) + (decays,), p.dtype) for p in params],
-                "v": [ops.zeros(p.shape, p.dtype) for p in params],
-                "rows": [ops.zeros((matrix_shape(p.shape)[0],), p.dtype) for p in params],
-                "cols": [ops.zeros((matrix_shape(p.shape)[1],), p.dtype) for p in params]}
+                 "m": [ops.zeros(tuple(p.shape) + (decays,), p.dtype) for p in params],
+                 "v": [ops.zeros(p.shape, p.dtype) for p in params],
+                 "rows": [ops.zeros((matrix_shape(p.shape)[0],), p.dtype) for p in params],
+                 "cols": [ops.zeros((matrix_shape(p.shape)[1],), p.dtype) for p in params]}
         if self.controller_layers is not None:
             # n_1, f_t and s_t (uncorrected), min s: the controller's gradient-norm record.
             state["norms"] = ops.zeros((4,), params[0].dtype)

@@ -107,13 +107,10 @@ def _read_idx(path):
     cut ``.gz``, labels fewer than the header counts) is a DataError naming the file.
     """
     again = "download it again"
+    opener = gzip.open if path.endswith(".gz") else open
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            with open(path, "rb") as handle:
-                data = handle.read()
+        with opener(path, "rb") as handle:
+            data = handle.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataError(f"dataset: {path}: damaged gzip file ({first_line(error)}); "
                         f"{again}") from None
