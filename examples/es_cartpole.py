@@ -5,9 +5,9 @@ gradient with respect to the policy's weights. The cart-pole is the classic one 
 Sutton and Anderson (1983), simulated in numpy with the usual constants (Euler steps of
 0.02 s, +-10 N pushes, failure past 12 degrees or 2.4 m) for many episodes at once.
 
-    python examples/es_cartpole.py                     # all candidates in one batched rollout
-    python examples/es_cartpole.py --n-workers 2       # one candidate at a time, Ray workers
-    python examples/es_cartpole.py --quick             # the smoke test's tiny run
+    python -m examples.es_cartpole                     # all candidates in one batched rollout
+    python -m examples.es_cartpole --n-workers 2       # one candidate at a time, Ray workers
+    python -m examples.es_cartpole --quick             # the smoke test's tiny run
 """
 
 import argparse

@@ -4,8 +4,8 @@ Accuracy has no useful gradient (it is piecewise constant in the weights), so ba
 cannot optimise it; ES only needs its values. Every step scores all n perturbed copies of
 the network on one training minibatch in a single vectorised forward pass.
 
-    python examples/es_mnist_accuracy.py                 # MNIST from ../shared/data/mnist
-    python examples/es_mnist_accuracy.py --quick         # tiny run on scikit-learn digits
+    python -m examples.es_mnist_accuracy                 # MNIST from $L2O_DATA/mnist
+    python -m examples.es_mnist_accuracy --quick         # tiny run on scikit-learn digits
 """
 
 import argparse
@@ -21,14 +21,12 @@ from keras import ops
 from l2o import blackbox
 from l2o.problems import datasets
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "mnist"))
-
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default=MNIST,
-                        help="an MNIST-format IDX folder or 'digits' (default: %(default)s)")
+    parser.add_argument("--dataset", default="mnist",
+                        help="a data set as l2o names it: mnist ($L2O_DATA/mnist, the default), "
+                             "an MNIST-format IDX folder, or digits")
     parser.add_argument("--hidden", type=int, default=32, help="hidden ReLU units")
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--n-samples", type=int, default=100, help="candidates per step")

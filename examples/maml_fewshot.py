@@ -1,6 +1,6 @@
 """MAML few-shot classification (Finn et al. 2017, section 5.2) on an unmodified Keras model.
 
-    python examples/maml_fewshot.py [--ways 5] [--shots 1] [--iterations 3000] [--quick]
+    python -m examples.maml_fewshot [--ways 5] [--shots 1] [--iterations 3000] [--quick]
 
 Meta-Optim's ``maml-omniglot.py`` with ``l2o.differentiable``'s wrapper of a
 Keras model: an ordinary ``keras.Sequential`` MLP, ``MetaModel(model)``,

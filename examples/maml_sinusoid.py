@@ -1,6 +1,6 @@
 """MAML on sinusoid regression (Finn et al. 2017, section 5.1) with ``l2o.differentiable``.
 
-    python examples/maml_sinusoid.py [--iterations 70000] [--quick]
+    python -m examples.maml_sinusoid [--iterations 70000] [--quick]
 
 A task is y = A sin(x - phi) with amplitude A ~ U[0.1, 5] and phase
 phi ~ U[0, pi], observed at x ~ U[-5, 5]. The model is an MLP 1-40-40-1 with

@@ -1,6 +1,6 @@
 """Meta-gradient RL (Xu, van Hasselt and Silver 2018): an actor-critic that learns its discount.
 
-    python examples/mgrl_cartpole.py [--seeds 3] [--updates 400] [--quick]
+    python -m examples.mgrl_cartpole [--seeds 3] [--updates 400] [--quick]
 
 Meta-Optim's MGRL example on unmodified Keras models: an actor and a critic
 (``keras.Sequential`` MLPs), each stepped by ``MetaAdam`` inside
@@ -44,7 +44,6 @@ ended in the last quarter of its training steps.
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -53,10 +52,7 @@ import keras
 import numpy as np
 from keras import ops
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # es_cartpole, beside this file
-
-from es_cartpole import cartpole_step, fallen, initial_states
-
+from examples.es_cartpole import cartpole_step, fallen, initial_states
 from l2o import backend
 from l2o.differentiable import MetaAdam, MetaModel, SlidingWindow
 

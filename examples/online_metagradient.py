@@ -1,6 +1,6 @@
 """Online meta-gradient learning of SGD's learning rate, checked against a grid search.
 
-    python examples/online_metagradient.py [--steps 5000] [--quick]
+    python -m examples.online_metagradient [--steps 5000] [--quick]
 
 The problem is tracking a drifting linear regression (the setting of Sutton's
 IDBD, 1992): at step t a batch of B = 10 inputs x ~ N(0, I_20) is labelled

@@ -15,14 +15,15 @@ from conftest import ROOT
 
 
 def is_script(path):
-    """A file run as ``python path`` (it has a ``__main__`` block), not a module the scripts
-    share, such as benchmarks/timing.py."""
+    """A module run as ``python -m`` (it has a ``__main__`` block), not one the scripts
+    share, such as benchmarks/common.py."""
     with open(path) as handle:
         return '__name__ == "__main__"' in handle.read()
 
 
 SCRIPTS = sorted(path for folder in ("benchmarks", "examples")
-                 for path in glob.glob(os.path.join(ROOT, folder, "*.py")) if is_script(path))
+                 for path in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True)
+                 if is_script(path))
 
 
 def l2o_names_missing(tree, module):
@@ -53,7 +54,6 @@ def test_script_imports_and_uses_only_existing_l2o_names(path, monkeypatch):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # scripts put the repository first
     spec.loader.exec_module(module)  # the top level only: main() runs under __main__
     assert callable(getattr(module, "main", None)), f"{path}: no main()"
     with open(path) as handle:
@@ -65,8 +65,9 @@ def test_script_imports_and_uses_only_existing_l2o_names(path, monkeypatch):
 # Scripts that import TensorFlow itself, and why; the others reach it only through l2o.backend
 # (compile_fn, ...) and keras.ops, so that what is TensorFlow's stays in one module.
 TENSORFLOW_USERS = {
-    "benchmarks/throughput.py": "measures a hand-written tf.function against l2o's unroll",
-    "benchmarks/pio_compare.py": "quiets TensorFlow's logger (its retracing warnings)",
+    "benchmarks/systems/meta_training_throughput.py":
+        "measures a hand-written tf.function against l2o's unroll",
+    "benchmarks/pio_paper/min_loss_sweep.py": "quiets TensorFlow's logger (its retracing warnings)",
 }
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/generalisation.py: its scores from hand-made curves, and a --quick run end to end."""
+"""benchmarks/learned/generalisation.py: its scores from hand-made curves, and a --quick run end to end."""
 
 import json
 import math
@@ -14,7 +14,7 @@ BUILTINS = ("AdamW", "ScheduleFreeAdamW", "Muon", "Lion")
 
 @pytest.fixture(scope="module")
 def benchmark():
-    return load_script("benchmarks", "generalisation")
+    return load_script("benchmarks/learned", "generalisation")
 
 
 def validated(train, validation):

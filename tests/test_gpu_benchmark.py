@@ -1,5 +1,5 @@
-"""benchmarks/gpu.py, the JAX benchmark meant for the GPU machine, run here on the CPU under
-KERAS_BACKEND=jax: its quick run prints every table with positive finite numbers and never
+"""benchmarks/systems/gpu.py, the JAX benchmark meant for the GPU machine, run here on the CPU
+under KERAS_BACKEND=jax: its quick run prints every table with positive finite numbers and never
 imports TensorFlow, and its hand-written JAX reference computes the toolkit's meta-gradient."""
 
 import math
@@ -13,8 +13,8 @@ from conftest import ROOT
 # The benchmark run as a script, then asked whether anything it used imported TensorFlow.
 RUN_WITHOUT_TENSORFLOW = """
 import runpy, sys
-sys.argv = ["benchmarks/gpu.py"] + sys.argv[1:]
-runpy.run_path("benchmarks/gpu.py", run_name="__main__")
+sys.argv = ["benchmarks/systems/gpu.py"] + sys.argv[1:]
+runpy.run_module("benchmarks.systems.gpu", run_name="__main__", alter_sys=True)
 print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 # Each table's columns that hold measurements.
@@ -59,7 +59,7 @@ def test_quick_run_prints_every_table_with_positive_finite_numbers(tmp_path):
 
 def test_handwritten_meta_gradient_equals_the_toolkits():
     """On the digits MLP 64-4-10, DM 3-3, unroll 4."""
-    code = ("from benchmarks.gpu import gradient_difference\n"
+    code = ("from benchmarks.systems.gpu import gradient_difference\n"
             "from l2o.config import resolve\n"
             "print(gradient_difference(resolve({}, [\n"
             "    'problems/0/kwargs/dataset=digits', 'problems/0/kwargs/layers=[4]',\n"

@@ -1,4 +1,4 @@
-"""The meta-objectives of ``training/meta_objective`` (issue 13, part 2: the PES paper's
+"""The meta-objectives of ``training/meta_objective`` (the PES paper's
 ``train_sum_loss``, ``train_sum_acc``, ``val_sum_loss``, ``val_sum_acc``) against numpy.
 
 The inner problem is a 64-16-10 sigmoid MLP on the digits, batches of 32, and the learned

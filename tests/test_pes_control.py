@@ -1,4 +1,5 @@
-"""Swimmer as ES/PES particles (l2o/problems/control.py) and benchmarks/pes_control.py --quick."""
+"""Swimmer as ES/PES particles (l2o/problems/control.py) and
+benchmarks/pes_paper/swimmer_control.py --quick."""
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from l2o.problems.control import LinearPolicyParticles
 
 
 def load_benchmark():
-    return load_script("benchmarks", "pes_control")
+    return load_script("benchmarks/pes_paper", "swimmer_control")
 
 
 def test_saved_state_steps_like_the_original():

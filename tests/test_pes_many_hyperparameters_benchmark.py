@@ -1,4 +1,4 @@
-"""benchmarks/pes_many_hyperparameters.py --quick: its bookkeeping, and F by hand for a
+"""benchmarks/pes_paper/many_hyperparameters.py --quick: its bookkeeping, and F by hand for a
 network whose every layer is switched off (its parameters never move)."""
 
 
@@ -7,7 +7,7 @@ from conftest import load_script
 
 
 def load_benchmark():
-    return load_script("benchmarks", "pes_many_hyperparameters")
+    return load_script("benchmarks/pes_paper", "many_hyperparameters")
 
 
 def test_quick_run_and_frozen_network_by_hand(tmp_path, capsys):

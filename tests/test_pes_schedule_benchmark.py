@@ -1,4 +1,4 @@
-"""benchmarks/pes_schedule.py --quick: the grid against points evaluated one at a time, the
+"""benchmarks/pes_paper/mnist_lr_schedule.py --quick: the grid against points evaluated one at a time, the
 paths' lengths, and the direction every estimator takes where the answer is known."""
 
 import json
@@ -8,7 +8,7 @@ from conftest import load_script
 
 
 def load_benchmark():
-    return load_script("benchmarks", "pes_schedule")
+    return load_script("benchmarks/pes_paper", "mnist_lr_schedule")
 
 
 def test_quick_grid_paths_and_direction(tmp_path, mnist_folder):

@@ -1,4 +1,5 @@
-"""benchmarks/pes_uci.py --quick: PES tunes the L2 penalty towards the grid's optimum from both sides."""
+"""benchmarks/pes_paper/ridge_penalty.py --quick: PES tunes the L2 penalty towards the grid's
+optimum from both sides."""
 
 
 import numpy as np
@@ -9,7 +10,7 @@ from l2o.problems.ridge import diabetes_split, ridge_system
 
 
 def load_benchmark():
-    return load_script("benchmarks", "pes_uci")
+    return load_script("benchmarks/pes_paper", "ridge_penalty")
 
 
 def test_inner_run_is_gradient_descent_on_the_penalised_training_loss():

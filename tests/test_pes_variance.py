@@ -1,4 +1,4 @@
-"""benchmarks/pes_variance.py --quick: PES's variance on a toy character LSTM, against the
+"""benchmarks/pes_paper/variance.py --quick: PES's variance on a toy character LSTM, against the
 exact gradient and the linear-regime theory of the benchmark's docstring."""
 
 
@@ -7,7 +7,7 @@ from conftest import load_script
 
 
 def load_benchmark():
-    return load_script("benchmarks", "pes_variance")
+    return load_script("benchmarks/pes_paper", "variance")
 
 
 def test_quick_variances_follow_the_theory_and_the_mean_is_the_gradient(tmp_path):

@@ -1,4 +1,4 @@
-"""benchmarks/pio_paper.py: the plateau rule halves exactly when ReduceLROnPlateau would, and
+"""benchmarks/pio_paper/table1.py: the plateau rule halves exactly when ReduceLROnPlateau would, and
 --quick's blocks pick the sweep's argmin and anneal the learning rate by that rule."""
 
 import json
@@ -8,7 +8,7 @@ from conftest import load_script
 
 
 def load_benchmark():
-    return load_script("benchmarks", "pio_paper")
+    return load_script("benchmarks/pio_paper", "table1")
 
 
 def test_plateau_halves_after_more_than_patience_steps_without_relative_improvement():

@@ -1,4 +1,4 @@
-"""benchmarks/pio_sigma_schedules.py --quick: each step ran at its schedule's sigma (by hand),
+"""benchmarks/pio_paper/sigma_schedules.py --quick: each step ran at its schedule's sigma (by hand),
 each seed is its own run, and the table's numbers are the curves' last values and minima."""
 
 import json
@@ -9,7 +9,7 @@ from conftest import load_script
 
 
 def test_quick_run_steps_at_the_scheduled_sigmas(tmp_path, capsys):
-    benchmark = load_script("benchmarks", "pio_sigma_schedules")
+    benchmark = load_script("benchmarks/pio_paper", "sigma_schedules")
     out = tmp_path / "results.json"
     assert benchmark.main(["--quick", "--out", str(out)]) == 0
     with open(out) as handle:

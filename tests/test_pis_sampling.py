@@ -1,4 +1,4 @@
-"""benchmarks/pis_sampling.py: its targets integrate to their stated Z (what makes the log Z
+"""benchmarks/pio_paper/pis_sampling.py: its targets integrate to their stated Z (what makes the log Z
 error exact), and --quick's 1-D mixture log Z estimate is close to the truth."""
 
 import math
@@ -11,7 +11,7 @@ from l2o.problems.densities import Funnel, mixture_1d, mixture_2d
 
 
 def load_benchmark():
-    return load_script("benchmarks", "pis_sampling")
+    return load_script("benchmarks/pio_paper", "pis_sampling")
 
 
 def density(target, points):

@@ -1,4 +1,4 @@
-"""pytorch-optimize's names in l2o.blackbox (issue 14, part 3): the Model wrapper and its
+"""pytorch-optimize's names in l2o.blackbox: the Model wrapper and its
 SamplingStrategy, Objective, Samples and gradient_step do what they do there, by delegating
 to the ESOptimizer."""
 

@@ -2,9 +2,10 @@
 each with its mapping table, and every example in them runs.
 
 Python blocks run as written (``exec``, in a scratch directory). Shell blocks' commands run
-in this process (``runpy``, as ``python SCRIPT ARGS`` would, without a fresh interpreter's
-TensorFlow import for each) from a scratch copy of the repository's scripts, so that what
-they write (runs, figures, benchmark outputs) lands there; each gets the small sizes of
+in this process (``runpy``, as ``python SCRIPT ARGS`` or ``python -m MODULE ARGS`` would,
+without a fresh interpreter's TensorFlow import for each) from a scratch copy of the
+repository's scripts and its benchmarks and examples packages, so that what they write (runs,
+figures, benchmark outputs) lands there; each gets the small sizes of
 ``TINY`` appended, which later flags and overrides win over.
 """
 
@@ -32,9 +33,9 @@ TINY = {
         "strategy/validation_repeat=1"],
     "evaluate.py": ["evaluation/steps=3", "evaluation/repeats=1"],
     "baseline.py": ["evaluation/steps=3", "evaluation/repeats=1"],
-    "benchmarks/influence_balancing.py": ["--iterations", "3", "--particles", "10"],
-    "benchmarks/toy_regression.py": ["--iterations", "3", "--particles", "10"],
-    "benchmarks/pio_compare.py": ["--quick"],
+    "-m benchmarks.pes_paper.influence_balancing": ["--iterations", "3", "--particles", "10"],
+    "-m benchmarks.pes_paper.toy_regression": ["--iterations", "3", "--particles", "10"],
+    "-m benchmarks.pio_paper.min_loss_sweep": ["--quick"],
 }
 
 
@@ -79,25 +80,38 @@ def tiny(argv):
 
 @pytest.fixture
 def scratch(tmp_path, monkeypatch):
-    """A directory with copies of the repository's scripts and its configs, made current."""
-    for folder in ("", "benchmarks", "examples"):
-        os.makedirs(tmp_path / folder, exist_ok=True)
-        for name in os.listdir(os.path.join(ROOT, folder)):
-            if name.endswith(".py"):
-                shutil.copy(os.path.join(ROOT, folder, name), tmp_path / folder / name)
+    """A directory with copies of the repository's scripts, its benchmarks and examples
+    packages and its configs, made current and first on ``sys.path`` (as ``python -m`` from
+    it would have it), so that the packages' copies write there."""
+    for name in os.listdir(ROOT):
+        if name.endswith(".py"):
+            shutil.copy(os.path.join(ROOT, name), tmp_path / name)
+    for package in ("benchmarks", "examples"):
+        shutil.copytree(os.path.join(ROOT, package), tmp_path / package,
+                        ignore=shutil.ignore_patterns("out", "figures", "__pycache__"))
     os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the benchmarks prepend their root
-    return tmp_path
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module in list(sys.modules):  # imported from the repository by earlier tests
+        if module.split(".")[0] in ("benchmarks", "examples"):
+            monkeypatch.delitem(sys.modules, module)
+    yield tmp_path
+    for module in list(sys.modules):  # the copies: later tests import the repository's again
+        if module.split(".")[0] in ("benchmarks", "examples"):
+            del sys.modules[module]
 
 
 def run_command(argv, monkeypatch):
-    assert argv[0] == "python" and argv[1].endswith(".py"), shlex.join(argv)
-    if any("mnist" in arg for arg in argv[2:]) and not os.path.isdir(MNIST):
+    module = argv[2] if argv[1:2] == ["-m"] else None
+    assert argv[0] == "python" and (module or argv[1].endswith(".py")), shlex.join(argv)
+    if any("mnist" in arg for arg in argv[3 if module else 2:]) and not os.path.isdir(MNIST):
         pytest.skip(f"shared MNIST data not found at {MNIST}")
-    monkeypatch.setattr(sys, "argv", argv[1:] + tiny(argv))
+    monkeypatch.setattr(sys, "argv", (argv[2:] if module else argv[1:]) + tiny(argv))
     try:
-        runpy.run_path(argv[1], run_name="__main__")
+        if module:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(argv[1], run_name="__main__")
     except SystemExit as exit_:
         assert exit_.code in (None, 0), f"{shlex.join(argv)} exited with {exit_.code}"
 

@@ -44,7 +44,8 @@ def summaries(directory):
 
 
 def test_the_toolkit_sample_config_trains_and_resumes(tmp_path, monkeypatch):
-    """Acceptance (issue 13): only `dataset` changes, to data this machine has."""
+    """The toolkit's sample config trains and resumes here with only `dataset` changed, to
+    data this machine has."""
     config = sample_config()
     config["problems"][0]["kwargs"]["dataset"] = MNIST if os.path.isdir(MNIST) else "digits"
     (tmp_path / "sample.json").write_text(json.dumps(config))
@@ -154,7 +155,7 @@ def test_toolkit_defaults_are_ours_or_a_documented_difference():
         elif ours is KeyError or not _same(theirs, ours):
             differences.add(key)
             assert f"| `{key}` |" in section, f"{key}: {theirs!r} there, {ours!r} here"
-    # The defaults adopted from the toolkit (issue 13) stay adopted.
+    # The defaults adopted from the toolkit stay adopted.
     assert not differences & {"loss_args/epsilon", "loss_args/use_numerator_epsilon",
                               "strategy/num_periods", "strategy/unroll_distribution",
                               "strategy/annealing_schedule", "strategy/min_periods"}

@@ -14,7 +14,7 @@ termination; an environment that terminates is refused at its first
 terminal step rather than silently continued).
 
 Needs the optional ``control`` extra (``pip install "l2o[control]"``: gymnasium
-with MuJoCo); ``benchmarks/pes_control.py`` uses it on Swimmer.
+with MuJoCo); ``benchmarks/pes_paper/swimmer_control.py`` uses it on Swimmer.
 """
 
 import numpy as np

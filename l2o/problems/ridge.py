@@ -19,7 +19,7 @@ and the meta-objective the validation loss summed over the horizon,
 
 ``ridge_system`` is it as a ``RecurrentSystem`` (states w [P, 65], thetas
 [P, 1]) for ES and PES, and ``RecurrentSystem.meta_objective`` evaluates F on a
-grid of thetas. The experiment: ``python benchmarks/pes_uci.py``.
+grid of thetas. The experiment: ``python -m benchmarks.pes_paper.ridge_penalty``.
 """
 
 import functools

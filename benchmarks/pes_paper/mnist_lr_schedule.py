@@ -1,8 +1,8 @@
 """MNIST learning-rate schedule (Vicol et al., ICML 2021): truncated ES vs PES on a grid.
 
-    python benchmarks/pes_schedule.py            # about 15 minutes on one CPU core
-                                                 # (T = 1000, N = 32, 400 iterations)
-    python benchmarks/pes_schedule.py --quick    # seconds
+    python -m benchmarks.pes_paper.mnist_lr_schedule            # about 15 minutes on one CPU core
+                                                                # (T = 1000, N = 32, 400 iterations)
+    python -m benchmarks.pes_paper.mnist_lr_schedule --quick    # seconds
 
 An MLP on MNIST (``configs/pes_schedule_paper.yaml``: ScheduledSGD, heavy-ball momentum
 0.9) trains for T steps with the inverse-time-decay schedule
@@ -37,20 +37,17 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 import keras
 import numpy as np
 from keras import ops
 
+from benchmarks import common
 from l2o.config import load_file, resolve
 from l2o.estimators.es import PES, TruncatedES, repeat_state
 from l2o.trainer import MetaTrainer
 
-CONFIG = os.path.join(ROOT, "configs", "pes_schedule_paper.yaml")
-FIGURE = os.path.join(ROOT, "benchmarks", "figures", "pes_schedule.png")
+CONFIG = common.config_path("pes_schedule_paper.yaml")
+FIGURE = common.figure_path("pes_schedule.png")
 OBJECTIVES = ("train_sum_loss", "val_sum_acc")
 ESTIMATORS = {"es": TruncatedES, "pes": PES}
 START = (np.log(0.003), np.log(30.0))
@@ -266,7 +263,7 @@ def main(argv=None):
                               "start": float(finals[0]), "runs": runs}
     plot(results, args, args.figure)
     markdown = table(results, args)
-    print("\n" + markdown + f"\n\nfigure: {os.path.relpath(args.figure, ROOT)}")
+    print("\n" + markdown + f"\n\nfigure: {os.path.relpath(args.figure, common.ROOT)}")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "pes_schedule.md"), "w") as handle:

@@ -1,6 +1,6 @@
 """DM, RNNProp, ScaleBasic and ScaleHierarchical with the same meta-training budget on MLP-MNIST.
 
-    python benchmarks/compare_optimizers.py [--periods 10] [--steps 1000] [--repeats 10]
+    python -m benchmarks.learned.same_budget_mnist [--periods 10] [--steps 1000] [--repeats 10]
 
 Each optimiser is meta-trained with configs/<name>_mnist.yaml for the same number of
 inner steps (``--periods`` periods of 20 epochs x 5 truncations x 20 steps), its best
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from benchmarks.common import ROOT
+
 CONFIGS = {"DM": "dm_mnist", "RNNProp": "rnnprop_mnist", "ScaleBasic": "scale_basic_mnist",
            "ScaleHierarchical": "scale_hierarchical_mnist"}
 
@@ -69,7 +69,9 @@ def main():
 
     import keras
 
-    from benchmarks.throughput import fit_step_ms  # measured last, on a quiet machine
+    from benchmarks.systems.meta_training_throughput import (
+        fit_step_ms,  # measured last, on a quiet machine
+    )
     from l2o.optimizers import OPTIMIZERS, LearnedOptimizer
 
     CONSTRUCTORS = {n: c for n, c in OPTIMIZERS.items() if issubclass(c, LearnedOptimizer)}

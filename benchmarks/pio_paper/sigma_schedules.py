@@ -1,8 +1,8 @@
 """PIO with a constant sigma against decaying sigma schedules, on Carrillo with the optimum at B = 2.
 
-    python benchmarks/pio_sigma_schedules.py [--seeds 10] [--steps 100] [--quick] [--out PATH]
+    python -m benchmarks.pio_paper.sigma_schedules [--seeds 10] [--steps 100] [--quick] [--out PATH]
 
-PIO (``drift_format: f``, the sampler settings of ``pio_compare.PIO_SAMPLER["carrillo"]``,
+PIO (``drift_format: f``, the sampler settings of ``min_loss_sweep.PIO_SAMPLER["carrillo"]``,
 i.e. the defaults: 32 trajectories, dt 0.05 over t_end 5) on the 2-D Carrillo function with
 its optimum moved from PIO's prior centre 0 to B = 2, with ``network/sigma_schedule``
 (sigma_t = sigma * s(t) / s(0) at PIO's step t = 0, 1, ...) one of:
@@ -17,7 +17,7 @@ with T = the number of steps, so each schedule ends 100x below its start. All st
 sigma = 0.1 with the drift's Adam learning rate 0.01 and ``sigma_rescaling: none``. Each seed
 runs T steps from ``problem.init(seed)`` on ``problem.batches(seed, 0, T)`` through
 ``backend.make_train_step``, with a fresh ``PIOOptimizer(seed=seed)`` and so a fresh trace:
-``pio_compare.reset_pio`` would reuse one trace across seeds by moving the iteration counter,
+``min_loss_sweep.reset_pio`` would reuse one trace across seeds by moving the iteration counter,
 which is the schedules' clock. The test loss (Carrillo's value) is recorded after each step;
 the table gives, per schedule, mean ± s.d. (ddof 0) over seeds of the test loss after the
 last step and of its minimum over the steps, and the wall time of all seeds (tracing
@@ -27,19 +27,14 @@ the sigma each step ran at as JSON. ``--quick``: 2 seeds x 10 steps.
 
 import argparse
 import json
-import os
 import sys
 import time
 
-import numpy as np
-
-BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCHMARKS)
-
 import keras
-import pio_compare as compare  # before l2o: it puts the repository on sys.path
+import numpy as np
 from keras import ops
 
+from benchmarks.pio_paper import min_loss_sweep as compare
 from l2o import backend
 from l2o.optimizers.pio import PIOOptimizer
 

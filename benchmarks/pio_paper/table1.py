@@ -1,10 +1,10 @@
-"""PIO's Table 1 under the paper's protocol: sweep, then seed runs at the best point (issue 14).
+"""PIO's Table 1 under the paper's protocol: sweep, then seed runs at the best point.
 
-    python benchmarks/pio_paper.py [--problems carrillo,moons,mnist,carrillo-b2]
+    python -m benchmarks.pio_paper.table1 [--problems carrillo,moons,mnist,carrillo-b2]
         [--optimizers pio,pio-grad,pis-mc,sgd,adam,adagrad] [--blocks plain,lrscheduled]
         [--quick] [--metric final|min] [--fresh] [--table-only] [--out DIR] [--figure PATH]
 
-For each problem (those of ``pio_compare.py``: Carrillo d = 2, two moons 2-10-1, MNIST-MLP
+For each problem (those of ``min_loss_sweep.py``: Carrillo d = 2, two moons 2-10-1, MNIST-MLP
 784-20-10, and, not run by default, the fair version of Carrillo: ``carrillo-b2``, its
 optimum moved from 0, where PIO's paths start and its prior is centred, to B = 2, with
 Carrillo's sweep settings), optimiser and block, as the PIO repository's
@@ -18,7 +18,7 @@ Carrillo's sweep settings), optimiser and block, as the PIO repository's
    gradients, so PIO points have none); PIO's sigma [1e-4, 0.1] (plain block) or, in
    the lrscheduled block, sigma = sigma_factor * lr_t with sigma_factor in [0.01, 10].
    A run's score is (``--metric final``, the repository's) the test loss after its last
-   step, V_test(w_T), or (``--metric min``, pio_compare.py's) min_t V_test(w_t); a
+   step, V_test(w_T), or (``--metric min``, min_loss_sweep.py's) min_t V_test(w_t); a
    non-finite loss counts as +inf. Both are recorded; the sweep picks by the chosen one.
 2. Seeds: the point with the lowest score is run from seeds 1..S (S = 10, MNIST 5) for
    100 steps; the cell is mean ± s.d. (ddof 0, as the repository's viz.py) over seeds.
@@ -43,7 +43,7 @@ batch_laps {1, 4, 16} (``drift_steps`` here), Adam's beta_1 [0.81, 0.98] and bet
 PIO-Grad (PIS-Grad's drift, ``drift_format: grad``) and PIS-MC (``mc``, no network) are
 not in the paper's Table 1; they run PIO's sweep (PIS-MC's drawn learning rate acts only
 through sigma's tie to it, i.e. in the lrscheduled block). Sampler settings are
-``pio_compare.PIO_SAMPLER``'s per variant (the repository's config on Carrillo; fewer
+``min_loss_sweep.PIO_SAMPLER``'s per variant (the repository's config on Carrillo; fewer
 trajectories and a coarser dt where a variant's step cost demands it; on MNIST 8
 trajectories, dt 0.25). Results are cached as JSON per
 (problem, optimiser, block, metric) under ``benchmarks/out/pio_paper/``; ``--table-only``
@@ -59,15 +59,12 @@ import os
 import sys
 import time
 
-import numpy as np
-
-BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCHMARKS)
-
 import keras
-import pio_compare as compare  # before l2o: it puts the repository on sys.path
+import numpy as np
 from keras import ops
 
+from benchmarks import common
+from benchmarks.pio_paper import min_loss_sweep as compare
 from l2o import backend, problems
 from l2o.optimizers.pio import PIOOptimizer, sde
 
@@ -177,12 +174,12 @@ def make_problem(problem_key, batch_size):
         return compare.PROBLEMS[problem_key][1]()
     if problem_key == "moons":
         return problems.TwoMoons(batch_size=batch_size)
-    return problems.MLPClassifier(layers=[20], activation="relu", dataset=compare.MNIST,
+    return problems.MLPClassifier(layers=[20], activation="relu", dataset="mnist",
                                   batch_size=batch_size)
 
 
 def pio_settings(problem_key, optimizer_key, point):
-    """``pio_compare.reset_pio``'s settings: sigma fixed, or tied to the learning rate."""
+    """``min_loss_sweep.reset_pio``'s settings: sigma fixed, or tied to the learning rate."""
     tied = "sigma_factor" in point
     sigma = point["sigma_factor"] * point["learning_rate"] if tied else point["sigma"]
     network = {"drift_format": compare.PIO_FORMATS[optimizer_key][1], "sigma": sigma,
@@ -242,7 +239,7 @@ def finite_or_inf(curves):
 # A run's score from its test-loss curve [runs, steps]. "final" is the repository's: its
 # training script logs the test loss at the weights after the last step (PIO: of the final
 # trajectory with the lowest validation loss), viz.py averages those, and Nevergrad
-# minimised the same quantity on the validation split. "min" is pio_compare.py's.
+# minimised the same quantity on the validation split. "min" is min_loss_sweep.py's.
 METRICS = {"final": lambda curves: finite_or_inf(curves)[:, -1],
            "min": lambda curves: finite_or_inf(curves).min(axis=1)}
 
@@ -403,19 +400,18 @@ def main(argv=None):
     parser.add_argument("--metric", choices=METRICS, default="final",
                         help="a run's score, for the sweep's choice and the table: the test "
                              "loss after the last step (the repository's) or its minimum "
-                             "over the steps (pio_compare.py's)")
+                             "over the steps (min_loss_sweep.py's)")
     parser.add_argument("--anneal-every", type=int, default=1,
                         help="lrscheduled: apply the plateau rule to the mean training loss "
                              "of every N steps (N >= 100: it never fires in a seed run)")
     parser.add_argument("--fresh", action="store_true", help="recompute finished blocks")
     parser.add_argument("--table-only", action="store_true")
-    parser.add_argument("--out", default=os.path.join(BENCHMARKS, "out", "pio_paper"))
+    parser.add_argument("--out", default=common.out_path("pio_paper"))
     parser.add_argument("--figure", default=None,
                         help="default benchmarks/figures/pio_paper_<metric>[_everyN].png")
     args = parser.parse_args(argv)
     every = "" if args.anneal_every == 1 else f"_every{args.anneal_every}"
-    args.figure = args.figure or os.path.join(BENCHMARKS, "figures",
-                                              f"pio_paper_{args.metric}{every}.png")
+    args.figure = args.figure or common.figure_path(f"pio_paper_{args.metric}{every}.png")
     for name, known in (("problems", PROBLEM_NAMES), ("optimizers", OPTIMIZERS),
                         ("blocks", BLOCKS)):
         setattr(args, name, getattr(args, name).split(","))

@@ -1,6 +1,6 @@
 """PES throughput: particles per second as the population grows (does vectorisation pay?).
 
-    python benchmarks/pes_throughput.py [--particles 8 64 512] [--truncations 5]
+    python -m benchmarks.systems.pes_throughput [--particles 8 64 512] [--truncations 5]
 
 On the reference PES config (configs/pes_schedule_mnist.yaml: ScheduledSGD on the MNIST
 MLP 784-20-10, batch 128, truncations of K = 20 steps), with lockstep particles so that
@@ -11,21 +11,15 @@ are measured in one process, interleaved round by round.
 """
 
 import argparse
-import os
-import sys
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.chdir(ROOT)  # the config's dataset path is relative to the repository
 
 import numpy as np
 
+from benchmarks import common
 from l2o.config import load_file, resolve
 from l2o.trainer import MetaTrainer
 
-CONFIG = os.path.join(ROOT, "configs", "pes_schedule_mnist.yaml")
+CONFIG = common.config_path("pes_schedule_mnist.yaml")
 
 
 def population(particles):

@@ -1,6 +1,6 @@
 """Linear Swimmer policies by full-unroll ES, truncated ES and PES (Vicol et al. 2021, "Control").
 
-    python benchmarks/pes_control.py [--budget 500000] [--seeds 3 5 7] [--quick]
+    python -m benchmarks.pes_paper.swimmer_control [--budget 500000] [--seeds 3 5 7] [--quick]
 
 MuJoCo Swimmer (gymnasium's Swimmer-v5; episodes of T = 1000 steps, no early
 termination) with a linear policy a = W o (W: 2 x 8, from zero), driven as
@@ -29,19 +29,16 @@ benchmarks/figures/pes_control.png.
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+from benchmarks import common
 from l2o.estimators.es import PES, TruncatedES
 from l2o.problems.control import LinearPolicyParticles
 
-FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "pes_control.png")
+FIGURE = common.figure_path("pes_control.png")
 EVALUATION_SEEDS = 10_000  # evaluation episode i starts from reset(seed = 10000 + i)
 
 

@@ -1,6 +1,6 @@
 """TensorFlow against JAX on this machine: do they compute the same thing, and how fast?
 
-    python benchmarks/backends.py [--data DIR] [--truncations 10] [--rounds 3]
+    python -m benchmarks.systems.backends [--data DIR] [--truncations 10] [--rounds 3]
 
 (a) Agreement: ``tests/backend_probe.py`` (the arrays ``tests/test_backends.py`` compares)
     runs once under each backend, each in its own process, and the largest relative
@@ -13,8 +13,8 @@
     on each backend, the two measured in alternating child processes (``--rounds``
     rounds of ``--truncations`` truncations after one that compiles) so that the
     machine's load falls on both; the median per backend and their ratio.
-MNIST is the IDX folder ``DIR/mnist`` (``--data``, default ``$L2O_DATA``, else
-../shared/data).
+MNIST is the IDX folder ``DIR/mnist`` (``--data``, default ``$L2O_DATA``, as l2o resolves
+``dataset: mnist``).
 """
 
 import argparse
@@ -25,11 +25,12 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.common import ROOT, data_root
+
 PROBE = os.path.join(ROOT, "tests", "backend_probe.py")
 BACKENDS = ("tensorflow", "jax")
 UNROLL = 20
-# The reference TBPTT config of benchmarks/throughput.py, less its data path.
+# The reference TBPTT config of benchmarks/systems/meta_training_throughput.py, less its data.
 REFERENCE = ["problems/0/kwargs/layers=[20]", "problems/0/kwargs/activation=sigmoid",
              "problems/0/kwargs/batch_size=128", "network/layers=[20, 20]",
              f"strategy/unroll_distribution={UNROLL}", "training/depth=1", "training/epochs=1"]
@@ -77,7 +78,6 @@ def agreement():
 def speed_child(data, truncations):
     """In a child process: inner steps/s of ``truncations`` truncations after one that
     compiles, printed as JSON."""
-    sys.path.insert(0, ROOT)
     from l2o.config import resolve
     from l2o.trainer import MetaTrainer
 
@@ -98,7 +98,7 @@ def speed(data, truncations, rounds):
     for _ in range(rounds):
         for backend in BACKENDS:
             completed = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--speed-child", "--data", data,
+                [sys.executable, "-m", "benchmarks.systems.backends", "--speed-child", "--data", data,
                  "--truncations", str(truncations)], env=child_environment(backend),
                 capture_output=True, text=True, check=True, cwd=ROOT)
             rates[backend].append(json.loads(completed.stdout.strip().splitlines()[-1])["rate"])
@@ -114,8 +114,8 @@ def speed(data, truncations, rounds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get(
-        "L2O_DATA", os.path.join(ROOT, "..", "shared", "data")))
+    parser.add_argument("--data", default=data_root(),
+                        help="folder holding mnist/ (IDX files); default $L2O_DATA")
     parser.add_argument("--truncations", type=int, default=10, help="per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--speed-child", action="store_true", help=argparse.SUPPRESS)
@@ -123,6 +123,8 @@ def main():
     if args.speed_child:
         speed_child(args.data, args.truncations)
         return
+    if args.data is None:
+        parser.error("no data folder: set L2O_DATA or pass --data DIR (a folder holding mnist/)")
     print("(a) The same config and seed on both backends (tests/backend_probe.py)\n")
     print("\n".join(agreement()))
     print(f"\n(b) TBPTT meta-training, reference config: {args.rounds} alternating rounds of "

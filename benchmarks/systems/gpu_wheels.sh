@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Downloads the wheels that l2o's JAX backend needs on the GPU machine, into the folder DIR.
 #
-#   bash benchmarks/gpu_wheels.sh DIR [PYTHON_VERSION]       (here: needs the network)
+#   bash benchmarks/systems/gpu_wheels.sh DIR [PYTHON_VERSION]       (here: needs the network)
 #
 # The GPU machine has no network and no TensorFlow; its Python (3.12, the default
 # PYTHON_VERSION) already holds JAX with CUDA and, of what l2o imports on the JAX path,
@@ -17,16 +17,16 @@
 # Each with --no-deps: their own needs are on the machine already.
 #
 # Use (the folder must travel with the working tree, so git must ignore it):
-#   echo /.whl/ >> .git/info/exclude && bash benchmarks/gpu_wheels.sh .whl
+#   echo /.whl/ >> .git/info/exclude && bash benchmarks/systems/gpu_wheels.sh .whl
 # then, on the GPU machine (the device tool's `carry: [".whl"]`), before running anything:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
 #     && export PYTHONPATH=/tmp/site
-#   KERAS_BACKEND=jax python3 benchmarks/gpu.py
+#   KERAS_BACKEND=jax python3 -m benchmarks.systems.gpu
 set -euo pipefail
 
-dir=${1:?usage: bash benchmarks/gpu_wheels.sh DIR [PYTHON_VERSION]}
+dir=${1:?usage: bash benchmarks/systems/gpu_wheels.sh DIR [PYTHON_VERSION]}
 python_version=${2:-3.12}
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 keras=$(grep -o '"keras[^"]*"' "$root/pyproject.toml" | tr -d '"')
 pure=("$keras" namex "${TFP_NIGHTLY:-tfp-nightly}" decorator)
 compiled=(optree dm-tree)

@@ -1,6 +1,6 @@
 """Meta-training and model.fit speed under Keras's JAX backend, on every platform JAX finds.
 
-    KERAS_BACKEND=jax python benchmarks/gpu.py [--quick] [--data DIR] [--out FILE]
+    KERAS_BACKEND=jax python -m benchmarks.systems.gpu [--quick] [--data DIR] [--out FILE]
         [--parts abc] [--particles N ...] [--cpu-particles N ...]
 
 TensorFlow is not needed (the GPU machine has none). All numbers come from one process,
@@ -26,8 +26,8 @@ each the median of interleaved rounds after one untimed call that compiles.
     (ReLU) at batch 1024 and a small CNN (Keras's MNIST convnet without dropout) at
     batch 1024, fed random data of MNIST's shape.
 
-MNIST is the IDX folder ``DIR/mnist`` (``--data``, default ``$L2O_DATA``, else
-../shared/data); without it (a) and (b) run on random images of MNIST's shape, and the
+MNIST is the IDX folder ``DIR/mnist`` (``--data``, default ``$L2O_DATA``, as l2o resolves
+``dataset: mnist``); without it (a) and (b) run on random images of MNIST's shape, and the
 output says so. ``--quick`` shrinks everything (MNIST resized to 8x8, unroll 5, N in
 {8, 64}, MLP 784-64-10 and a tiny CNN at batch 128) to run in under a minute on two CPU
 cores. The tables go to stdout and to ``--out`` as markdown.
@@ -35,18 +35,14 @@ cores. The tables go to stdout and to ``--out`` as markdown.
 
 import argparse
 import os
-import sys
 import tempfile
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
 
-from benchmarks.timing import median_times
+from benchmarks.common import data_root, median_times, out_path
 from l2o import problems
 from l2o.config import resolve
 from l2o.optimizers import DMOptimizer, RNNPropOptimizer, ScaleHierarchicalOptimizer
@@ -54,7 +50,8 @@ from l2o.problems.datasets import DataError, load
 from l2o.registry import OPTIMIZERS
 from l2o.trainer import MetaTrainer
 
-# The reference TBPTT config of benchmarks/throughput.py, less its data path and unroll.
+# The reference TBPTT config of benchmarks/systems/meta_training_throughput.py, less its data
+# and unroll.
 REFERENCE = ["problems/0/kwargs/layers=[20]", "problems/0/kwargs/activation=sigmoid",
              "problems/0/kwargs/batch_size=128", "network/layers=[20, 20]",
              "training/depth=1", "training/epochs=1"]
@@ -70,14 +67,15 @@ QUICK = {"unroll": 5, "truncations": 2, "rounds": 2, "particles": [8, 64], "pes_
 
 
 def mnist_folder(root, scratch):
-    """``(folder, description)``: MNIST's IDX folder under ``root``, else random images and
-    labels of MNIST's shape written as IDX files into ``scratch``."""
-    folder = os.path.join(root, "mnist")
-    try:
-        load(folder)
-        return folder, f"MNIST from {folder}"
-    except DataError:
-        pass
+    """``(folder, description)``: MNIST's IDX folder under ``root`` (None: no data folder),
+    else random images and labels of MNIST's shape written as IDX files into ``scratch``."""
+    folder = None if root is None else os.path.join(os.path.abspath(root), "mnist")
+    if folder is not None:
+        try:
+            load(folder)
+            return folder, f"MNIST from {folder}"
+        except DataError:
+            pass
     generator = np.random.default_rng(0)
     arrays = {"t10k-images-idx3-ubyte": generator.integers(0, 256, (10000, 28, 28), np.uint8),
               "t10k-labels-idx1-ubyte": generator.integers(0, 10, 10000, np.uint8)}
@@ -86,7 +84,8 @@ def mnist_folder(root, scratch):
             size.to_bytes(4, "big") for size in array.shape)
         with open(os.path.join(scratch, name), "wb") as handle:
             handle.write(header + array.tobytes())
-    return scratch, f"random images of MNIST's shape (no MNIST IDX files in {folder})"
+    where = folder if folder is not None else "$L2O_DATA/mnist: L2O_DATA is not set"
+    return scratch, f"random images of MNIST's shape (no MNIST IDX files in {where})"
 
 
 def reference_config(mnist, sizes, overrides=()):
@@ -240,7 +239,7 @@ def handwritten_runner(config, truncations):
 
 def toolkit_runner(config, truncations):
     """``run(round)``: ``truncations`` truncations through ``MetaTrainer.train_epoch``
-    (as benchmarks/throughput.py's ``toolkit``)."""
+    (as meta_training_throughput.py's ``toolkit``)."""
     trainer, length = MetaTrainer(config), config["strategy"]["unroll_distribution"]
 
     def run(index):
@@ -293,7 +292,7 @@ def part_a(mnist, sizes):
 
 def pes_runner(mnist, sizes, particles):
     """``run(round)``: one PES truncation of ``particles`` particles through the toolkit's
-    estimator (as benchmarks/pes_throughput.py)."""
+    estimator (as pes_throughput.py)."""
     config = reference_config(mnist, sizes, [
         "training/estimator=pes", f"training/n_particles={particles}",
         "training/stagger=lockstep", "training/horizon=null"])
@@ -396,10 +395,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, seconds on a CPU (a smoke test of the script)")
-    parser.add_argument("--data", default=os.environ.get(
-        "L2O_DATA", os.path.join(ROOT, "..", "shared", "data")),
-        help="folder holding mnist/ (IDX files); default $L2O_DATA, else ../shared/data")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out", "gpu.md"))
+    parser.add_argument("--data", default=data_root(),
+                        help="folder holding mnist/ (IDX files); default $L2O_DATA")
+    parser.add_argument("--out", default=out_path("gpu.md"))
     parser.add_argument("--parts", default="abc", help="which parts to run, e.g. 'ab'")
     parser.add_argument("--particles", type=int, nargs="+", help="PES sizes on the default device")
     parser.add_argument("--cpu-particles", type=int, nargs="+",
@@ -408,7 +406,7 @@ def main():
     args = parser.parse_args()
     if keras.backend.backend() != "jax":
         parser.exit(2, f"error: KERAS_BACKEND is {keras.backend.backend()!r}; this benchmark "
-                       f"runs on JAX: KERAS_BACKEND=jax python benchmarks/gpu.py\n")
+                       f"runs on JAX: KERAS_BACKEND=jax python -m benchmarks.systems.gpu\n")
     sizes = dict(QUICK if args.quick else FULL)
     particles = args.particles or sizes["particles"]
     default, cpu = jax.devices()[0], jax.devices("cpu")[0]
@@ -416,7 +414,7 @@ def main():
     if default.platform != "cpu":
         devices[cpu] = args.cpu_particles or particles
     with tempfile.TemporaryDirectory() as scratch:
-        mnist, data = mnist_folder(os.path.abspath(args.data), scratch)
+        mnist, data = mnist_folder(args.data, scratch)
         lines = [f"# l2o on JAX {jax.__version__} (Keras {keras.__version__}), "
                  + ("--quick sizes" if args.quick else "full sizes"), "",
                  f"Data for (a) and (b): {data}.", ""]

@@ -1,6 +1,6 @@
 """Influence balancing (Vicol et al. 2021, section 5.1): which estimators find theta* = -1/6.
 
-    python benchmarks/influence_balancing.py [--iterations 3000] [--particles 1000]
+    python -m benchmarks.pes_paper.influence_balancing [--iterations 3000] [--particles 1000]
 
 From theta = 0.5 and s = 1, each iteration advances the inner system one truncation of K
 steps and takes an SGD step (lr 1e-4) on the estimated gradient of that truncation's final
@@ -13,15 +13,9 @@ s = 1 with the final theta.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 from keras import ops
 
 from l2o.estimators.es import PES, TruncatedES

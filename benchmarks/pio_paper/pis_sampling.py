@@ -1,7 +1,7 @@
 """PIS as a sampler: log Z estimates and sample quality on the PIO repository's sampling targets.
 
-    python benchmarks/pis_sampling.py            # ~7 minutes on one core
-    python benchmarks/pis_sampling.py --quick    # seconds
+    python -m benchmarks.pio_paper.pis_sampling            # ~7 minutes on one core
+    python -m benchmarks.pio_paper.pis_sampling --quick    # seconds
 
 The Path Integral Sampler (Zhang and Chen, ICLR 2022; ``l2o.optimizers.pio``)
 trains a drift u so that dx = g u dt + g dW from x_0 = 0 ends, at t_end, at a
@@ -33,20 +33,16 @@ markdown table and draws benchmarks/figures/pis_sampling.png.
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 from keras import ops
 
+from benchmarks import common
 from l2o.optimizers.pio import PIORule, fit_sampler, log_normaliser_estimates
 from l2o.problems.densities import TARGETS
 
-FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "pis_sampling.png")
+FIGURE = common.figure_path("pis_sampling.png")
 # The upstream's trainer.max_steps per experiment (funnel: 1500, cut to fit one core).
 ITERATIONS = {"mixture_1d": 300, "funnel": 400, "mixture_2d": 200}
 UPSTREAM_EXPERIMENT = {"mixture_1d": "ou.yaml", "funnel": "funnel.yaml", "mixture_2d": "ps.yaml"}

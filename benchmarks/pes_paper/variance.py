@@ -1,7 +1,7 @@
 """PES's variance against the number of unrolls, on a toy character LSTM (Vicol et al. 2021).
 
-    python benchmarks/pes_variance.py            # about 3 minutes on one core
-    python benchmarks/pes_variance.py --quick    # seconds
+    python -m benchmarks.pes_paper.variance            # about 3 minutes on one core
+    python -m benchmarks.pes_paper.variance --quick    # seconds
 
 The unrolled system is ``l2o.problems.char_lstm`` (H = 10 hidden units, 27
 characters, d = 1817 parameters, theta at its seeded initialisation) reading
@@ -56,12 +56,9 @@ import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 from keras import ops
 
+from benchmarks import common
 from l2o import backend
 from l2o.estimators.es import PES, TruncatedES, antithetic_noise, repeat_state
 from l2o.problems import char_lstm
@@ -72,7 +69,7 @@ LABELS = {"pes": "PES at unroll t", "pes_sum": "PES summed over 1..t",
           "es_full": "ES over the full t unrolls", "es_truncated": "truncated ES at unroll t"}
 COLOURS = {"pes": "#1f77b4", "pes_sum": "#2ca02c", "es_full": "#d62728",
            "es_truncated": "#ff7f0e"}
-FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "pes_variance.png")
+FIGURE = common.figure_path("pes_variance.png")
 
 
 def scenario_sequence(scenario, steps, truncation, seed=0):

@@ -1,6 +1,6 @@
 """Quality: DM meta-trained on MLP-MNIST, evaluated against Adam and an Adam learning-rate grid.
 
-    python benchmarks/quality_dm_mnist.py [--directory runs/bench_dm_mnist] [overrides ...]
+    python -m benchmarks.learned.dm_mnist_vs_adam [--directory runs/bench_dm_mnist] [overrides ...]
 
 Runs the user-facing commands (train.py, evaluate.py, baseline.py) on
 configs/dm_mnist.yaml, then prints a markdown table of the final training loss
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.common import ROOT
 
 
 def run(*command):

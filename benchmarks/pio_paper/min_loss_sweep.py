@@ -1,12 +1,12 @@
-"""PIO against gradient optimisers: minimum test loss over 100 steps (issue 5, check 4).
+"""PIO against gradient optimisers: minimum test loss over 100 steps, fixed sweep grids.
 
-    python benchmarks/pio_compare.py [--problems carrillo,moons,mnist] [--seeds 8]
+    python -m benchmarks.pio_paper.min_loss_sweep [--problems carrillo,moons,mnist] [--seeds 8]
         [--steps 100] [--optimizers pio,pio-grad,pis-mc,sgd,adam,adagrad] [--quick]
         [--points LABEL,...] [--fresh] [--table-only]
 
 Problems: Carrillo (d = 2; test loss = its loss), two moons (2-10-1 tanh; loss on the
 held-out 20 %) and MNIST-MLP (784-20-10 relu, batch 128; loss on the 2000 validation
-images of ../shared/data/mnist). Optimisers: PIO (``drift_format: f``), PIO-grad
+images of ``$L2O_DATA/mnist``, as l2o reads ``dataset: mnist``). Optimisers: PIO (``drift_format: f``), PIO-grad
 (``grad``), PIS-MC (``mc``) through ``PIOOptimizer.apply_loss``, and Keras's
 SGD, Adam and Adagrad through ``optimizer.apply``, all driven by
 ``backend.make_train_step`` from each seed's ``problem.init(seed)`` on
@@ -36,26 +36,20 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 
-import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from benchmarks import common
 from l2o import backend, problems
 from l2o.optimizers.pio import PIOOptimizer, PIORule, sde
 
 tf.get_logger().setLevel("ERROR")  # one compiled step per seed for Keras optimisers is intended
 
-OUT = os.path.join(ROOT, "benchmarks", "out", "pio_compare")
-MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+OUT = common.out_path("pio_compare")
 SEED_STRIDE = 100_000  # iteration offset per seed; far above any run length used here
 PUBLISHED_CARRILLO = {"PIO": 0.404, "Adam": 0.498}  # the PIO paper's table, Carrillo d = 2
 
@@ -66,7 +60,7 @@ PROBLEMS = {
     "carrillo-b2": ("Carrillo (d = 2, B = 2)", lambda: problems.Carrillo(dim=2, shift=2.0)),
     "moons": ("two moons (2-10-1)", lambda: problems.TwoMoons()),
     "mnist": ("MNIST-MLP (784-20-10)", lambda: problems.MLPClassifier(
-        layers=[20], activation="relu", dataset=MNIST, batch_size=128)),
+        layers=[20], activation="relu", dataset="mnist", batch_size=128)),
 }
 PIO_FORMATS = {"pio": ("PIO", "f"), "pio-grad": ("PIO-grad", "grad"), "pis-mc": ("PIS-MC", "mc")}
 KERAS = {"sgd": ("SGD", "SGD"), "adam": ("Adam", "Adam"), "adagrad": ("Adagrad", "Adagrad")}
@@ -75,7 +69,7 @@ OPTIMIZERS = {**PIO_FORMATS, **KERAS}
 # PIO's sampler settings per problem. Carrillo and two moons keep the PIO repository's
 # config (32 trajectories, dt 0.05 over t_end 5, 16 MC samples) except where a variant's
 # cost per step would not fit the benchmark's budget; MNIST (d = 15,910) cuts all three.
-# Measured costs, ms per step on 2 shared cores: see RESULTS.md.
+# Measured costs, ms per step on 2 shared cores: docs/results/pio_paper.md.
 PIO_SAMPLER = {
     "carrillo": {"pio": {}, "pio-grad": {}, "pis-mc": {}},
     "carrillo-b2": {"pio": {}, "pio-grad": {}, "pis-mc": {}},
@@ -232,7 +226,7 @@ def summarise(curves):
 
 def code_version():
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.ROOT,
                                 capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"

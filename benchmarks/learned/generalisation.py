@@ -1,6 +1,6 @@
 """Held-out tasks: validation loss of learned optimisers against Adam (tuned) and Keras's built-ins.
 
-    L2O_DATA=../shared/data python benchmarks/generalisation.py [--tasks mnist_mlp ...]
+    L2O_DATA=../shared/data python -m benchmarks.learned.generalisation [--tasks mnist_mlp ...]
         [--steps 3000] [--repeats 3] [--checkpoints 100 300 ...] [--pretrained NAME ...]
         [--runs DM=runs/dm_family ...] [--quick] [--force] [--out DIR] [--figure PATH]
 
@@ -81,16 +81,14 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 
 import l2o
+from benchmarks import common
 from l2o import checkpoints, evaluation, problems
 from l2o.validation import ConfigError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 1000
 TAIL = 10  # per-batch losses averaged for a training loss at a checkpoint
 JUMP = 1.5  # a late jump: a rise between checkpoints by more than this beyond Adam(1e-3)'s
@@ -422,7 +420,7 @@ def render(summaries, by_optimiser):
          f"at that checkpoint (named per task). Built-ins at their Keras defaults: "
          f"{', '.join(display(label) for label in REFERENCES)}. Diverged: runs whose training "
          "loss went non-finite or whose loss at the last step is non-finite or above that at "
-         "the start. Produced by `python benchmarks/generalisation.py`."),
+         "the start. Produced by `python -m benchmarks.learned.generalisation`."),
         ""]
     for task, summary in summaries.items():
         points = summary["checkpoints"]
@@ -578,9 +576,9 @@ def main(argv=None):
         parser.error(f"--checkpoints {args.checkpoints}: each must lie between 1 and "
                      f"--steps {steps}")
     points = checkpoint_steps(steps, args.checkpoints or defaults["checkpoints"])
-    out = args.out or os.path.join(HERE, "out", *(["quick"] if args.quick else []))
+    out = args.out or common.out_path(*(["quick"] if args.quick else []))
     figure = args.figure or (os.path.join(out, "generalisation.png") if args.quick else
-                             os.path.join(HERE, "figures", "generalisation.png"))
+                             common.figure_path("generalisation.png"))
     settings = {"steps": steps, "repeats": repeats, "checkpoints": points, "seed": SEED}
     try:
         factories = optimizer_factories(args.pretrained, parse_runs(args.runs, parser))

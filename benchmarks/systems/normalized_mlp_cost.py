@@ -1,6 +1,7 @@
 """Per-step cost of the NormalizedMLP optimiser: model.fit against Adam, and PES throughput.
 
-    L2O_DATA=../shared/data python benchmarks/mlp_cost.py [--fit-steps 300] [--truncations 20]
+    L2O_DATA=../shared/data python -m benchmarks.systems.normalized_mlp_cost [--fit-steps 300]
+        [--truncations 20]
 
 (a) ``model.fit`` milliseconds per step of ``NormalizedMLPOptimizer`` and Adam on MNIST
 MLPs (the reference 784-20-10 sigmoid and 784-128-128-10 ReLU), batch 128, measured in
@@ -9,16 +10,12 @@ of the shipped recipe (``configs/mlp_pes_digits.yaml``) on each of its tasks.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import keras
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
+from benchmarks.common import config_path
 from l2o.config import load_file, resolve
 from l2o.optimizers import NormalizedMLPOptimizer
 from l2o.problems import MLPClassifier
@@ -46,7 +43,7 @@ def fit_runner(problem, make_optimizer, steps):
 
 
 def pes_rates(truncations):
-    config = resolve(load_file(os.path.join(ROOT, "configs", "mlp_pes_digits.yaml")))
+    config = resolve(load_file(config_path("mlp_pes_digits.yaml")))
     trainer = MetaTrainer(config)
     length = config["strategy"]["unroll_distribution"]
     particles = config["training"]["n_particles"]

@@ -1,7 +1,7 @@
 """Ray workers against one process: PES particles/s, black-box ES candidates/s, and when
-workers pay (issue 16).
+workers pay.
 
-    python benchmarks/distributed.py [--rounds 5] [--quick]
+    python -m benchmarks.systems.ray_scaling [--rounds 5] [--quick]
 
 1. PES on configs/pes_schedule_mnist.yaml as shipped (ScheduledSGD on the MNIST MLP
    784-20-10, batch 128, 16 particles, breakstep, K = 20): the single-process vectorised
@@ -26,29 +26,22 @@ the script runs.
 
 import argparse
 import contextlib
-import importlib.util
+import importlib
 import math
 import os
-import sys
 import textwrap
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.chdir(ROOT)  # the configs' dataset paths are relative to the repository
 
 import keras
 import numpy as np
 
-from benchmarks.timing import median_times
+from benchmarks.common import CONFIGS, ROOT, config_path, median_times
 from l2o import blackbox, distributed, problems
 from l2o.config import load_file, resolve
 from l2o.registry import OPTIMIZERS
 from l2o.trainer import MetaTrainer
 
-CONFIGS = os.path.join(ROOT, "configs")
-PES_CONFIG = os.path.join(CONFIGS, "pes_schedule_mnist.yaml")
+PES_CONFIG = config_path("pes_schedule_mnist.yaml")
 WORKER_COUNTS = (1, 2)
 # The assumed cluster network: 1 Gbit/s and a 0.5 ms round trip between learner and worker.
 BANDWIDTH, LATENCY = 125e6, 0.5e-3
@@ -108,13 +101,9 @@ def pes_part(overrides, rounds):
 # ------------------------------------------------------------------ 2. black-box ES candidates/s
 
 def load_cartpole():
-    """examples/es_cartpole.py as a module, sent to Ray workers by value (they cannot import
-    it: examples/ is not a package on their path)."""
-    spec = importlib.util.spec_from_file_location(
-        "es_cartpole", os.path.join(ROOT, "examples", "es_cartpole.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    """examples/es_cartpole.py as a module, sent to Ray workers by value (they need not be
+    able to import the repository's examples package)."""
+    module = importlib.import_module("examples.es_cartpole")
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(module)

@@ -1,9 +1,10 @@
 """Speed: meta-training throughput and DMOptimizer's step time in model.fit.
 
-    python benchmarks/throughput.py [--truncations 30] [--fit-steps 300]
+    python -m benchmarks.systems.meta_training_throughput [--truncations 30] [--fit-steps 300]
 
 (a) Inner steps per second (median of interleaved rounds) of TBPTT meta-training on the reference config
-    (MLP 784-20-10 sigmoid on MNIST, batch 128, unroll 20, DM 20-20), through
+    (MLP 784-20-10 sigmoid on MNIST from ``$L2O_DATA/mnist``, batch 128, unroll 20,
+    DM 20-20), through
     the toolkit's MetaTrainer with jit_compile off and on, next to a minimal
     hand-written tf.function of the same maths (python-unrolled loop, nested
     GradientTapes, Adam meta-update inside the graph) fed the same batches.
@@ -13,12 +14,7 @@ All numbers come from one process, measured back to back.
 """
 
 import argparse
-import os
-import sys
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
 import numpy as np
@@ -28,10 +24,8 @@ from l2o.config import resolve
 from l2o.optimizers import DMOptimizer
 from l2o.trainer import MetaTrainer
 
-MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "..", "shared", "data", "mnist")
 UNROLL = 20
-REFERENCE = [f"problems/0/kwargs/dataset={MNIST}", "problems/0/kwargs/layers=[20]",
+REFERENCE = ["problems/0/kwargs/dataset=mnist", "problems/0/kwargs/layers=[20]",
              "problems/0/kwargs/activation=sigmoid", "problems/0/kwargs/batch_size=128",
              "network/layers=[20, 20]", f"strategy/unroll_distribution={UNROLL}",
              "training/depth=1", "training/epochs=1"]

@@ -1,6 +1,6 @@
 """Tuning an L2 penalty with K = 1 truncations (Vicol et al. 2021, "UCI regression"): ES vs PES.
 
-    python benchmarks/pes_uci.py [--iterations 6000] [--quick]
+    python -m benchmarks.pes_paper.ridge_penalty [--iterations 6000] [--quick]
 
 The inner problem (``l2o/problems/ridge.py``): a linear regressor on the
 diabetes set's degree-2 polynomial features (scikit-learn's bundled copy; 60
@@ -20,24 +20,20 @@ trajectories to benchmarks/figures/pes_uci.png.
 
 import argparse
 import os
-import sys
 import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
+import numpy as np
 from keras import ops
 
+from benchmarks import common
 from l2o import backend
 from l2o.estimators.es import PES, TruncatedES
 from l2o.problems.ridge import diabetes_split, ridge_system
 
 K = 1
 STARTS = (5.0, 3.0, 1.0, -1.0, -3.0, -5.0)
-FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "pes_uci.png")
+FIGURE = common.figure_path("pes_uci.png")
 COLOURS = {"es": "#ff7f0e", "pes": "#1f77b4"}
 
 

@@ -1,6 +1,6 @@
 """Tuning several continuous and discrete hyperparameters (Vicol et al. 2021): PES vs ES vs random.
 
-    python benchmarks/pes_many_hyperparameters.py [--quick]
+    python -m benchmarks.pes_paper.many_hyperparameters [--quick]
 
 SGD with momentum trains a 5-layer ReLU MLP on MNIST (the paper: Fashion-MNIST, which
 cannot be read offline here); per layer k = 1..5 it has three hyperparameters,
@@ -43,24 +43,19 @@ benchmarks/figures/pes_many_hyperparameters.png.
 
 import argparse
 import os
-import sys
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.chdir(ROOT)  # the config's dataset path is relative to the repository
 
 import keras
 import numpy as np
 from keras import ops
 
+from benchmarks import common
 from l2o.config import load_file, resolve
 from l2o.estimators.es import PES, TruncatedES, repeat_state
 from l2o.trainer import MetaTrainer
 
-CONFIG = os.path.join(ROOT, "configs", "pes_many_hyperparameters.yaml")
-FIGURE = os.path.join(ROOT, "benchmarks", "figures", "pes_many_hyperparameters.png")
+CONFIG = common.config_path("pes_many_hyperparameters.yaml")
+FIGURE = common.figure_path("pes_many_hyperparameters.png")
 SEEDS = (3, 5, 7, 11)
 EVAL_SEEDS = (1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009)
 K, SIGMA, PARTICLES, OUTER_LR = 10, 0.3, 10, 1e-2
@@ -285,7 +280,7 @@ def main(argv=None):
     print()
     print(table(results, args.horizon, args.eval_runs))
     plot(results, args.horizon, args.eval_runs, args.figure)
-    print(f"\nfigure: {os.path.relpath(args.figure, ROOT)}; total {time.perf_counter() - started:.0f} s")
+    print(f"\nfigure: {os.path.relpath(args.figure, common.ROOT)}; total {time.perf_counter() - started:.0f} s")
     return results
 
 

@@ -1,6 +1,6 @@
 """Toy 2-D regression (Vicol et al. 2021, section 5.2): where TBPTT, RTRL, UORO, ES and PES end.
 
-    python benchmarks/toy_regression.py [--iterations 3000]
+    python -m benchmarks.pes_paper.toy_regression [--iterations 3000]
 
 Meta-parameters theta = (theta0, theta1) set the inner SGD schedule
 lr_t = (1 - t/T) e^theta0 + (t/T) e^theta1 (see ``l2o/problems/toy2d.py``); the
@@ -20,25 +20,20 @@ grid's heat map to benchmarks/figures/toy_regression.png.
 
 import argparse
 import os
-import sys
 import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
+import numpy as np
 from keras import ops
 
+from benchmarks import common
 from l2o import backend
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.forward import RTRL, TBPTT, UORO
 from l2o.problems import toy2d
 
 K, START = 10, (-4.0, -4.0)
-FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures",
-                      "toy_regression.png")
+FIGURE = common.figure_path("toy_regression.png")
 COLOURS = {"tbptt": "#d62728", "rtrl": "#1f77b4", "uoro": "#9467bd", "es": "#ff7f0e",
            "pes": "#ffffff"}
 
