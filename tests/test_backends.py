@@ -41,6 +41,7 @@ def relative_difference(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
 
 
+@pytest.mark.slow
 def test_meta_gradients_agree_across_backends(probes):
     tensorflow, jax = probes["tensorflow"], probes["jax"]
     assert str(tensorflow["backend"]) == "tensorflow" and str(jax["backend"]) == "jax"
@@ -61,6 +62,7 @@ def test_meta_gradients_agree_across_backends(probes):
     assert relative_difference(tensorflow["es/grad0"], tensorflow["pes/grad0"]) > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_tbptt_gradient_matches_finite_differences_in_float64(probes, backend):
     exact, finite = probes[backend]["fd/exact"], probes[backend]["fd/finite"]
@@ -86,6 +88,7 @@ def meta_weights(run, checkpoint="last"):
     return {name: value for name, value in arrays.items() if name.startswith("meta/")}
 
 
+@pytest.mark.slow
 def test_a_run_resumes_on_the_other_backend(tmp_path):
     """PES meta-training, 2 periods: started on TensorFlow and resumed on JAX (where
     TensorFlow cannot be imported), and the reverse, end with the uninterrupted TensorFlow

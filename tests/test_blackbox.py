@@ -250,6 +250,7 @@ def run_example(name):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_mnist_accuracy_example_learns_on_digits():
     output = run_example("es_mnist_accuracy.py")
     initial = float(re.search(r"initial validation accuracy ([\d.]+)", output).group(1))
@@ -257,6 +258,7 @@ def test_mnist_accuracy_example_learns_on_digits():
     assert final > max(0.4, initial + 0.2), output
 
 
+@pytest.mark.slow
 def test_cartpole_example_learns_to_balance_longer():
     output = run_example("es_cartpole.py")
     initial = float(re.search(r"initial mean test length ([\d.]+)", output).group(1))

@@ -38,6 +38,7 @@ def assert_one_clear_error(result, expected):
     ("training/depth=lots", "training/depth: expected int"),
     ("problems/0/kwargs/dataset=./missing/mnist", "problems/0/kwargs/dataset: no such folder"),
 ])
+@pytest.mark.slow
 def test_train_rejects_bad_input_before_writing(tmp_path, override, expected):
     result = run_command("train.py", write_config(tmp_path), override)
     assert_one_clear_error(result, expected)
@@ -48,6 +49,7 @@ def test_resume_of_a_directory_without_a_run(tmp_path):
     assert_one_clear_error(run_command("resume.py", str(tmp_path)), "not a run directory")
 
 
+@pytest.mark.slow
 def test_evaluate_of_a_missing_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(tiny_config(tmp_path)))
     assert_one_clear_error(run_command("evaluate.py", str(tmp_path)), "no 'best' checkpoint")
@@ -114,6 +116,7 @@ def test_missing_config_file(tmp_path):
                            "config file not found")
 
 
+@pytest.mark.slow
 def test_resume_refuses_overrides_that_do_not_match_the_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(tiny_config(tmp_path)))
     assert_one_clear_error(run_command("resume.py", str(tmp_path), "network/layers=[4]"),
@@ -128,6 +131,7 @@ def test_an_unknown_keras_backend_is_one_line_naming_the_variable(script):
                                    "backend; set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax")
 
 
+@pytest.mark.slow
 def test_without_tensorflow_the_commands_choose_jax():
     """A JAX-only install needs no KERAS_BACKEND: here TensorFlow cannot be imported."""
     pytest.importorskip("jax")

@@ -36,6 +36,7 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path, monkeyp
     assert os.listdir(tmp_path) == ["config.json"]
 
 
+@pytest.mark.slow
 def test_overwrite_starts_afresh_and_without_it_the_run_is_kept(tmp_path, capsys):
     config, run = write_config(tmp_path), tmp_path / "run"
     cli.train([config])

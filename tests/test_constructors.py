@@ -117,6 +117,7 @@ def test_config_and_constructor_give_the_same_error(constructor, network):
     assert str(from_config.value) == str(from_constructor.value)
 
 
+@pytest.mark.slow
 def test_layer_of_zero_units_no_longer_aborts_model_fit():
     """It was a SIGABRT from oneDNN inside model.fit; now one ValueError from the constructor."""
     snippet = textwrap.dedent("""

@@ -266,6 +266,7 @@ def run_example(name, argv, capsys):
     return result, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_maml_example_quick(capsys):
     results, output = run_example("maml_sinusoid", ["--quick"], capsys)
     assert "| MAML |" in output and "| random init |" in output and "| pretrained |" in output

@@ -68,6 +68,7 @@ META_VARIABLE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(META_VARIABLE_CASES))
 def test_meta_gradient_through_a_sequential_models_steps_matches_finite_differences(case):
     values, make_optimizer = META_VARIABLE_CASES[case]
@@ -211,6 +212,7 @@ def regression_tasks(seed, count, shots=10):
     return tasks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offline", [True, False], ids=["offline", "online"])
 def test_meta_training_raises_a_too_small_learning_rate_and_lowers_the_meta_loss(offline):
     """Five SGD steps at lr 0.01 barely move a linear model: the meta-gradient raises the rate.
@@ -294,6 +296,7 @@ def docs_page(*parts):
 SNIPPET_GIVEN = {"params": [np.zeros(3, np.float32)], "grads": [np.ones(3, np.float32)]}
 
 
+@pytest.mark.slow
 def test_readme_examples_run_and_learn_the_learning_rate(capsys):
     blocks = re.findall(r"```python\n(.*?)```", docs_page("differentiable.md"), re.DOTALL)
     assert len(blocks) == 3
@@ -306,10 +309,11 @@ def test_readme_examples_run_and_learn_the_learning_rate(capsys):
     assert "inner learning rate" in capsys.readouterr().out
     table = docs_page("migrating", "meta-optim.md")
     for name in ("MetaModel", "MetaSGD", "MetaAdam", "SlidingWindow", "window.gradient",
-                 "maml_fewshot.py"):
+                 "examples.maml_fewshot"):
         assert name in table
 
 
+@pytest.mark.slow
 def test_maml_fewshot_example_quick(capsys):
     results, output = run_example("maml_fewshot", ["--quick"], capsys)
     assert "| MAML, lr 0.4 |" in output and "best lr per column" in output

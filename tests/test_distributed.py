@@ -17,7 +17,6 @@ from conftest import tiny_config
 
 from l2o import checkpoints, distributed
 from l2o.config import resolve
-from l2o.validation import ConfigError
 
 ray = pytest.importorskip("ray")
 
@@ -72,6 +71,7 @@ def assert_same_state(expected, actual):
             f"{name}: {error:.2e} apart, {np.linalg.norm(value):.2e} in norm")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["pes", "es"])
 def test_workers_give_the_meta_weights_of_one_process(cluster, tmp_path, estimator):
     """Acceptance 1: 3 meta-updates on 2 workers (one per node) == in one process, to 1e-5;
@@ -110,6 +110,7 @@ def task_config(tmp_path, workers=0, address=None):
         distributed={"workers": workers, "address": address}))
 
 
+@pytest.mark.slow
 def test_tbptt_tasks_on_workers_give_the_meta_weights_of_one_process(cluster, tmp_path):
     """Acceptance 1, multi-task TBPTT: each worker keeps one task's trajectory; 3 averaged
     meta-updates == in one process, to 1e-5; checkpoints gather and resume across counts; a
@@ -148,6 +149,7 @@ def test_tbptt_tasks_on_workers_give_the_meta_weights_of_one_process(cluster, tm
         remote.close()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_the_run_goes_on(cluster, tmp_path):
     """Acceptance 2: kill -9 of a worker in period 2; its particles restart, the run finishes,
     summary.jsonl records the restart, the checkpoint is finite, validation as without it."""
@@ -191,6 +193,7 @@ def test_a_killed_worker_is_restarted_and_the_run_goes_on(cluster, tmp_path):
     np.testing.assert_allclose(records[-1]["validation_meta_loss"], expected[-1], rtol=0.05)
 
 
+@pytest.mark.slow
 def test_black_box_candidates_score_the_same_on_workers(cluster):
     from l2o.blackbox import ESOptimizer, LocalEvaluator
 
@@ -227,6 +230,7 @@ def test_black_box_candidates_score_the_same_on_workers(cluster):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_private_ray_listens_on_loopback_only_without_a_dashboard():
     psutil = pytest.importorskip("psutil")
     script = (
@@ -271,34 +275,7 @@ def test_starting_ray_beside_jax_gives_no_fork_warning(monkeypatch):
     assert [str(w.message) for w in caught] == ["another warning"]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["distributed/worker=2"], "distributed/worker: unknown key; did you mean 'workers'"),
-    (["distributed/workers=two"], "distributed/workers: expected int"),
-    (["distributed/workers=-1"], "distributed/workers: must be at least 0"),
-    (["distributed/address=''"], "distributed/address: null"),
-    (["distributed/cpus_per_worker=0"], "distributed/cpus_per_worker: must be above 0"),
-    (["distributed/gpus_per_worker=-1"], "distributed/gpus_per_worker: must be finite"),
-    (["distributed/workers=2"], "set training/meta_batch to averaged, or workers to 0"),
-    (["distributed/workers=3", "training/meta_batch=averaged", "training/epochs=2"],
-     "1 problems x training/epochs 2 make 2; use at most 2 workers"),
-    (["distributed/workers=3", "training/estimator=pes", "training/n_particles=4"],
-     "training/n_particles 4 makes 2; use at most 2 workers"),
-])
-def test_bad_distributed_settings_fail_before_any_work(tmp_path, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        resolve(tiny_config(tmp_path), overrides)
-
-
-def test_workers_without_ray_name_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(distributed, "available", lambda: False)
-    with pytest.raises(ConfigError, match=r"distributed/workers: 2 workers need Ray, which is "
-                                          r"not installed: pip install -e \"\.\[distributed\]\""):
-        resolve(tiny_config(tmp_path), ["distributed/workers=2", "training/estimator=pes"])
-    defaults = resolve(tiny_config(tmp_path))["distributed"]
-    assert defaults == {"workers": 0, "address": None, "cpus_per_worker": 1.0,
-                        "gpus_per_worker": 0.0}
-
-
+@pytest.mark.slow
 def test_an_error_inside_a_worker_is_one_line_naming_the_worker(cluster):
     class Failing:  # local: sent to the worker by value
         def divide(self, numerator):

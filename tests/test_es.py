@@ -59,6 +59,7 @@ def test_antithetic_pairs_draw_the_same_noise_in_any_shard():
         PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=5)
 
 
+@pytest.mark.slow
 def test_pes_is_unbiased_where_truncated_backprop_is_not():
     """Acceptance: mean PES estimate within 3 standard errors of the exact gradient; TBPTT not."""
     exact = total_loss_gradient(THETA, stop_between_truncations=False)
@@ -75,6 +76,7 @@ def test_pes_is_unbiased_where_truncated_backprop_is_not():
     assert abs(tbptt - exact) > 10 * error, (tbptt, exact, error)
 
 
+@pytest.mark.slow
 def test_truncated_es_estimates_the_truncated_gradient():
     """ES shares one state: unbiased for the truncation's own loss, like TBPTT."""
     generator = np.random.default_rng(1)

@@ -116,6 +116,7 @@ def test_family_estimator_runs_each_worker_and_validation_on_the_member_of_its_s
     {"teachers": [{"class_name": "SGD", "config": {"learning_rate": 0.1}}], "p_teacher": 0.5},
     {"estimator": "pes", "n_particles": 4, "horizon": 6},
 ], ids=["tbptt-imitation", "pes"])
+@pytest.mark.slow
 def test_a_persistent_family_run_resumes_exactly(tmp_path, training):
     """2 periods straight == 1 period, then resumed for 1 more; workers keep their tasks."""
     settings = {"training": {"depth": 2, "epochs": 3, "persistent": True, **training},

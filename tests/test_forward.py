@@ -23,6 +23,7 @@ def horizon_sum(estimator, length, generator=None):
     return sum(g for g, _ in estimates), sum(loss for _, loss in estimates)
 
 
+@pytest.mark.slow
 def test_rtrl_online_across_truncations_equals_backprop_through_the_whole_horizon():
     exact, exact_loss = TBPTT(TOY).estimate(THETA, None, TOY.horizon)
     assert exact_loss == pytest.approx(float(TOY.meta_objective(tf.constant(THETA[None]))[0]),
@@ -36,6 +37,7 @@ def test_rtrl_online_across_truncations_equals_backprop_through_the_whole_horizo
     assert np.all(np.abs(truncated - exact) > 0.5 * np.abs(exact)), (truncated, exact)
 
 
+@pytest.mark.slow
 def test_rtrl_equals_backprop_on_a_truncation_scored_by_its_last_state():
     for length in (1, 7):
         gradient, loss = RTRL(influence.SYSTEM).estimate([0.3], None, length)
@@ -44,6 +46,7 @@ def test_rtrl_equals_backprop_on_a_truncation_scored_by_its_last_state():
         assert loss == pytest.approx(expected_loss, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_uoro_is_unbiased_for_the_whole_horizon_gradient():
     """Its estimates summed over a horizon, averaged over 600 horizons (one estimator restarts
     at each), are within 3 standard errors of the exact gradient, in each component."""

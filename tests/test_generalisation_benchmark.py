@@ -132,6 +132,7 @@ def table_rows(markdown, task):
     return {cells[0]: cells[1:] for cells in rows}
 
 
+@pytest.mark.slow
 def test_quick_run_end_to_end(benchmark, tmp_path):
     figure = tmp_path / "figure.png"
     arguments = ["--quick", "--repeats", "2", "--pretrained", "normalized_mlp_digits", "--out",

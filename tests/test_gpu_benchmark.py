@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 # The benchmark run as a script, then asked whether anything it used imported TensorFlow.
@@ -37,6 +38,7 @@ def table(text, part):
             for line in section.splitlines() if line.startswith("|") and "---" not in line]
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_table_with_positive_finite_numbers(tmp_path):
     out = tmp_path / "gpu.md"
     text = run_on_jax(["-c", RUN_WITHOUT_TENSORFLOW, "--quick", "--out", str(out)], 600)
@@ -57,6 +59,7 @@ def test_quick_run_prints_every_table_with_positive_finite_numbers(tmp_path):
     assert out.read_text().strip() in text
 
 
+@pytest.mark.slow
 def test_handwritten_meta_gradient_equals_the_toolkits():
     """On the digits MLP 64-4-10, DM 3-3, unroll 4."""
     code = ("from benchmarks.systems.gpu import gradient_difference\n"

@@ -157,6 +157,7 @@ def reference(tmp_path_factory):
     return folder / "run"
 
 
+@pytest.mark.slow
 def test_sigkill_at_every_stage_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
     run = tmp_path / "run"
     config = write_config(tmp_path / "config.yaml", run)
@@ -188,6 +189,7 @@ def test_sigkill_at_every_stage_then_resume_equals_an_uninterrupted_run(tmp_path
     assert_same_outcome(run, reference)
 
 
+@pytest.mark.slow
 def test_ctrl_c_names_resume_and_keeps_the_last_finished_period(tmp_path, reference):
     run = tmp_path / "run"
     result = interrupted("SIGINT", "truncation", "last.npz", 1, "train",

@@ -3,6 +3,7 @@ against averaged ones (every trajectory's truncation at the same meta-weights, o
 their mean meta-gradient), in one process."""
 
 import numpy as np
+import pytest
 from conftest import tiny_config
 
 from l2o.config import resolve
@@ -20,6 +21,7 @@ def two_task_config(tmp_path, **training):
                                training={"depth": 1, **training}))
 
 
+@pytest.mark.slow
 def test_an_averaged_meta_update_is_minus_the_mean_of_the_tasks_meta_gradients(tmp_path):
     trainer = MetaTrainer(two_task_config(tmp_path, meta_batch="averaged"))
     reference = MetaTrainer(two_task_config(tmp_path))
@@ -43,6 +45,7 @@ def test_an_averaged_meta_update_is_minus_the_mean_of_the_tasks_meta_gradients(t
                for name in initial) > 1e-4
 
 
+@pytest.mark.slow
 def test_sequential_meta_updates_follow_one_another(tmp_path):
     """The default: the second task's truncation meets the meta-weights the first one moved."""
     trainer = MetaTrainer(two_task_config(tmp_path))

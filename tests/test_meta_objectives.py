@@ -112,6 +112,7 @@ def by_hand(problem, objective, learning_rate, lengths):
 
 @pytest.mark.parametrize("objective", ["train_sum_loss", "train_sum_acc", "val_sum_loss",
                                        "val_sum_acc"])
+@pytest.mark.slow
 def test_each_meta_objective_matches_its_value_by_hand(objective):
     """A fresh 3-step unroll (validation, TBPTT's path) and two truncations of ES/PES
     particles, shared and then each particle at its own step, score as the numpy twin."""

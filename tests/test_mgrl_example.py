@@ -6,6 +6,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT
 from keras import ops
 
@@ -19,6 +20,7 @@ def load_example(monkeypatch):
     return module
 
 
+@pytest.mark.slow
 def test_meta_gradient_matches_finite_differences(monkeypatch):
     example = load_example(monkeypatch)
     agent = example.Agent(hidden=8, dtype="float64")
@@ -63,6 +65,7 @@ def test_meta_gradient_matches_finite_differences(monkeypatch):
     assert max(np.abs(ops.convert_to_numpy(v) - w).max() for v, w in zip(variables, weights)) > 0
 
 
+@pytest.mark.slow
 def test_quick_run(monkeypatch, capsys):
     example = load_example(monkeypatch)
     results = example.main(["--quick"])

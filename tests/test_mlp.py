@@ -200,6 +200,7 @@ def test_controller_rates_must_bracket_the_learning_rate(rates):
                                         "controller_rates": rates})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step_scale", ["tensor_rms", "adam"])
 def test_meta_gradient_matches_finite_differences(step_scale):
     """TBPTT through 4 steps of the rule on a quadratic, float64: backprop == central FD."""
@@ -238,6 +239,7 @@ def test_meta_gradient_matches_finite_differences(step_scale):
 
 @pytest.mark.parametrize("variant", [{}, {"step_scale": "adam", "max_step_ratio": 1.5,
                                           **CONTROLLER}])
+@pytest.mark.slow
 def test_model_fit_matches_the_pure_update_with_a_trained_looking_network(variant):
     """model.fit for 4 steps == the pure rule, with every meta-weight (the output too) random;
     with the controller, its gradient-norm record lives in the optimiser's state."""

@@ -37,6 +37,7 @@ def gradients(problem, params, batch):
     return tape.gradient(loss, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))
 def test_model_fit_matches_functional_update(constructor):
     """Acceptance: the optimiser in model.fit == its pure update for 5 steps (1e-5)."""
@@ -83,6 +84,7 @@ def embedding_model(layer):
                              keras.layers.Flatten(), keras.layers.Dense(3)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))
 def test_sparse_embedding_gradients_give_the_dense_update(constructor):
     """On TensorFlow an Embedding's gradient is sparse (IndexedSlices): model.fit with it
@@ -135,6 +137,7 @@ def test_config_round_trip_and_saved_model(constructor, tmp_path):
         np.testing.assert_array_equal(loaded.optimizer.meta_weights[key], value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("constructor", sorted(CONSTRUCTORS))
 def test_tbptt_gradient_matches_finite_differences(constructor):
     """Acceptance: 3-step unroll on the quadratic, float64, relative error < 1e-3."""

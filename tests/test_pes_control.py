@@ -45,6 +45,7 @@ def test_two_truncations_continue_one_unroll():
     assert whole[1] != whole[2]  # different policies from the same start differ
 
 
+@pytest.mark.slow
 def test_quick_run_spends_the_budget_and_scores_every_method(tmp_path):
     figure = tmp_path / "pes_control.png"
     curves = load_benchmark().main(["--quick", "--figure", str(figure)])

@@ -3,6 +3,7 @@ network whose every layer is switched off (its parameters never move)."""
 
 
 import numpy as np
+import pytest
 from conftest import load_script
 
 
@@ -10,6 +11,7 @@ def load_benchmark():
     return load_script("benchmarks/pes_paper", "many_hyperparameters")
 
 
+@pytest.mark.slow
 def test_quick_run_and_frozen_network_by_hand(tmp_path, capsys):
     benchmark = load_benchmark()
     results = benchmark.main(["--quick", "--figure", str(tmp_path / "many.png")])

@@ -4,6 +4,7 @@ paths' lengths, and the direction every estimator takes where the answer is know
 import json
 
 import numpy as np
+import pytest
 from conftest import load_script
 
 
@@ -11,6 +12,7 @@ def load_benchmark():
     return load_script("benchmarks/pes_paper", "mnist_lr_schedule")
 
 
+@pytest.mark.slow
 def test_quick_grid_paths_and_direction(tmp_path, mnist_folder):
     benchmark = load_benchmark()
     figure = tmp_path / "figure.png"

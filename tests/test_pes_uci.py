@@ -3,6 +3,7 @@ optimum from both sides."""
 
 
 import numpy as np
+import pytest
 from conftest import load_script
 from keras import ops
 
@@ -29,6 +30,7 @@ def test_inner_run_is_gradient_descent_on_the_penalised_training_loss():
     np.testing.assert_allclose(value, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_quick_pes_moves_towards_the_grid_optimum_from_both_sides(tmp_path):
     figure = tmp_path / "pes_uci.png"
     report = load_benchmark().main(["--quick", "--figure", str(figure)])

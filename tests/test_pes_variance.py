@@ -3,6 +3,7 @@ exact gradient and the linear-regime theory of the benchmark's docstring."""
 
 
 import numpy as np
+import pytest
 from conftest import load_script
 
 
@@ -10,6 +11,7 @@ def load_benchmark():
     return load_script("benchmarks/pes_paper", "variance")
 
 
+@pytest.mark.slow
 def test_quick_variances_follow_the_theory_and_the_mean_is_the_gradient(tmp_path):
     benchmark = load_benchmark()
     figure = tmp_path / "variance.png"

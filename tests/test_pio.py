@@ -14,6 +14,7 @@ def standard_normal_energy(x):
     return 0.5 * ops.sum(ops.square(x), axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dimension", [1, 3])
 def test_zero_drift_on_a_standard_normal_is_exact(dimension):
     """Acceptance: with u = 0 and target exp(-x^2/2) every loss per dimension is -log(2 pi)/2."""
@@ -47,6 +48,7 @@ def gaussian_mixture(weights, means, scale, constant):
     ([1.0], [[1.0]], 0.5, 1.0, 500, 3e-3),
     ([0.3, 0.7], [[1.5, 1.0], [0.5, 2.0]], 0.5, 3.0, 800, 5e-3),
 ], ids=["gaussian-1d", "mixture-2d"])
+@pytest.mark.slow
 def test_trained_sampler_matches_moments_and_normaliser(weights, means, scale, constant,
                                                         iterations, learning_rate):
     """Acceptance: log Z within 0.1, sample means and variances within 10%."""
@@ -99,6 +101,7 @@ def carrillo_numpy(y):
     return np.mean(y ** 2 - 10 * np.cos(2 * np.pi * y) + 10, axis=-1)
 
 
+@pytest.mark.slow
 def test_model_fit_moves_the_weights_to_the_best_sampled_point():
     """PIOOptimizer(model=...) in model.fit: after each step the weights are the terminal
     sample of lowest loss V (E = V / sigma being what PIO scores them by)."""
@@ -157,6 +160,7 @@ def test_weight_selection_leaves_out_non_finite_samples(weights_from):
     assert not np.any(np.isfinite(ops.convert_to_numpy(nothing_finite)))
 
 
+@pytest.mark.slow
 def test_pio_run_from_a_config_resumes_exactly_and_evaluates(tmp_path):
     """Acceptance 5 in small: train.py-style PIO run on Carrillo, resume, evaluate, plot."""
     from conftest import ROOT
@@ -259,6 +263,7 @@ def test_sigma_follows_its_own_schedule_from_its_start():
     assert float(scaled.current_sigma(scaled.learning_rate)) == pytest.approx(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma_rescaling", ["none", "dynamic"])
 def test_a_step_under_a_sigma_schedule_is_a_step_at_the_scheduled_sigma(sigma_rescaling):
     """At iteration 20 the scheduled sampler (0.2 -> 0.05) steps exactly as one built with

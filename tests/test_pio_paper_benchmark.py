@@ -4,6 +4,7 @@
 import json
 
 import numpy as np
+import pytest
 from conftest import load_script
 
 
@@ -21,6 +22,7 @@ def test_plateau_halves_after_more_than_patience_steps_without_relative_improvem
     assert plateau.best == 0.1
 
 
+@pytest.mark.slow
 def test_quick_blocks_choose_the_sweep_argmin_and_anneal_by_the_rule(tmp_path):
     benchmark = load_benchmark()
     out = tmp_path / "out"

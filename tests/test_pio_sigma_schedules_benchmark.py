@@ -5,9 +5,11 @@ import json
 import math
 
 import numpy as np
+import pytest
 from conftest import load_script
 
 
+@pytest.mark.slow
 def test_quick_run_steps_at_the_scheduled_sigmas(tmp_path, capsys):
     benchmark = load_script("benchmarks/pio_paper", "sigma_schedules")
     out = tmp_path / "results.json"

@@ -4,6 +4,7 @@ error exact), and --quick's 1-D mixture log Z estimate is close to the truth."""
 import math
 
 import numpy as np
+import pytest
 from conftest import load_script
 from keras import ops
 
@@ -60,6 +61,7 @@ def test_funnel_integrates_to_z():
     assert abs(np.mean(exact[:, 1:] ** 2) / math.exp(0.5) - 1.0) < 0.05
 
 
+@pytest.mark.slow
 def test_quick_run_estimates_the_mixture_log_normaliser(tmp_path):
     figure = tmp_path / "pis.png"
     results = load_benchmark().main(["--quick", "--targets", "mixture_1d", "--drifts", "f",

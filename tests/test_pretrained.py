@@ -27,6 +27,7 @@ def test_names_and_a_clear_error_for_an_unknown_one():
         raise AssertionError("an unknown name must be refused")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", l2o.pretrained.names())
 def test_pretrained_beats_adam_at_its_default_rate_on_a_small_task(name):
     """A digits MLP of a width and batch size not in its training set, 300 steps, 2 seeds."""
@@ -41,6 +42,7 @@ def test_pretrained_beats_adam_at_its_default_rate_on_a_small_task(name):
     assert final["pretrained"] < 0.5 * final["adam"], final
 
 
+@pytest.mark.slow
 def test_the_recommended_optimiser_beats_adam_on_validation_loss_of_a_small_task():
     """``load_optimizer("pretrained")`` against Adam(1e-3) on data neither trained on: a digits
     MLP of a width and batch size not in its training set, validation loss after 300 steps,
@@ -77,6 +79,7 @@ print(keras.backend.backend(), *history.history["loss"])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 @pytest.mark.parametrize("name", l2o.pretrained.names())
 def test_pretrained_trains_a_keras_model_for_1000_steps_on_each_backend(backend, name):

@@ -138,12 +138,14 @@ def test_one_section_per_upstream_repository_each_with_its_mapping():
         assert re.search(r"^\| [^|]+ \| here\b", text, re.MULTILINE), title
 
 
+@pytest.mark.slow
 def test_the_l2o_toolkit(scratch, monkeypatch):
     run_section("the l2o toolkit", monkeypatch)
     periods = (scratch / "runs" / "toolkit_api" / "summary.jsonl").read_text().splitlines()
     assert len(periods) == 3  # two trained, one resumed
 
 
+@pytest.mark.slow
 def test_persistent_evolution_strategies(scratch, monkeypatch, capsys):
     run_section("Persistent Evolution Strategies", monkeypatch)
     output = capsys.readouterr().out
@@ -158,6 +160,7 @@ def test_persistent_evolution_strategies(scratch, monkeypatch, capsys):
         assert np.all(np.array(theta.split(), float) > -3.95), moved
 
 
+@pytest.mark.slow
 def test_the_path_integral_optimiser(scratch, monkeypatch, capsys):
     run_section("the Path Integral Optimiser", monkeypatch)
     output = capsys.readouterr().out

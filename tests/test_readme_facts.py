@@ -37,6 +37,7 @@ def test_the_resume_sentence_names_every_resumable_key():
     assert named == set(runs.RESUMABLE)
 
 
+@pytest.mark.slow
 def test_the_pretrained_example_runs_as_written_and_scores_as_the_readme_says():
     """The README's pretrained snippet, run as a user would paste it, then again with Adam(1e-3)
     in place of the optimiser: the validation losses the README quotes for it are those."""

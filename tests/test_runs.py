@@ -110,6 +110,7 @@ def tensorboard_steps(run, tag="validation_meta_loss"):
     (drop_entry("worker/0_0/params/1"), "incomplete checkpoint: no entry 'params/1'"),
     (os.remove, "no such checkpoint file"),  # killed between the two renames of a save
 ], ids=["overwritten", "entry-missing", "trajectory-entry-missing", "deleted"])
+@pytest.mark.slow
 def test_resume_falls_back_to_previous_when_last_is_damaged(straight, tmp_path, capsys,
                                                              damage, problem):
     run = copy_of(straight, tmp_path)
@@ -124,6 +125,7 @@ def test_resume_falls_back_to_previous_when_last_is_damaged(straight, tmp_path, 
     assert_same_run(run, straight)
 
 
+@pytest.mark.slow
 def test_resume_with_no_intact_checkpoint_says_so_and_writes_nothing(straight, tmp_path):
     run = copy_of(straight, tmp_path)
     os.remove(run / "checkpoints" / "previous.npz")
@@ -243,6 +245,7 @@ def test_a_kill_before_last_npz_logs_no_period_twice(straight, tmp_path):
 
 # ------------------------------------------------------------------ non-finite training
 
+@pytest.mark.slow
 def test_non_finite_training_stops_with_one_line(tmp_path):
     run = tmp_path / "run"
     result = run_command("train.py", write_config(tmp_path), NON_FINITE)
@@ -254,6 +257,7 @@ def test_non_finite_training_stops_with_one_line(tmp_path):
     assert "done" not in result.stdout
 
 
+@pytest.mark.slow
 def test_non_finite_training_can_go_on_and_writes_standard_json(tmp_path, capsys):
     run = tmp_path / "run"
     with pytest.raises(NonFiniteTraining, match="period 0: no meta-update was finite"):

@@ -31,6 +31,7 @@ def one_short_period(path):
     return overrides
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)
 def test_shipped_config_trains_one_short_period(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where a user runs it: no repository around

@@ -67,6 +67,7 @@ def summaries(directory):
     return [json.loads(line) for line in (directory / "summary.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_curriculum_follows_the_schedule_and_resumes_mid_stage(tmp_path):
     straight = run(curriculum_config(tmp_path / "straight"))
     lines = summaries(tmp_path / "straight")
@@ -92,6 +93,7 @@ def test_curriculum_schedule_is_validated():
                  "strategy": {"min_periods": 5, "max_periods": 2}})
 
 
+@pytest.mark.slow
 def test_imitation_loss_falls_tenfold(tmp_path):
     """Acceptance (small): imitating Adam, the imitation loss falls at least 10x."""
     config = tiny_config(tmp_path / "run", constructor="RNNProp",

@@ -59,6 +59,7 @@ class Calls:
         monkeypatch.setattr(api, "resume", resume)
 
 
+@pytest.mark.slow
 def test_grid_sweep_resumes_after_a_kill_and_tables_its_points(config, tmp_path, monkeypatch):
     directory = tmp_path / "run_sweep"  # the default: the config's directory + _sweep
     with pytest.raises(KeyboardInterrupt), monkeypatch.context() as patch:

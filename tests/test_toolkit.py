@@ -43,6 +43,7 @@ def summaries(directory):
     return [json.loads(line) for line in (directory / "summary.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_the_toolkit_sample_config_trains_and_resumes(tmp_path, monkeypatch):
     """The toolkit's sample config trains and resumes here with only `dataset` changed, to
     data this machine has."""
@@ -230,6 +231,7 @@ def small_digits_mlp(width=8, batch_size=32):
     return MLPClassifier(layers=[width], batch_size=batch_size)
 
 
+@pytest.mark.slow
 def test_the_python_api_takes_callables_and_resume_rebuilds_them(tmp_path):
     config = tiny_config(tmp_path / "run", constructor=DMOptimizer,
                          strategy_constructor=SimpleStrategy,

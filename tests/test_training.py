@@ -34,6 +34,7 @@ PARTICLES = {"n_particles": 4, "sigma": 0.01, "persistent": True, "horizon": 15}
     {"estimator": "es", **PARTICLES},
     {"estimator": "pes", "stagger": "breakstep", **PARTICLES},
 ], ids=["tbptt", "tbptt-persistent", "es", "pes-breakstep"])
+@pytest.mark.slow
 def test_resume_gives_the_same_meta_weights(tmp_path, training):
     """Acceptance: 2 periods == 1 period, then resumed for 1 more (populations included)."""
     settings = {"training": {"depth": 2, **training}}
@@ -52,6 +53,7 @@ def test_resume_gives_the_same_meta_weights(tmp_path, training):
     assert [json.loads(line)["period"] for line in lines] == [0, 1]
 
 
+@pytest.mark.slow
 def test_run_directory_contents_and_evaluation(tmp_path):
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(tiny_config(tmp_path / "run")))
@@ -77,6 +79,7 @@ def test_run_directory_contents_and_evaluation(tmp_path):
     assert optimizer.network["layers"] == [20, 20]
 
 
+@pytest.mark.slow
 def test_meta_trained_dm_beats_adam_and_the_untrained_dm_on_digits(tmp_path):
     """A learned optimiser against a baseline and against itself before meta-training (same
     evaluation seeds and batches): meta-training must buy something real."""
@@ -132,6 +135,7 @@ def meta_loss_by_hand(rule, meta_weights, problem, seeds, steps):
     ("ScaleHierarchical", {"param_units": 4, "tensor_units": 3, "global_units": 2}, "Simple"),
     ("ScheduledSGD", {"groups": 2, "learn_momentum": True, "momentum": 0.5}, "Curriculum"),
 ])
+@pytest.mark.slow
 def test_pes_meta_trains_every_optimiser_under_every_strategy(tmp_path, constructor, network,
                                                               strategy):
     """PES's meta-updates descend: theta_1 = theta_0 + delta beats theta_0, which beats

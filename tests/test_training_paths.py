@@ -133,6 +133,7 @@ def test_a_non_finite_meta_gradient_is_skipped(tmp_path):
     assert summary["train_meta_loss"] == pytest.approx(value, rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["tbptt", "pes"])
 def test_jit_compile_gives_the_same_numbers(tmp_path, estimator):
     """training/jit_compile=true (XLA) against false on the digits MLP with DM."""

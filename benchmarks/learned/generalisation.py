@@ -13,8 +13,9 @@ those, a 64-128-10 digits MLP and 28x28 MNIST MLPs 784-32-10 and 784-64-64-10
 relu); ``digits_mlp_64_64`` (64-64-64-10 relu, batch 32: what a new user tries
 with ``model.fit``'s defaults) is the nearest to them.
 
-Optimisers. On each task runs every learned optimiser (``--pretrained`` names,
-``--runs NAME=DIR`` run directories, each loaded with ``l2o.load_optimizer``),
+Optimisers. On each task runs every learned optimiser (``--pretrained`` names, by default
+the recommended one; ``--runs NAME=DIR`` run directories; each loaded with
+``l2o.load_optimizer``),
 Adam at each rate of a 7-point log grid (1e-4 .. 1e-1), and the Keras built-ins
 a user would run instead, at their Keras defaults: Adam(1e-3) (the grid's 1e-3
 point, run once and labelled the default), ``AdamW()``,
@@ -555,8 +556,9 @@ def main(argv=None):
     parser.add_argument("--checkpoints", type=int, nargs="+", metavar="H",
                         help="steps at which validation is measured, besides --steps "
                              "(default 100 300 1000 3000, those up to --steps; --quick 10 30)")
-    parser.add_argument("--pretrained", nargs="*", default=l2o.pretrained.names(),
-                        metavar="NAME", help="shipped optimisers (l2o.pretrained.names())")
+    parser.add_argument("--pretrained", nargs="*", default=[l2o.pretrained.RECOMMENDED],
+                        metavar="NAME", help="shipped optimisers (default: the recommended "
+                                             "one; any of l2o.pretrained.names())")
     parser.add_argument("--runs", nargs="*", default=[], metavar="NAME=DIR",
                         help="learned optimisers from run directories")
     parser.add_argument("--quick", action="store_true",
