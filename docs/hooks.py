@@ -1,7 +1,8 @@
 """MkDocs hook: a page may include a section of README.md, so that its text is written once.
 
 A line ``<!-- README section: HEADING -->`` becomes the body of README.md's section whose
-``## `` heading starts with HEADING (up to the next ``## `` heading).
+``## `` heading starts with HEADING (up to the next ``## `` heading); its links into ``docs/``
+are made relative to the including page.
 """
 
 import os
@@ -23,4 +24,6 @@ def readme_section(heading):
 
 
 def on_page_markdown(markdown, page, config, files):
-    return MARKER.sub(lambda match: readme_section(match.group(1)), markdown)
+    up = "../" * page.file.src_uri.count("/")
+    return MARKER.sub(lambda match: readme_section(match.group(1)).replace("](docs/", f"]({up}"),
+                      markdown)
