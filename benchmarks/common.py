@@ -31,11 +31,11 @@ def config_path(name):
     return os.path.join(CONFIGS, name)
 
 
-def data_root(given=None):
+def data_root():
     """The folder holding one folder per named data set (``mnist/`` of IDX files), as l2o
-    resolves ``dataset: mnist``: ``given``, else ``$L2O_DATA``; None when neither is set
+    resolves ``dataset: mnist`` without a ``data_dir``: ``$L2O_DATA``; None when it is not set
     (then l2o falls back to TensorFlow Datasets)."""
-    return given if given is not None else os.environ.get("L2O_DATA")
+    return os.environ.get("L2O_DATA")
 
 
 def median_times(routes, rounds):
