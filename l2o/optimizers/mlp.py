@@ -223,12 +223,22 @@ class NormalizedMLPRule(UpdateRule):
     def update(self, meta_weights, grads, params, state):
         step = state["step"] + 1.0
         dtype = params[0].dtype
-        decays = ops.convert_to_tensor(np.array(self.momentum_decays), dtype)
+        count = len(self.momentum_decays)
+        decays = ops.convert_to_tensor(np.array(self.momentum_decays)[:, None], dtype)
         b2, eps = self.second_moment_decay, self.epsilon
         momentum_correction = 1.0 - ops.power(decays, step)
         second_correction = 1.0 - ops.power(ops.convert_to_tensor(b2, dtype), step)
         step_features = ops.tanh(step / ops.convert_to_tensor(np.array(self.timescales), dtype))
         activation = keras.activations.get(self.activation)
+        # The network runs feature-major (features x coordinates): every feature a contiguous
+        # row, so no column is sliced or interleaved, and the skinny products run with the
+        # coordinates as the long axis, several times faster on a CPU than coordinates x features.
+        # The step features are the same for every coordinate: they enter the first layer's
+        # bias, and each feature's 1 / rms over the tensor enters its row of the first kernel.
+        first = meta_weights["mlp/0/kernel"]
+        width = self.feature_count - len(self.timescales)
+        first_bias = meta_weights["mlp/0/bias"] + ops.matmul(step_features[None],
+                                                             first[width:])[0]
         new = {"step": step, "m": [], "v": [], "rows": [], "cols": []}
         # First pass: the moments, the features and Adam's direction of every tensor, which
         # the controller's global features need before any step is taken.
@@ -236,61 +246,66 @@ class NormalizedMLPRule(UpdateRule):
         for g, p, m, v, r, c in zip(grads, params, state["m"], state["v"], state["rows"],
                                     state["cols"]):
             rows, cols = matrix_shape(p.shape)
-            m = decays * m + (1.0 - decays) * g[..., None]
+            flat_g, flat_p = ops.reshape(g, (1, -1)), ops.reshape(p, (1, -1))
+            m = decays * ops.transpose(ops.reshape(m, (-1, count))) + (1.0 - decays) * flat_g
             v = b2 * v + (1.0 - b2) * ops.square(g)
             square = ops.reshape(ops.square(g), (rows, cols))
             r = b2 * r + (1.0 - b2) * ops.mean(square, axis=1)
             c = b2 * c + (1.0 - b2) * ops.mean(square, axis=0)
-            for key, value in (("m", m), ("v", v), ("rows", r), ("cols", c)):
+            new["m"].append(ops.reshape(ops.transpose(m), tuple(p.shape) + (count,)))
+            for key, value in (("v", v), ("rows", r), ("cols", c)):
                 new[key].append(value)
-            m_hat, v_hat = m / momentum_correction, v / second_correction
+            m_hat, v_hat = m / momentum_correction, ops.reshape(v, (1, -1)) / second_correction
             factored = ops.reshape(
-                (r[:, None] * c[None, :]) / (ops.mean(r) * second_correction + 1e-30), p.shape)
-            inverse_rms = ops.rsqrt(v_hat + eps)[..., None]
+                (r[:, None] * c[None, :]) / (ops.mean(r) * second_correction + 1e-30), (1, -1))
+            inverse_rms = ops.rsqrt(v_hat + eps)
             inverse_factored = ops.rsqrt(factored + eps)
-            columns = [g[..., None], p[..., None], m_hat, m_hat * inverse_rms,
-                       g[..., None] * inverse_rms, (g * inverse_factored)[..., None],
-                       (m_hat[..., 0] * inverse_factored)[..., None]]
-            # Each feature over the tensor's coordinates (every axis but the last).
-            features = ops.concatenate(
-                [rms_normalise(column, axis=tuple(range(len(column.shape) - 1)))
-                 for column in columns], axis=-1)
-            adam = ops.reshape(m_hat[..., 1] / (safe_sqrt(v_hat) + eps), (-1,))
-            tensors.append((rows, features, adam))
+            raw = ops.concatenate(
+                [flat_g, flat_p, m_hat, m_hat * inverse_rms, flat_g * inverse_rms,
+                 flat_g * inverse_factored, m_hat[:1] * inverse_factored], axis=0)
+            # 1 / rms of each feature over the tensor's coordinates.
+            scale = ops.rsqrt(ops.mean(ops.square(raw), axis=1) + 1e-12)
+            adam = m_hat[1] / (safe_sqrt(v_hat[0]) + eps)
+            tensors.append((rows, raw, scale, adam))
         log_lr = meta_weights["schedule/log_lr"] + ops.sum(
             meta_weights["schedule/weights"] * step_features)
         base = float(np.log(self.learning_rate))
         if self.controller_layers is not None:
             centre, new["norms"] = self.controller(
-                meta_weights, grads, [adam for _, _, adam in tensors], state["norms"], step,
+                meta_weights, grads, [adam for _, _, _, adam in tensors], state["norms"], step,
                 step_features)
             log_lr = log_lr + centre - base
             base = centre
         updates = []
-        for p, (rows, features, adam) in zip(params, tensors):
-            flat = ops.reshape(features, (-1, features.shape[-1]))
-            flat = ops.concatenate(
-                [flat, ops.broadcast_to(step_features[None], (flat.shape[0],
-                                                              len(self.timescales)))], axis=-1)
-            hidden = flat
-            for index in range(len(self.hidden_layers)):
-                hidden = activation(dense(meta_weights, f"mlp/{index}", hidden))
-            out = dense(meta_weights, "mlp/output", hidden)
+        for p, (rows, raw, scale, adam) in zip(params, tensors):
+            kernel = ops.transpose(first[:width] * scale[:, None])
+            hidden = activation(ops.matmul(kernel, raw) + first_bias[:, None])
+            for index in range(1, len(self.hidden_layers)):
+                hidden = activation(self.feature_major_dense(meta_weights, f"mlp/{index}",
+                                                             hidden))
+            out = self.feature_major_dense(meta_weights, "mlp/output", hidden)
+            direction, magnitude = out[0], out[1]
             # A vector (bias, scale) has no fan-in to scale by, but its own offset.
             log_step = log_lr + (meta_weights["schedule/vector_log_lr"] if rows == 1 else
                                  meta_weights["schedule/fan_in_power"] * float(np.log(rows)))
-            log_magnitude = self.magnitude_scale * out[:, 1]
+            log_magnitude = self.magnitude_scale * magnitude
             if self.step_scale == "tensor_rms":
                 update = -ops.exp(log_step) * rms_normalise(
-                    (adam + out[:, 0]) * ops.exp(log_magnitude))
+                    (adam + direction) * ops.exp(log_magnitude))
             elif self.max_step_ratio is None:
-                update = -ops.exp(log_step + log_magnitude) * (adam + rms(adam) * out[:, 0])
+                update = -ops.exp(log_step + log_magnitude) * (adam + rms(adam) * direction)
             else:
                 bound = float(np.log(self.max_step_ratio))
                 log_size = base + bound * ops.tanh((log_step + log_magnitude - base) / bound)
-                update = -ops.exp(log_size) * (adam + rms(adam) * ops.tanh(out[:, 0]))
+                update = -ops.exp(log_size) * (adam + rms(adam) * ops.tanh(direction))
             updates.append(ops.reshape(update, p.shape))
         return updates, new
+
+    @staticmethod
+    def feature_major_dense(meta_weights, prefix, inputs):
+        """A dense layer on ``inputs`` laid out features x coordinates."""
+        return (ops.matmul(ops.transpose(meta_weights[f"{prefix}/kernel"]), inputs)
+                + meta_weights[f"{prefix}/bias"][:, None])
 
     def controller_features(self, grads, adams, norms, step, step_features):
         """``(x_t, new norms)``: the controller's features (module docstring) and record."""
