@@ -5,7 +5,7 @@ config's name) or a mapping; in a mapping, Python callables and classes may
 stand where the l2o toolkit's API took them (``unroll_distribution``,
 ``annealing_schedule``, a curriculum ``schedule``, ``unroll_weights``, a
 problem's ``target``, ``constructor``, ``strategy_constructor``): the run's
-``config.json`` records their import names (``l2o.references``), so
+``config.json`` records their import names (``l2o.import_names``), so
 ``resume(directory)`` rebuilds them, or refuses in one line saying why (a
 lambda). Both check the whole config before any work and raise ConfigError
 naming the key.

@@ -10,7 +10,7 @@ validates every key before any work starts; errors are ``ConfigError`` naming
 the key.
 
 The l2o toolkit's configs load as they are: callables and classes given through
-the Python API are written as import names (``l2o.references``), its class
+the Python API are written as import names (``l2o.import_names``), its class
 names are aliases (``CurriculumLearning``), and its keys that mean nothing here
 (``TOOLKIT_ONLY``) are kept in the ``toolkit_only`` section.
 """
@@ -20,7 +20,7 @@ import copy
 import l2o.optimizers
 import l2o.problems
 import l2o.strategies  # noqa: F401
-from l2o import distributed, references
+from l2o import distributed, import_names
 from l2o.config_files import (  # noqa: F401  (re-exported: the loader's public names)
     MAX_EXPANDED_VALUES,
     YAMLExpansionError,
@@ -176,7 +176,7 @@ def resolve(base=None, overrides=()):
     ``base`` is a mapping (a loaded file, or a run's ``config.json``);
     ``overrides`` are ``section/key=value`` strings, applied in order.
     """
-    config = _merge(copy.deepcopy(DEFAULTS), references.dump(base or {}))
+    config = _merge(copy.deepcopy(DEFAULTS), import_names.dump(base or {}))
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(config, keys, value)
@@ -279,7 +279,7 @@ def validate(config):
             check_spec(f"{field}/{index}", spec, PROBLEMS)
     for name, options in CHOICES.items():
         check_choice(name, _get(config, name), options)
-    weights = references.callable_or_checked(
+    weights = import_names.callable_or_checked(
         "training/unroll_weights", config["training"]["unroll_weights"],
         lambda value: check_choice("training/unroll_weights", value, UNROLL_WEIGHTS))
     if callable(weights):

@@ -4,7 +4,7 @@ A learned optimiser, problem or strategy registers itself where it is defined
 (``@OPTIMIZERS.register("DM")``), so the config loader, the command line and
 the run reader find it without naming it, and adding one touches one module.
 A config may also name a class (or a function that builds one) by its import
-name, ``"module:qualname"`` (``l2o.references``): what the Python API records
+name, ``"module:qualname"`` (``l2o.import_names``): what the Python API records
 for a class or callable that is not registered. The name must give what the
 registry holds: a subclass of its base class or, where the registry takes
 them, a function from outside the standard library (so that ``os:system`` is
@@ -14,7 +14,7 @@ file is as trusted as a script.
 
 import sys
 
-from l2o import references
+from l2o import import_names
 from l2o.validation import ConfigError, check_choice
 
 
@@ -45,15 +45,15 @@ class Registry(dict):
         return decorate
 
     def __missing__(self, name):
-        if references.is_reference(name):
+        if import_names.is_reference(name):
             return self.load(self.kind, name)
         raise KeyError(name)
 
     def load(self, key, name):
         """What the import name ``name`` gives, if this registry can hold it; a ConfigError
         naming ``key`` otherwise."""
-        found = references.load(key, name)
-        base = references.load(self.kind, self.base)
+        found = import_names.load(key, name)
+        base = import_names.load(self.kind, self.base)
         if isinstance(found, type):
             if issubclass(found, base) and found is not base:
                 return found
@@ -79,7 +79,7 @@ class Registry(dict):
         import name of a registered class becomes its registered name, and that
         of any other class or function stays (it must import).
         """
-        if references.is_reference(value):
+        if import_names.is_reference(value):
             found = self.load(key, value)
             return next((name for name, cls in self.items() if cls is found), value)
         if isinstance(value, str):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from l2o.estimators.forward import TBPTT
+from l2o.estimators.online import OnlineTBPTT
 from l2o.problems import char_lstm
 
 HIDDEN = 3
@@ -58,7 +58,7 @@ def test_per_step_losses_match_a_numpy_lstm():
 def test_gradient_matches_finite_differences():
     system = char_lstm.system(char_lstm.encode(TEXT), HIDDEN)
     theta = char_lstm.initial_theta(HIDDEN, seed=2).astype(np.float64)
-    gradient, loss = TBPTT(system).estimate(theta, None, len(TEXT) - 1)
+    gradient, loss = OnlineTBPTT(system).estimate(theta, None, len(TEXT) - 1)
 
     def total(vector):
         return float(system.meta_objective(ops.convert_to_tensor(vector[None]),

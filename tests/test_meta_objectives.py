@@ -14,7 +14,7 @@ from keras import ops
 
 from l2o.config import resolve
 from l2o.estimators import learned_rule_estimator
-from l2o.optimizers.hyper import ScheduledSGDRule
+from l2o.optimizers.scheduled_sgd import ScheduledSGDRule
 from l2o.problems import build
 from l2o.problems.base import Problem
 from l2o.validation import ConfigError

@@ -1,6 +1,12 @@
 """Every learned optimiser: Keras façade == pure update, sparse gradients == dense ones,
 serialisation, meta-gradients."""
 
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -221,3 +227,35 @@ def test_rnnprop_first_step_by_hand():
     np.testing.assert_allclose(ops.convert_to_numpy(first[0]), ops.convert_to_numpy(second[0]),
                                rtol=1e-5)
     assert np.all(np.abs(ops.convert_to_numpy(first[0])) < 0.1)  # alpha bounds the step
+
+
+@pytest.mark.slow
+def test_a_model_saved_by_an_earlier_version_loads_after_import_l2o_alone():
+    """``tests/fixtures/pretrained_model_ddefae2.keras``: a 4-3 Dense model compiled with the
+    pretrained optimiser and fitted one step, saved when NormalizedMLP lived in
+    ``l2o.optimizers.mlp`` (the module name its file records). A fresh process that imports
+    only ``l2o`` loads it, with the optimiser's step count and slots, and its next step is the
+    one the same optimiser takes from the same state built here."""
+    script = textwrap.dedent("""
+        import sys, keras, numpy as np, l2o
+        model = keras.models.load_model(sys.argv[1])
+        optimizer = model.optimizer
+        print(type(optimizer).__name__, int(optimizer.iterations.numpy()))
+        x = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
+        model.fit(x, np.zeros((8, 3), "float32"), batch_size=8, verbose=0)
+        np.save(sys.argv[2], model.get_weights()[0])
+    """)
+    fixture = Path(__file__).parent / "fixtures" / "pretrained_model_ddefae2.keras"
+    with tempfile.TemporaryDirectory() as directory:
+        out = Path(directory) / "kernel.npy"
+        result = subprocess.run([sys.executable, "-c", script, str(fixture), str(out)],
+                                check=False, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.split()[-2:] == ["NormalizedMLPOptimizer", "1"]
+        reloaded_kernel = np.load(out)
+    model = keras.models.load_model(fixture)
+    before = model.get_weights()[0]
+    x = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
+    model.fit(x, np.zeros((8, 3), "float32"), batch_size=8, verbose=0)
+    np.testing.assert_allclose(reloaded_kernel, model.get_weights()[0], rtol=1e-6)
+    assert not np.allclose(before, reloaded_kernel)

@@ -14,7 +14,7 @@ from conftest import MNIST, ROOT, tiny_config
 from keras import ops
 
 import l2o
-from l2o import cli, problems, references
+from l2o import cli, import_names, problems
 from l2o.config import DEFAULTS, TOOLKIT_ONLY, resolve
 from l2o.estimators.unroll import meta_loss
 from l2o.optimizers import DMOptimizer
@@ -267,11 +267,11 @@ def test_unroll_weights_callable_weighs_the_meta_loss():
 def test_resume_refuses_a_run_made_from_a_lambda_in_one_line(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     config = resolve(tiny_config(run, strategy={"annealing_schedule": lambda i: 1.0}))
-    assert references.THIS_PROCESS_ONLY in config["strategy"]["annealing_schedule"]
+    assert import_names.THIS_PROCESS_ONLY in config["strategy"]["annealing_schedule"]
     run.mkdir()
     (run / "config.json").write_text(json.dumps(config))
     assert resolve(json.loads((run / "config.json").read_text())) == config  # same process
-    monkeypatch.setattr(references, "_kept", {})  # what another process knows of it
+    monkeypatch.setattr(import_names, "_kept", {})  # what another process knows of it
     with pytest.raises(SystemExit) as refused:
         cli.resume([str(run)])
     assert refused.value.code == 2

@@ -7,7 +7,7 @@ steps and takes an SGD step (lr 1e-4) on the estimated gradient of that truncati
 loss 0.5 (s[0] - 1)^2. TBPTT holds the state fixed at each truncation's start (K = 1, 10,
 100); truncated ES and PES use N particles, sigma 0.1, K = 1 and no horizon; RTRL and UORO
 carry forward-mode influences (K = 1). All seven run ``l2o.problems.influence.SYSTEM``
-through the one ``estimate(theta, generator, length)`` of ``l2o.estimators.forward``. Prints
+through the one ``estimate(theta, generator, length)`` of ``l2o.estimators.online``. Prints
 final theta, its distance to -1/6, and the loss after 500 steps of the inner system from
 s = 1 with the final theta.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from l2o.estimators.es import PES, TruncatedES
-from l2o.estimators.forward import RTRL, TBPTT, UORO
+from l2o.estimators.online import RTRL, UORO, OnlineTBPTT
 from l2o.problems import influence
 
 TARGET = -1.0 / 6.0
@@ -31,9 +31,9 @@ def estimators(particles):
         return kind(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1,
                     n_particles=particles)
 
-    return {"tbptt K=1": (TBPTT(influence.SYSTEM), 1),
-            "tbptt K=10": (TBPTT(influence.SYSTEM), 10),
-            "tbptt K=100": (TBPTT(influence.SYSTEM), 100),
+    return {"tbptt K=1": (OnlineTBPTT(influence.SYSTEM), 1),
+            "tbptt K=10": (OnlineTBPTT(influence.SYSTEM), 10),
+            "tbptt K=100": (OnlineTBPTT(influence.SYSTEM), 100),
             "es K=1": (es_family(TruncatedES), 1), "pes K=1": (es_family(PES), 1),
             "rtrl": (RTRL(influence.SYSTEM), 1), "uoro": (UORO(influence.SYSTEM), 1)}
 

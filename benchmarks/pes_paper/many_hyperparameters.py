@@ -4,7 +4,7 @@
 
 SGD with momentum trains a 5-layer ReLU MLP on MNIST (the paper: Fashion-MNIST, which
 cannot be read offline here); per layer k = 1..5 it has three hyperparameters,
-ScheduledSGD's (``l2o/optimizers/hyper.py``, ``configs/pes_many_hyperparameters.yaml``):
+ScheduledSGD's (``l2o/optimizers/scheduled_sgd.py``, ``configs/pes_many_hyperparameters.yaml``):
 
     lr_k = exp(a_k),   beta_k = sigmoid(m_k),   u_k = 1[c_k > 0]      (theta: 15 numbers)
     v_t = beta_k v_{t-1} + g_t,   update_t = -u_k lr_k v_t,

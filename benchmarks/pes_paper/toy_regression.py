@@ -11,7 +11,7 @@ gradient of the truncation, state held fixed), RTRL (the exact influence carried
 across truncations; exact over a horizon but for theta moving during it), UORO
 (its unbiased rank-one estimate), truncated ES (N = 100, sigma 1.0) and PES
 (N = 100, sigma 0.3), all on ``toy2d.SYSTEM`` through the one
-``estimate(theta, generator, length)`` of ``l2o.estimators.forward``. The
+``estimate(theta, generator, length)`` of ``l2o.estimators.online``. The
 benchmark evaluates the meta-objective on a
 100 x 100 grid over [-5, 5]^2, prints each method's final theta and its
 meta-objective against the grid's best, and draws the trajectories over the
@@ -29,7 +29,7 @@ from keras import ops
 from benchmarks import common
 from l2o import backend
 from l2o.estimators.es import PES, TruncatedES
-from l2o.estimators.forward import RTRL, TBPTT, UORO
+from l2o.estimators.online import RTRL, UORO, OnlineTBPTT
 from l2o.problems import toy2d
 
 K, START = 10, (-4.0, -4.0)
@@ -54,7 +54,7 @@ def estimators(particles):
                     toy2d.initial_state, sigma=sigma, n_particles=particles,
                     horizon=toy2d.HORIZON)
 
-    return {"tbptt": TBPTT(toy2d.SYSTEM), "rtrl": RTRL(toy2d.SYSTEM),
+    return {"tbptt": OnlineTBPTT(toy2d.SYSTEM), "rtrl": RTRL(toy2d.SYSTEM),
             "uoro": UORO(toy2d.SYSTEM), "es": es_family(TruncatedES, 1.0),
             "pes": es_family(PES, 0.3)}
 

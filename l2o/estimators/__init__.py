@@ -7,7 +7,7 @@ Every estimator implements ``GradientEstimator`` (``l2o.estimators.base``).
 ``FamilyEstimator`` serves a task family, one member's estimator per trajectory.
 """
 
-from l2o import references
+from l2o import import_names
 from l2o.estimators.base import GradientEstimate, GradientEstimator
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.family import FamilyEstimator, FamilyWorker
@@ -28,7 +28,7 @@ def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
             for member in members])
     problem = members[0]
     training = config["training"]
-    weights = references.loaded("training/unroll_weights", training["unroll_weights"])
+    weights = import_names.loaded("training/unroll_weights", training["unroll_weights"])
     tbptt = TBPTT(rule, problem, meta_variables, config["loss_args"], weights,
                   training["second_order"], jit_compile, training["parameter_scale_spread"],
                   training["meta_objective"])

@@ -6,8 +6,7 @@ Importing this package registers every constructor in ``OPTIMIZERS``
 
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
 from l2o.optimizers.dm import DMOptimizer, DMRule
-from l2o.optimizers.hyper import ScheduledSGD, ScheduledSGDRule
-from l2o.optimizers.mlp import NormalizedMLPOptimizer, NormalizedMLPRule
+from l2o.optimizers.normalized_mlp import NormalizedMLPOptimizer, NormalizedMLPRule
 from l2o.optimizers.pio import PIOOptimizer, PIORule
 from l2o.optimizers.rnnprop import RNNPropOptimizer, RNNPropRule
 from l2o.optimizers.scale import (
@@ -16,6 +15,7 @@ from l2o.optimizers.scale import (
     ScaleHierarchicalOptimizer,
     ScaleHierarchicalRule,
 )
+from l2o.optimizers.scheduled_sgd import ScheduledSGD, ScheduledSGDRule
 from l2o.registry import OPTIMIZERS
 
 __all__ = ["OPTIMIZERS", "DMOptimizer", "DMRule", "LearnedOptimizer", "NormalizedMLPOptimizer",

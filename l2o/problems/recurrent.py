@@ -7,7 +7,7 @@ A system is its one-step dynamics and its loss,
 written for a leading particle axis (states [P, n], thetas [P, m], t [P], the
 step's index as a float) so that the same definition serves the particles of
 ES and PES and, with P = 1, the Jacobians of RTRL and UORO
-(``l2o.estimators.forward``). A truncation of K steps from step t0 scores the
+(``l2o.estimators.online``). A truncation of K steps from step t0 scores the
 states it reaches: the sum of L_{t0+1} .. L_{t0+K} (``reduce="sum"``), or
 L_{t0+K} alone (``reduce="last"``). After ``horizon`` steps the inner run
 starts again from ``initial_state`` (never when ``horizon`` is None).

@@ -26,7 +26,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from l2o import backend, checkpoints, references, runs
+from l2o import backend, checkpoints, import_names, runs
 from l2o.validation import ConfigError, check_choice
 
 
@@ -65,11 +65,11 @@ class Strategy:
         for key in ("epochs_per_period", "validation_unroll", "validation_repeat"):
             if strategy[key] < 1:
                 raise ConfigError(f"strategy/{key}: must be at least 1, got {strategy[key]}")
-        references.callable_or_checked("strategy/annealing_schedule",
+        import_names.callable_or_checked("strategy/annealing_schedule",
                                        strategy["annealing_schedule"], _check_annealing_schedule)
 
     def imitation_factor(self, period):
-        schedule = references.loaded("strategy/annealing_schedule",
+        schedule = import_names.loaded("strategy/annealing_schedule",
                                      self.options["annealing_schedule"])
         if callable(schedule):
             factor = schedule(period)
@@ -291,7 +291,7 @@ def unroll_sampler(distribution):
     wherever it likes.
     """
     name = "strategy/unroll_distribution"
-    distribution = references.loaded(name, distribution)
+    distribution = import_names.loaded(name, distribution)
     if callable(distribution):
         takes_generator = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
                                                                    p.POSITIONAL_OR_KEYWORD)
@@ -319,4 +319,4 @@ def check_unroll_distribution(name, value):
             raise ConfigError(f"{name}: an int >= 2 (fixed length), a float in (0, 1) "
                               f"(geometric with that p) or a callable, got {value!r}")
 
-    references.callable_or_checked(name, value, check_length_distribution)
+    import_names.callable_or_checked(name, value, check_length_distribution)

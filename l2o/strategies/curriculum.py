@@ -25,7 +25,7 @@ run resumed mid-stage continues exactly where it stopped.
 
 import numpy as np
 
-from l2o import checkpoints, references
+from l2o import checkpoints, import_names
 from l2o.registry import STRATEGIES
 from l2o.strategies.base import Strategy, unroll_length
 from l2o.validation import ConfigError
@@ -47,7 +47,7 @@ class CurriculumStrategy(Strategy):
         if schedule is None:
             strategy["schedule"] = schedule = {"base": 50, "power": 2}
         # A callable's lengths are checked as it gives them.
-        references.callable_or_checked("strategy/schedule", schedule, check_schedule)
+        import_names.callable_or_checked("strategy/schedule", schedule, check_schedule)
         maximum = strategy["max_periods"]
         if maximum is not None and (isinstance(maximum, bool) or not isinstance(maximum, int)
                                     or maximum < 1):
@@ -62,7 +62,7 @@ class CurriculumStrategy(Strategy):
 
     def unroll_length(self, stage):
         """The stage's truncation length, or None past the end of a list schedule."""
-        schedule = references.loaded("strategy/schedule", self.options["schedule"])
+        schedule = import_names.loaded("strategy/schedule", self.options["schedule"])
         if callable(schedule):
             return unroll_length("strategy/schedule", schedule(stage))
         if isinstance(schedule, list):

@@ -8,8 +8,8 @@ from keras import ops
 
 from l2o import backend, differentiable
 from l2o.optimizers.base import MetaTrainable, keep_targets
+from l2o.optimizers.pio.drift_estimator import DriftEstimator, dimension_of
 from l2o.optimizers.pio.rule import PIORule
-from l2o.optimizers.pio.trainer import DriftEstimator, dimension_of
 from l2o.registry import OPTIMIZERS
 from l2o.tree import all_finite, unflatten_like
 from l2o.validation import (

@@ -39,7 +39,7 @@ current sigma, which differs from sigma only when ``tie_sigma_to_learning_rate``
 sigma_t = sigma * lr_t / lr_0 follow a learning-rate schedule, or ``sigma_schedule`` (a
 Keras learning-rate schedule s, or its serialized dict) gives sigma_t = sigma * s(t) / s(0)
 at the optimiser's step t. Either applies in ``PIOOptimizer``; training the drift from a
-config (``l2o.optimizers.pio.trainer``) uses the constant sigma.
+config (``l2o.optimizers.pio.drift_estimator``) uses the constant sigma.
 
 Each PIO step (``PIOOptimizer``): ``drift_steps`` Adam steps
 (``l2o.differentiable.adam`` at the optimiser's ``learning_rate``) on the objective with ``trajectories``

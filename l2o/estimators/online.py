@@ -6,7 +6,7 @@ trajectory across truncations (starting it again at the system's horizon) and
 returns, for each truncation, an estimate of the gradient of that truncation's
 loss with respect to theta along the whole trajectory so far:
 
-- ``TBPTT`` differentiates the truncation backwards from its start state, held
+- ``OnlineTBPTT`` differentiates the truncation backwards from its start state, held
   fixed: it sees only the influence theta has within the truncation (biased).
 - ``RTRL`` carries the exact influence J_t = ds_t/dtheta forward,
       J_{t+1} = df/ds J_t + df/dtheta,     dL_t/dtheta = dL/ds J_t + dL/dtheta,
@@ -92,7 +92,7 @@ class OnlineEstimator:
         return ops.convert_to_numpy(gradient), float(loss)
 
 
-class TBPTT(OnlineEstimator):
+class OnlineTBPTT(OnlineEstimator):
     """Backpropagation through each truncation, its start state held fixed."""
 
     def start(self, state, theta):

@@ -9,7 +9,7 @@ from keras import ops
 
 from l2o.config import DEFAULTS
 from l2o.estimators import TBPTT
-from l2o.optimizers.mlp import NormalizedMLPOptimizer, NormalizedMLPRule
+from l2o.optimizers.normalized_mlp import NormalizedMLPOptimizer, NormalizedMLPRule
 from l2o.problems import MLPClassifier, Quadratic
 from l2o.validation import ConfigError
 

@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 from l2o.config import ConfigError, resolve
-from l2o.optimizers.hyper import ScheduledSGDRule, tensor_groups
+from l2o.optimizers.scheduled_sgd import ScheduledSGDRule, tensor_groups
 
 
 def rates_at(rule, step):

@@ -341,6 +341,6 @@ class NormalizedMLPRule(UpdateRule):
 @keras.saving.register_keras_serializable(package="l2o")
 @OPTIMIZERS.register("NormalizedMLP")
 class NormalizedMLPOptimizer(LearnedOptimizer):
-    """Keras optimiser applying a (meta-trained) NormalizedMLP rule; see ``l2o.optimizers.mlp``."""
+    """Keras optimiser applying a (meta-trained) NormalizedMLP rule; see ``l2o.optimizers.normalized_mlp``."""
 
     rule_class = NormalizedMLPRule

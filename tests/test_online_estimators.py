@@ -1,4 +1,4 @@
-"""TBPTT, RTRL and UORO on general recurrent systems (``l2o.estimators.forward``)."""
+"""TBPTT, RTRL and UORO on general recurrent systems (``l2o.estimators.online``)."""
 
 import dataclasses
 
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from test_es import assert_unbiased_with_power
 
-from l2o.estimators.forward import RTRL, TBPTT, UORO
+from l2o.estimators.online import RTRL, UORO, OnlineTBPTT
 from l2o.problems import influence, toy2d
 
 # The toy 2-D regression restarting after 20 steps (its schedule still spans 100): nonlinear and
@@ -25,7 +25,7 @@ def horizon_sum(estimator, length, generator=None):
 
 @pytest.mark.slow
 def test_rtrl_online_across_truncations_equals_backprop_through_the_whole_horizon():
-    exact, exact_loss = TBPTT(TOY).estimate(THETA, None, TOY.horizon)
+    exact, exact_loss = OnlineTBPTT(TOY).estimate(THETA, None, TOY.horizon)
     assert exact_loss == pytest.approx(float(TOY.meta_objective(tf.constant(THETA[None]))[0]),
                                        rel=1e-6)
     for length in (1, 5, 20):
@@ -33,7 +33,7 @@ def test_rtrl_online_across_truncations_equals_backprop_through_the_whole_horizo
         np.testing.assert_allclose(gradient, exact, rtol=1e-10)
         assert loss == pytest.approx(exact_loss, rel=1e-12)
     # Truncation changes the answer here, so the agreement above says something.
-    truncated, _ = horizon_sum(TBPTT(TOY), 5)
+    truncated, _ = horizon_sum(OnlineTBPTT(TOY), 5)
     assert np.all(np.abs(truncated - exact) > 0.5 * np.abs(exact)), (truncated, exact)
 
 
@@ -41,7 +41,7 @@ def test_rtrl_online_across_truncations_equals_backprop_through_the_whole_horizo
 def test_rtrl_equals_backprop_on_a_truncation_scored_by_its_last_state():
     for length in (1, 7):
         gradient, loss = RTRL(influence.SYSTEM).estimate([0.3], None, length)
-        expected, expected_loss = TBPTT(influence.SYSTEM).estimate([0.3], None, length)
+        expected, expected_loss = OnlineTBPTT(influence.SYSTEM).estimate([0.3], None, length)
         np.testing.assert_allclose(gradient, expected, rtol=1e-10)
         assert loss == pytest.approx(expected_loss, rel=1e-12)
 
@@ -50,7 +50,7 @@ def test_rtrl_equals_backprop_on_a_truncation_scored_by_its_last_state():
 def test_uoro_is_unbiased_for_the_whole_horizon_gradient():
     """Its estimates summed over a horizon, averaged over 600 horizons (one estimator restarts
     at each), are within 3 standard errors of the exact gradient, in each component."""
-    exact, _ = TBPTT(TOY).estimate(THETA, None, TOY.horizon)
+    exact, _ = OnlineTBPTT(TOY).estimate(THETA, None, TOY.horizon)
     uoro, generator = UORO(TOY), np.random.default_rng(0)
     samples = np.array([horizon_sum(uoro, 5, generator)[0] for _ in range(600)])
     for component in range(THETA.size):
@@ -102,7 +102,7 @@ def test_influence_balancing_estimates_equal_the_old_closed_forms():
 
 
 def test_the_trajectory_and_what_it_carries_restart_at_the_horizon():
-    for estimator in (TBPTT(TOY), RTRL(TOY)):
+    for estimator in (OnlineTBPTT(TOY), RTRL(TOY)):
         first = estimator.estimate(THETA, None, 5)
         for _ in range(3):
             estimator.estimate(THETA, None, 5)

@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 from l2o.config import ConfigError, resolve
-from l2o.optimizers.hyper import ScheduledSGDRule
+from l2o.optimizers.scheduled_sgd import ScheduledSGDRule
 
 
 def masked_rule(logits):

@@ -156,7 +156,7 @@ class ScheduledSGDRule(UpdateRule):
 @keras.saving.register_keras_serializable(package="l2o")
 @OPTIMIZERS.register("ScheduledSGD")
 class ScheduledSGD(LearnedOptimizer):
-    """Keras optimiser applying a meta-learned SGD schedule; see ``l2o.optimizers.hyper``."""
+    """Keras optimiser applying a meta-learned SGD schedule; see ``l2o.optimizers.scheduled_sgd``."""
 
     rule_class = ScheduledSGDRule
 
