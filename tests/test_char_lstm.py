@@ -1,4 +1,4 @@
-"""The toy character LSTM (``l2o.problems.char_lstm``): its losses by hand, its gradient by
+"""The toy character LSTM (``l2o.systems.char_lstm``): its losses by hand, its gradient by
 finite differences, and its offline corpus."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from l2o.estimators.online import OnlineTBPTT
-from l2o.problems import char_lstm
+from l2o.systems import char_lstm
 
 HIDDEN = 3
 TEXT = "the cat"

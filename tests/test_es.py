@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from l2o.estimators.es import PES, LocalShards, TruncatedES, antithetic_noise, repeat_state
-from l2o.problems import influence
+from l2o.systems import influence
 
 THETA = np.array([0.5], np.float32)
 K, TRUNCATIONS = 5, 4

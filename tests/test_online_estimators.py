@@ -8,7 +8,7 @@ import tensorflow as tf
 from test_es import assert_unbiased_with_power
 
 from l2o.estimators.online import RTRL, UORO, OnlineTBPTT
-from l2o.problems import influence, toy2d
+from l2o.systems import influence, toy2d
 
 # The toy 2-D regression restarting after 20 steps (its schedule still spans 100): nonlinear and
 # time-dependent, long enough for truncations of 5 steps to be biased, short enough to be fast.
@@ -57,7 +57,7 @@ def test_uoro_is_unbiased_for_the_whole_horizon_gradient():
         assert_unbiased_with_power(samples[:, component], exact[component])
 
 
-# The linear-system RTRL and UORO that forward.py had before it was general, in float64 numpy:
+# RTRL and UORO for a linear system written out in float64 numpy, independently of online.py:
 # J <- A J + b, and UORO's recursion with A s_tilde and nu . b written out.
 A, B = (matrix.astype(np.float64) for matrix in influence.transition())
 

@@ -1,4 +1,4 @@
-"""Swimmer as ES/PES particles (l2o/problems/control.py) and
+"""Swimmer as ES/PES particles (l2o/systems/control.py) and
 benchmarks/pes_paper/swimmer_control.py --quick."""
 
 import numpy as np
@@ -9,7 +9,7 @@ pytest.importorskip("mujoco")
 
 from conftest import load_script
 
-from l2o.problems.control import LinearPolicyParticles
+from l2o.systems.control import LinearPolicyParticles
 
 
 def load_benchmark():

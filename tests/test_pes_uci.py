@@ -7,7 +7,7 @@ import pytest
 from conftest import load_script
 from keras import ops
 
-from l2o.problems.ridge import diabetes_split, ridge_system
+from l2o.systems.ridge import diabetes_split, ridge_system
 
 
 def load_benchmark():

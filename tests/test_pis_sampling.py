@@ -8,7 +8,7 @@ import pytest
 from conftest import load_script
 from keras import ops
 
-from l2o.problems.densities import Funnel, mixture_1d, mixture_2d
+from l2o.systems.densities import Funnel, mixture_1d, mixture_2d
 
 
 def load_benchmark():

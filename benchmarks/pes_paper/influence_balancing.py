@@ -6,7 +6,7 @@ From theta = 0.5 and s = 1, each iteration advances the inner system one truncat
 steps and takes an SGD step (lr 1e-4) on the estimated gradient of that truncation's final
 loss 0.5 (s[0] - 1)^2. TBPTT holds the state fixed at each truncation's start (K = 1, 10,
 100); truncated ES and PES use N particles, sigma 0.1, K = 1 and no horizon; RTRL and UORO
-carry forward-mode influences (K = 1). All seven run ``l2o.problems.influence.SYSTEM``
+carry forward-mode influences (K = 1). All seven run ``l2o.systems.influence.SYSTEM``
 through the one ``estimate(theta, generator, length)`` of ``l2o.estimators.online``. Prints
 final theta, its distance to -1/6, and the loss after 500 steps of the inner system from
 s = 1 with the final theta.
@@ -20,7 +20,7 @@ from keras import ops
 
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.online import RTRL, UORO, OnlineTBPTT
-from l2o.problems import influence
+from l2o.systems import influence
 
 TARGET = -1.0 / 6.0
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.pes_paper.ridge_penalty [--iterations 6000] [--quick]
 
-The inner problem (``l2o/problems/ridge.py``): a linear regressor on the
+The inner problem (``l2o/systems/ridge.py``): a linear regressor on the
 diabetes set's degree-2 polynomial features (scikit-learn's bundled copy; 60
 training rows, 382 validation rows) trained by T = 2000 steps of gradient
 descent (lr 0.001) on the training loss + exp(theta) ||w||^2; the
@@ -29,7 +29,7 @@ from keras import ops
 from benchmarks import common
 from l2o import backend
 from l2o.estimators.es import PES, TruncatedES
-from l2o.problems.ridge import diabetes_split, ridge_system
+from l2o.systems.ridge import diabetes_split, ridge_system
 
 K = 1
 STARTS = (5.0, 3.0, 1.0, -1.0, -3.0, -5.0)

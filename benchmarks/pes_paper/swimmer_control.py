@@ -5,7 +5,7 @@
 MuJoCo Swimmer (gymnasium's Swimmer-v5; episodes of T = 1000 steps, no early
 termination) with a linear policy a = W o (W: 2 x 8, from zero), driven as
 the unrolled system of ``l2o.estimators.es`` through
-``l2o.problems.control.LinearPolicyParticles``: a truncation's loss is its
+``l2o.systems.control.LinearPolicyParticles``: a truncation's loss is its
 negated return. The three settings of the paper's script (its ``--N 10``
 counts antithetic pairs: 20 particles):
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks import common
 from l2o.estimators.es import PES, TruncatedES
-from l2o.problems.control import LinearPolicyParticles
+from l2o.systems.control import LinearPolicyParticles
 
 FIGURE = common.figure_path("pes_control.png")
 EVALUATION_SEEDS = 10_000  # evaluation episode i starts from reset(seed = 10000 + i)

@@ -3,7 +3,7 @@
     python -m benchmarks.pes_paper.toy_regression [--iterations 3000]
 
 Meta-parameters theta = (theta0, theta1) set the inner SGD schedule
-lr_t = (1 - t/T) e^theta0 + (t/T) e^theta1 (see ``l2o/problems/toy2d.py``); the
+lr_t = (1 - t/T) e^theta0 + (t/T) e^theta1 (see ``l2o/systems/toy2d.py``); the
 meta-objective is the sum of the T = 100 inner losses. Every method starts at
 theta = (-4, -4), sees truncations of K = 10 steps of one inner run that restarts
 after T steps, and takes Adam (lr 0.01) steps on its estimate: TBPTT (exact
@@ -30,7 +30,7 @@ from benchmarks import common
 from l2o import backend
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.online import RTRL, UORO, OnlineTBPTT
-from l2o.problems import toy2d
+from l2o.systems import toy2d
 
 K, START = 10, (-4.0, -4.0)
 FIGURE = common.figure_path("toy_regression.png")

@@ -3,7 +3,7 @@
     python -m benchmarks.pes_paper.variance            # about 3 minutes on one core
     python -m benchmarks.pes_paper.variance --quick    # seconds
 
-The unrolled system is ``l2o.problems.char_lstm`` (H = 10 hidden units, 27
+The unrolled system is ``l2o.systems.char_lstm`` (H = 10 hidden units, 27
 characters, d = 1817 parameters, theta at its seeded initialisation) reading
 truncations of K = 10 characters, its state carried across them, in three
 scenarios: ``real``, the start of ``char_lstm.docstring_corpus()`` (module
@@ -61,7 +61,7 @@ from keras import ops
 from benchmarks import common
 from l2o import backend
 from l2o.estimators.es import PES, TruncatedES, antithetic_noise, repeat_state
-from l2o.problems import char_lstm
+from l2o.systems import char_lstm
 
 SCENARIOS = ("real", "random", "repeat")
 ESTIMATES = ("pes", "pes_sum", "es_full", "es_truncated")

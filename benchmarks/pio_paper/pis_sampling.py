@@ -14,7 +14,7 @@ s = int u . dW, log mean exp(-(L + s)) is an importance-sampling estimate of
 log Z (``log_normaliser_estimates``). The targets are those of the upstream's
 ``ou.yaml`` (1-D two-mode mixture), ``funnel.yaml`` (10-D funnel) and
 ``ps.yaml`` (its ``nine.yaml``: 2-D three-mode mixture), defined in
-``l2o.problems.densities`` with their exact log Z = 0.
+``l2o.systems.densities`` with their exact log Z = 0.
 
 Settings are the upstream's (``configs/model/base.yaml``, ``datamodule.yaml``):
 drift ``t_tnet_grad`` (``drift_format=grad``, PIS-Grad: a Fourier-feature
@@ -40,7 +40,7 @@ from keras import ops
 
 from benchmarks import common
 from l2o.optimizers.pio import PIORule, fit_sampler, log_normaliser_estimates
-from l2o.problems.densities import TARGETS
+from l2o.systems.densities import TARGETS
 
 FIGURE = common.figure_path("pis_sampling.png")
 # The upstream's trainer.max_steps per experiment (funnel: 1500, cut to fit one core).

@@ -1,6 +1,6 @@
 """Online meta-gradients of small recurrent systems: TBPTT, RTRL and UORO.
 
-A ``RecurrentSystem`` (``l2o.problems.recurrent``) runs s_{t+1} = f(s_t, theta, t)
+A ``RecurrentSystem`` (``l2o.systems.recurrent``) runs s_{t+1} = f(s_t, theta, t)
 and scores losses L_t(s_t, theta). Each estimator here carries one inner
 trajectory across truncations (starting it again at the system's horizon) and
 returns, for each truncation, an estimate of the gradient of that truncation's

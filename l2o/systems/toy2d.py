@@ -20,7 +20,7 @@ import math
 
 from keras import ops
 
-from l2o.problems.recurrent import RecurrentSystem
+from l2o.systems.recurrent import RecurrentSystem
 
 HORIZON = 100
 START = (1.0, 1.0)

@@ -30,7 +30,7 @@ import re
 import numpy as np
 from keras import ops
 
-from l2o.problems.recurrent import RecurrentSystem
+from l2o.systems.recurrent import RecurrentSystem
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 VOCABULARY = len(ALPHABET)

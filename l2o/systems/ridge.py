@@ -27,7 +27,7 @@ import functools
 import numpy as np
 from keras import ops
 
-from l2o.problems.recurrent import RecurrentSystem
+from l2o.systems.recurrent import RecurrentSystem
 
 
 @functools.cache

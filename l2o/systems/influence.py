@@ -18,7 +18,7 @@ estimators.
 import numpy as np
 from keras import ops
 
-from l2o.problems.recurrent import RecurrentSystem
+from l2o.systems.recurrent import RecurrentSystem
 
 DIMENSION = 23
 
