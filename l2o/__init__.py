@@ -6,12 +6,10 @@
     model.compile(optimizer=optimizer, loss=...)
 """
 
-# The optimisers register themselves with Keras on import, so that keras.models.load_model
-# finds them in a saved model after `import l2o` alone.
-from l2o import optimizers, pretrained
+from l2o import pretrained
 from l2o.api import resume, train
 from l2o.runs import load_optimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_optimizer", "optimizers", "pretrained", "resume", "train"]
+__all__ = ["__version__", "load_optimizer", "pretrained", "resume", "train"]

@@ -24,6 +24,7 @@ what an uninterrupted one would have done.
 import copy
 import functools
 import itertools
+import typing
 
 import keras
 import numpy as np
@@ -36,6 +37,21 @@ from l2o.imitation import Teacher
 from l2o.registry import OPTIMIZERS
 from l2o.streams import Stream, rng, seed_from
 from l2o.validation import ConfigError
+
+
+class TruncationRequest(typing.NamedTuple):
+    """One task's truncation, as ``MetaTrainer.truncate`` runs it (here or on a distributed
+    worker that keeps the task's state)."""
+
+    task: tuple  # (problem index, slot)
+    start: int | None  # a seed: begin a fresh worker state first; None: go on
+    generator: np.random.Generator  # the truncation's stream (imitation draws, particles)
+    length: int  # inner steps
+    teacher: int | None  # index into the problem's teachers; None: the meta-loss
+    # A seed, on the truncation's last repeat: settles the task's state (a fresh one from
+    # it if the estimate asks for a restart, else the advanced one); None (an earlier
+    # repeat): the state stays where the truncation began, for the next repeat.
+    restart: int | None
 
 
 def resolve_jit(setting):
@@ -77,10 +93,10 @@ class MetaTrainer:
         # The tasks of an epoch, (problem, slot): each problem's training/epochs trajectories.
         self.tasks = [(index, slot) for index in range(len(self.problems))
                       for slot in range(training["epochs"])]
-        # Worker states by task: those of the trajectories in progress, and those kept
-        # across epochs (training/persistent). With tasks_on_workers, the distributed
-        # worker that keeps each state.
-        self.workers = {}
+        # Worker states by task, kept here: those of the trajectories in progress, and those
+        # kept across epochs (training/persistent). With tasks_on_workers the states live on
+        # the distributed workers instead, and ``hosts`` maps each task to the one keeping it.
+        self.states, self.hosts = {}, {}
         # distributed/workers > 0: Ray actors (l2o/distributed.py) that run the estimators'
         # distributable parts (ES/PES particles), or else whole tasks, each worker
         # keeping its share of the trajectories (training/meta_batch averaged).
@@ -124,7 +140,7 @@ class MetaTrainer:
         losses = {"meta_loss": [], "imitation_loss": []}
         # Tasks that start a fresh trajectory at their next truncation, with its seed.
         starts = {task: seed_from(rng(Stream.TRAJECTORY, seed, period, epoch, *task))
-                  for task in self.tasks if not (persistent and task in self.workers)}
+                  for task in self.tasks if not (persistent and task in self._kept())}
         running = []
         for truncations in self._rounds(period, epoch, sample_unroll):
             if not persistent:
@@ -134,16 +150,17 @@ class MetaTrainer:
                 teacher = int(generator.integers(len(self.teachers[task[0]]))) \
                     if generator.uniform() < imitation_probability else None
                 restart = seed_from(rng(Stream.RESTART, seed, period, epoch, *task, depth))
-                requests.append((task, generator, length, teacher, restart))
+                requests.append(TruncationRequest(task, None, generator, length, teacher,
+                                                  restart))
             for repeat in range(repeats):
                 estimates = self._truncate([
-                    (task, starts.pop(task, None), generator, length, teacher,
-                     restart if repeat == repeats - 1 else None)
-                    for task, generator, length, teacher, restart in requests])
+                    request._replace(start=starts.pop(request.task, None),
+                                     restart=request.restart if repeat == repeats - 1 else None)
+                    for request in requests])
                 self._apply_mean(estimates, losses)
-            for (task, *_, restart), estimate in zip(requests, estimates):
+            for request, estimate in zip(requests, estimates):
                 if estimate is None:  # lost with its distributed worker: start afresh
-                    starts[task] = restart
+                    starts[request.task] = request.restart
                     on_truncation(meta_loss=float("nan"), steps=0)
                 else:
                     on_truncation(meta_loss=estimate.loss, steps=estimate.steps)
@@ -170,33 +187,28 @@ class MetaTrainer:
             yield truncations
 
     def truncate(self, requests, meta_weights=None):
-        """One truncation of each task that ``requests`` names, at the same meta-weights
-        (``meta_weights``, or as they are); returns their ``GradientEstimate``s, the
-        gradients as numpy arrays. The learner's work for a meta-batch, or a distributed
-        worker's for its share of one.
-
-        A request is ``(task, start, generator, length, teacher, restart)``: ``start``
-        (a seed) begins a fresh worker state first, else the task's kept one goes on;
-        ``teacher`` indexes the problem's teachers (None: the meta-loss); ``restart``
-        (a seed), given on the truncation's last repeat, settles the task's state: a
-        fresh one from that seed if the estimate asks for a restart, else the advanced
-        one. A task without a kept state (a worker that was restarted) gets None.
+        """One truncation of each ``TruncationRequest`` of ``requests``, at the same
+        meta-weights (``meta_weights``, or as they are); returns their
+        ``GradientEstimate``s, the gradients as numpy arrays. The learner's work for a
+        meta-batch, or a distributed worker's for its share of one. A task without a kept
+        state (a worker that was restarted) gets None.
         """
         for name, value in (meta_weights or {}).items():
             self.meta_variables[name].assign(value)
         estimates = []
-        for task, start, generator, length, teacher, restart in requests:
+        for request in requests:
+            task = request.task
             estimator = self.estimators[task[0]]
-            if start is not None:
-                self.workers[task] = estimator.init_worker_state(start)
-            if task not in self.workers:
+            if request.start is not None:
+                self.states[task] = estimator.init_worker_state(request.start)
+            if task not in self.states:
                 estimates.append(None)
                 continue
             estimate, advanced = estimator.compute_gradient_estimate(
-                self.workers[task], generator, length,
-                None if teacher is None else self.teachers[task[0]][teacher])
-            if restart is not None:
-                self.workers[task] = estimator.init_worker_state(restart) \
+                self.states[task], request.generator, request.length,
+                None if request.teacher is None else self.teachers[task[0]][request.teacher])
+            if request.restart is not None:
+                self.states[task] = estimator.init_worker_state(request.restart) \
                     if estimate.restart else advanced
             estimates.append(estimate._replace(
                 grads=[np.asarray(ops.convert_to_numpy(g)) for g in estimate.grads]))
@@ -206,8 +218,8 @@ class MetaTrainer:
         """``truncate`` here, or each task's on the distributed worker that keeps it."""
         if not self.tasks_on_workers:
             return self.truncate(requests)
-        shares = self._shares(request[0] for request in requests)
-        by_task = {request[0]: request for request in requests}
+        shares = self._shares(request.task for request in requests)
+        by_task = {request.task: request for request in requests}
         meta_weights = self.meta_weights()
         results, _ = self.remote.call({
             index: ("truncate", ([by_task[task] for task in tasks], meta_weights))
@@ -215,8 +227,8 @@ class MetaTrainer:
         estimates = {}
         for index, tasks in shares.items():
             estimates.update(zip(tasks, results.get(index) or [None] * len(tasks)))
-            self.workers.update(dict.fromkeys(tasks, index))
-        return [estimates[request[0]] for request in requests]
+            self.hosts.update(dict.fromkeys(tasks, index))
+        return [estimates[request.task] for request in requests]
 
     def _apply_mean(self, estimates, losses):
         """Applies the mean gradient of each kind's usable estimates, noting its mean loss."""
@@ -237,9 +249,13 @@ class MetaTrainer:
             shares.setdefault(self.tasks.index(task) % self.remote.count, []).append(task)
         return shares
 
+    def _kept(self):
+        """{task: its state, or the distributed worker keeping it} of the tasks with a state."""
+        return self.hosts if self.tasks_on_workers else self.states
+
     def _forget(self, tasks):
         for task in tasks:
-            self.workers.pop(task, None)
+            self._kept().pop(task, None)
 
     def _truncations(self, problem_index, keys, sample_unroll):
         """``(depth, generator, length)`` of each truncation of one trajectory in one epoch."""
@@ -309,27 +325,27 @@ class MetaTrainer:
         self.remote.call({index: ("load_worker_entries", ({task: entries[task] for task in tasks
                                                            if task in entries},))
                           for index, tasks in self._shares(self.tasks).items()}, retry=True)
-        self.workers = {task: index for index, tasks in self._shares(entries).items()
-                        for task in tasks}
+        self.hosts = {task: index for index, tasks in self._shares(entries).items()
+                      for task in tasks}
 
     def worker_entries(self, tasks):
         """{task: (arrays, info)} of the worker states of ``tasks`` kept here (a restarted
         distributed worker has lost its own)."""
-        return {task: self.estimators[task[0]].worker_arrays(self.workers[task])
-                for task in tasks if task in self.workers}
+        return {task: self.estimators[task[0]].worker_arrays(self.states[task])
+                for task in tasks if task in self.states}
 
     def load_worker_entries(self, entries):
         """Keeps the worker states of ``entries`` ({task: (arrays, info)}), and only those."""
-        self.workers = {task: self.estimators[task[0]].load_worker_state(arrays, info)
-                        for task, (arrays, info) in entries.items()}
+        self.states = {task: self.estimators[task[0]].load_worker_state(arrays, info)
+                       for task, (arrays, info) in entries.items()}
 
     def _worker_entries(self):
         """``worker_entries`` of every kept task, gathered from the distributed workers that
         keep them, in task order."""
         if not self.tasks_on_workers:
-            return self.worker_entries(sorted(self.workers))
+            return self.worker_entries(sorted(self.states))
         results, _ = self.remote.call({index: ("worker_entries", (tasks,)) for index, tasks
-                                       in self._shares(sorted(self.workers)).items()},
+                                       in self._shares(sorted(self.hosts)).items()},
                                       retry=True)
         return dict(sorted(item for entries in results.values() for item in entries.items()))
 

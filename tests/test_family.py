@@ -138,7 +138,7 @@ def test_a_persistent_family_run_resumes_exactly(tmp_path, training):
     resumed, info = checkpoints.load(str(tmp_path / "broken" / "checkpoints" / "last.npz"))
     for name, value in straight.meta_weights().items():
         np.testing.assert_allclose(resumed[f"meta/{name}"], value, rtol=1e-5, atol=1e-7)
-    members_straight = [straight.workers[(0, slot)].member for slot in range(3)]
+    members_straight = [straight.states[(0, slot)].member for slot in range(3)]
     assert len(set(members_straight)) == 2, "the slots should train on different tasks"
     assert [worker["member"] for worker in info["trainer"]["workers"]] == members_straight
     if "teachers" in training:  # imitation ran on each member with a teacher of its own

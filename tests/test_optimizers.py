@@ -230,14 +230,15 @@ def test_rnnprop_first_step_by_hand():
 
 
 @pytest.mark.slow
-def test_a_model_saved_by_an_earlier_version_loads_after_import_l2o_alone():
+def test_a_model_saved_by_an_earlier_version_loads():
     """``tests/fixtures/pretrained_model_ddefae2.keras``: a 4-3 Dense model compiled with the
     pretrained optimiser and fitted one step, saved when NormalizedMLP lived in
     ``l2o.optimizers.mlp`` (the module name its file records). A fresh process that imports
-    only ``l2o`` loads it, with the optimiser's step count and slots, and its next step is the
-    one the same optimiser takes from the same state built here."""
+    ``l2o.optimizers`` (which registers the optimisers with Keras) loads it, with the
+    optimiser's step count and slots, and its next step is the one the same optimiser takes
+    from the same state built here."""
     script = textwrap.dedent("""
-        import sys, keras, numpy as np, l2o
+        import sys, keras, numpy as np, l2o.optimizers
         model = keras.models.load_model(sys.argv[1])
         optimizer = model.optimizer
         print(type(optimizer).__name__, int(optimizer.iterations.numpy()))
