@@ -14,6 +14,7 @@ usable, and restarts the worker when the estimator says so.
 ``length`` the truncation's inner steps as the strategy drew them.
 """
 
+import abc
 from typing import Any, NamedTuple
 
 
@@ -35,13 +36,14 @@ class GradientEstimate(NamedTuple):
     kind: str = "meta_loss"
 
 
-class GradientEstimator:
+class GradientEstimator(abc.ABC):
     """Meta-gradients of one problem; see the module docstring."""
 
+    @abc.abstractmethod
     def init_worker_state(self, seed):
         """A fresh worker state whose inner run is keyed by the integer ``seed``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
         """``(GradientEstimate, new worker state)`` for one truncation.
 
@@ -49,22 +51,22 @@ class GradientEstimator:
         truncation instead; estimators that cannot imitate refuse in config
         validation, before any work.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def validate(self, unroll, seed):
         """``{metric: float}`` of a fresh ``unroll``-step run from ``seed``.
 
         Holds at least ``validation_meta_loss`` (what picks the best
         checkpoint) and ``validation_final_loss``.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def worker_arrays(self, worker_state):
         """``(named numpy arrays, JSON info)`` that ``load_worker_state`` rebuilds it from."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load_worker_state(self, arrays, info):
-        raise NotImplementedError
+        """The worker state that ``worker_arrays`` gave ``(arrays, info)`` for."""
 
     def distributable(self, key):
         """``(key, estimator)`` of the estimators within this one (named by ``key``, a

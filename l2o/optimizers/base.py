@@ -25,6 +25,8 @@ the loss as a function of the weights rather than its gradient (a sampler
 such as PIO): ``l2o.backend.make_train_step`` hands it that instead.
 """
 
+import abc
+
 import keras
 from keras import ops
 
@@ -38,28 +40,55 @@ from l2o.validation import (
 )
 
 
-class UpdateRule:
+class UpdateRule(abc.ABC):
     """A learned update rule: network hyperparameters in, pure maths out.
 
     Subclasses define ``init_meta_weights``, ``init_state`` and ``update``; the
-    keyword defaults of ``__init__`` are the config's ``network`` defaults.
+    keyword defaults of ``__init__`` are the config's ``network`` defaults, and
+    ``validate_config`` checks them (on the config path and in the constructor
+    alike). A new learned optimiser is one such rule and a registered
+    ``LearnedOptimizer`` naming it, in any module (``tests/test_extending.py``
+    meta-trains this one from a config)::
+
+        class LearnedRateRule(UpdateRule):  # SGD at a rate meta-learned on a log scale
+            def __init__(self, initial_rate=1e-3):
+                self.initial_rate = float(initial_rate)
+
+            @classmethod
+            def validate_config(cls, network):
+                check_range("network/initial_rate", network["initial_rate"], 0.0)
+
+            def init_meta_weights(self, seed):
+                return {"log_rate": np.array(np.log(self.initial_rate), np.float32)}
+
+            def init_state(self, params, seed):
+                return {}
+
+            def update(self, meta_weights, grads, params, state):
+                return [-ops.exp(meta_weights["log_rate"]) * g for g in grads], state
+
+        @OPTIMIZERS.register("LearnedRateSGD")
+        class LearnedRateSGD(LearnedOptimizer):
+            rule_class = LearnedRateRule
     """
 
+    @abc.abstractmethod
     def init_meta_weights(self, seed):
         """Initial meta-weights: ``{name: numpy array}``, float32."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def init_state(self, params, seed):
         """Optimiser state for the list ``params`` (a pytree of tensors).
 
         ``seed`` feeds any random initial state (learning rates drawn per
         coordinate); it is called eagerly, so numpy may draw them.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def update(self, meta_weights, grads, params, state):
-        """``(updates, new_state)``; the new parameters are ``params + updates``."""
-        raise NotImplementedError
+        """``(updates, new_state)``; the new parameters are ``params + updates``. Pure:
+        ``keras.ops`` only, no Python state, so that the meta-trainer can differentiate
+        through it and the Keras façade compile it."""
 
     @classmethod
     def validate_config(cls, network):
