@@ -36,6 +36,13 @@ def test_state_bytes_count_per_parameter_slots_and_meta_weights_apart():
     assert slots == 12 * 26 + 4 * (7 + 5 + 6 + 3)
 
 
+@pytest.mark.parametrize("entry", ["lite", "=runs/x", "adam=runs/x"])
+def test_runs_must_name_a_new_optimiser_and_a_directory(entry):
+    with pytest.raises(SystemExit) as error:
+        step_cost.main(["--runs", entry])
+    assert error.value.code == 2
+
+
 def test_flops_per_coordinate_are_twice_the_networks_multiply_adds():
     optimizer = NormalizedMLPOptimizer(network={"hidden_layers": [8, 4]})
     features = optimizer.rule.feature_count

@@ -1,7 +1,8 @@
 """What a learned optimiser costs in ``model.fit``: milliseconds per step and state bytes per parameter, against Adam.
 
     KERAS_BACKEND=tensorflow python -m benchmarks.systems.step_cost [--models mlp_784_128_128 ...]
-        [--optimizers adam pretrained ...] [--steps 40] [--rounds 3] [--jit-compile off on]
+        [--optimizers adam pretrained ...] [--runs NAME=DIR ...] [--steps 40] [--rounds 3]
+        [--jit-compile off on]
 
 Every optimiser trains every model with ``model.fit`` on the same synthetic batches (the cost
 of a step does not depend on the data), ``--steps`` steps a round, in ``--rounds`` rounds
@@ -185,14 +186,25 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--jit-compile", nargs="+", default=["off"], choices=["off", "on"])
+    parser.add_argument("--runs", nargs="*", default=[], metavar="NAME=DIR",
+                        help="also time the learned optimiser of each run directory (its best "
+                             "checkpoint)")
     args = parser.parse_args(argv)
+    names = list(args.optimizers)
+    for entry in args.runs:
+        name, separator, directory = entry.partition("=")
+        if not separator or not name or not directory or name in OPTIMIZERS:
+            parser.error(f"--runs {entry}: expected NAME=DIR with a new NAME")
+        OPTIMIZERS[name] = lambda directory=directory: l2o.load_optimizer(directory)
+        OPTIMIZERS[name]()  # a bad directory stops here, before anything is timed
+        names.append(name)
     print(f"backend {keras.backend.backend()}, TF_NUM_INTRAOP_THREADS="
           f"{os.environ.get('TF_NUM_INTRAOP_THREADS', 'unset')}; median of {args.rounds} "
           f"interleaved rounds of {args.steps} steps\n")
     for jit in args.jit_compile:
         print(f"### jit_compile {jit}\n")
         for model_name in args.models:
-            runs, times = measure(model_name, args.optimizers, args.steps, args.rounds,
+            runs, times = measure(model_name, names, args.steps, args.rounds,
                                   args.batch, jit == "on")
             print(table(model_name, runs, times) + "\n", flush=True)
 
