@@ -15,7 +15,10 @@ naming the key.
     l2o.resume("runs/dm", ["strategy/num_periods=20"])
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping, Sequence
 
 from l2o import locks, runs
 from l2o.validation import ConfigError
@@ -24,7 +27,7 @@ from l2o.validation import ConfigError
 RESUMABLE = tuple(name + ("=" if "/" in name else "/") for name in runs.RESUMABLE)
 
 
-def resolve(config, overrides=()):
+def resolve(config: Mapping | str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     """The resolved config of ``config``: a mapping, a config file or a shipped config's name."""
     from l2o import catalog
     from l2o import config as config_module
@@ -34,7 +37,8 @@ def resolve(config, overrides=()):
     return config_module.resolve(config, overrides)
 
 
-def train(config, overrides=(), overwrite=False):
+def train(config: Mapping | str | os.PathLike, overrides: Sequence[str] = (),
+          overwrite: bool = False) -> dict:
     """Meta-trains ``config`` (see ``resolve``) in its ``directory``; returns the run's state.
 
     A directory that holds a run is refused unless ``overwrite``, which deletes it first;
@@ -49,7 +53,7 @@ def train(config, overrides=(), overwrite=False):
         return run(trainer, resolved["directory"])
 
 
-def resume(directory, overrides=()):
+def resume(directory: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     """Continues the run in ``directory`` after its last finished period; returns its state.
 
     ``overrides`` may change only what ``runs.RESUMABLE`` names (e.g.

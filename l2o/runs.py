@@ -6,15 +6,21 @@ refused with one line naming the key, so an edited ``config.json`` cannot
 silently meet weights of another shape or meaning.
 """
 
+from __future__ import annotations
+
 import copy
 import json
 import os
 import re
+from typing import TYPE_CHECKING
 
 from l2o import checkpoints, pretrained
 from l2o.checkpoints import CheckpointError, CheckpointMismatch
 from l2o.registry import OPTIMIZERS
 from l2o.validation import ConfigError, first_line, shown
+
+if TYPE_CHECKING:  # keras (and TensorFlow) load on the first load_optimizer, not on import
+    import keras
 
 # What may change between the checkpoints of one run (resume.py takes overrides of
 # these): the schedule ahead, evaluation, compilation, what to do about non-finite
@@ -25,7 +31,7 @@ RESUMABLE = ("strategy", "evaluation", "training/jit_compile", "training/stop_on
 CHECKPOINT_NAME = re.compile(r"best|last|period_\d{4,}")
 
 
-def read_config(directory):
+def read_config(directory: str | os.PathLike) -> dict:
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         if os.path.isdir(os.path.join(directory, "checkpoints")):
@@ -102,7 +108,7 @@ def _show(value):
     return json.dumps(value)
 
 
-def checkpoint_names(directory):
+def checkpoint_names(directory: str | os.PathLike) -> list[str]:
     """The checkpoints a run offers: best, last and period_NNNN, those that exist."""
     folder = os.path.join(directory, "checkpoints")
     names = [name[:-4] for name in (os.listdir(folder) if os.path.isdir(folder) else [])
@@ -110,7 +116,7 @@ def checkpoint_names(directory):
     return sorted(names, key=lambda name: (name.startswith("period_"), name))
 
 
-def checkpoint_path(directory, checkpoint="best"):
+def checkpoint_path(directory: str | os.PathLike, checkpoint: str = "best") -> str:
     """The file of ``checkpoint``; CheckpointError listing the run's names if it has none."""
     path = os.path.join(directory, "checkpoints", f"{checkpoint}.npz")
     if CHECKPOINT_NAME.fullmatch(str(checkpoint)) and os.path.isfile(path):
@@ -129,7 +135,8 @@ def checkpoint_path(directory, checkpoint="best"):
                           f"choose from {', '.join(names)}")
 
 
-def load_meta_weights(directory, checkpoint="best"):
+def load_meta_weights(directory: str | os.PathLike,
+                      checkpoint: str = "best") -> tuple[dict, dict]:
     """``(meta-weights, info)`` of a checkpoint, checked against the run's config.json."""
     path = checkpoint_path(directory, checkpoint)
     arrays, info = checkpoints.load(path)
@@ -138,7 +145,8 @@ def load_meta_weights(directory, checkpoint="best"):
     return checkpoints.prefixed(arrays, "meta"), info
 
 
-def load_optimizer(directory, checkpoint="best", **kwargs):
+def load_optimizer(directory: str | os.PathLike, checkpoint: str = "best",
+                   **kwargs) -> keras.optimizers.Optimizer:
     """The Keras optimiser meta-trained in ``directory``, or a shipped one (``pretrained:NAME``;
     ``pretrained`` alone: the recommended one, ``l2o.pretrained.RECOMMENDED``).
 

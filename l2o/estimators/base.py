@@ -14,8 +14,12 @@ usable, and restarts the worker when the estimator says so.
 ``length`` the truncation's inner steps as the strategy drew them.
 """
 
+from __future__ import annotations
+
 import abc
 from typing import Any, NamedTuple
+
+import numpy as np
 
 
 class GradientEstimate(NamedTuple):
@@ -40,11 +44,12 @@ class GradientEstimator(abc.ABC):
     """Meta-gradients of one problem; see the module docstring."""
 
     @abc.abstractmethod
-    def init_worker_state(self, seed):
+    def init_worker_state(self, seed: int) -> Any:
         """A fresh worker state whose inner run is keyed by the integer ``seed``."""
 
     @abc.abstractmethod
-    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
+    def compute_gradient_estimate(self, worker_state: Any, generator: np.random.Generator,
+                                  length: int, teacher=None) -> tuple[GradientEstimate, Any]:
         """``(GradientEstimate, new worker state)`` for one truncation.
 
         ``teacher`` (an ``l2o.imitation.Teacher``) asks for an imitation
@@ -53,7 +58,7 @@ class GradientEstimator(abc.ABC):
         """
 
     @abc.abstractmethod
-    def validate(self, unroll, seed):
+    def validate(self, unroll: int, seed: int) -> dict[str, float]:
         """``{metric: float}`` of a fresh ``unroll``-step run from ``seed``.
 
         Holds at least ``validation_meta_loss`` (what picks the best
@@ -61,14 +66,14 @@ class GradientEstimator(abc.ABC):
         """
 
     @abc.abstractmethod
-    def worker_arrays(self, worker_state):
+    def worker_arrays(self, worker_state: Any) -> tuple[dict[str, np.ndarray], dict]:
         """``(named numpy arrays, JSON info)`` that ``load_worker_state`` rebuilds it from."""
 
     @abc.abstractmethod
-    def load_worker_state(self, arrays, info):
+    def load_worker_state(self, arrays: dict[str, np.ndarray], info: dict) -> Any:
         """The worker state that ``worker_arrays`` gave ``(arrays, info)`` for."""
 
-    def distributable(self, key):
+    def distributable(self, key: tuple) -> list[tuple[tuple, GradientEstimator]]:
         """``(key, estimator)`` of the estimators within this one (named by ``key``, a
         tuple) whose work can run on distributed workers: none by default."""
         return []

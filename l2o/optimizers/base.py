@@ -25,9 +25,13 @@ the loss as a function of the weights rather than its gradient (a sampler
 such as PIO): ``l2o.backend.make_train_step`` hands it that instead.
 """
 
+from __future__ import annotations
+
 import abc
+from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from l2o import backend
@@ -73,11 +77,11 @@ class UpdateRule(abc.ABC):
     """
 
     @abc.abstractmethod
-    def init_meta_weights(self, seed):
+    def init_meta_weights(self, seed: int) -> dict[str, np.ndarray]:
         """Initial meta-weights: ``{name: numpy array}``, float32."""
 
     @abc.abstractmethod
-    def init_state(self, params, seed):
+    def init_state(self, params: list, seed: int) -> Any:
         """Optimiser state for the list ``params`` (a pytree of tensors).
 
         ``seed`` feeds any random initial state (learning rates drawn per
@@ -85,13 +89,14 @@ class UpdateRule(abc.ABC):
         """
 
     @abc.abstractmethod
-    def update(self, meta_weights, grads, params, state):
+    def update(self, meta_weights: dict, grads: list, params: list,
+               state: Any) -> tuple[list, Any]:
         """``(updates, new_state)``; the new parameters are ``params + updates``. Pure:
         ``keras.ops`` only, no Python state, so that the meta-trainer can differentiate
         through it and the Keras façade compile it."""
 
     @classmethod
-    def validate_config(cls, network):
+    def validate_config(cls, network: dict) -> None:
         """Raises ConfigError naming ``network/<key>`` for a value out of range."""
 
 

@@ -13,13 +13,19 @@ export RUN NAME`` writes a run's best checkpoint as such an entry (see
 ``l2o/pretrained/__main__.py``).
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from l2o.registry import OPTIMIZERS
 from l2o.validation import ConfigError
+
+if TYPE_CHECKING:  # keras (and TensorFlow) load on the first load, not on import
+    import keras
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 PREFIX = "pretrained:"
@@ -27,12 +33,12 @@ PREFIX = "pretrained:"
 RECOMMENDED = "normalized_mlp_generalise"
 
 
-def names():
+def names() -> list[str]:
     """The shipped pretrained optimisers, sorted."""
     return sorted(entry[:-5] for entry in os.listdir(FOLDER) if entry.endswith(".json"))
 
 
-def describe(name):
+def describe(name: str) -> dict:
     """The JSON record of ``name``: constructor, network, description, recipe, provenance."""
     path = os.path.join(FOLDER, f"{name}.json")
     if not os.path.isfile(path):
@@ -42,7 +48,7 @@ def describe(name):
         return json.load(handle)
 
 
-def load(name, **kwargs):
+def load(name: str, **kwargs) -> keras.optimizers.Optimizer:
     """The Keras optimiser ``name`` describes; ``kwargs`` go to its constructor."""
     import l2o.optimizers  # noqa: F401  (registers the constructors; heavy, so on first use)
 

@@ -14,7 +14,10 @@ A problem may stand for several tasks (a task family, ``l2o.problems.family``):
 keyed by ``seed`` trains on; a single task is its own only member.
 """
 
+from __future__ import annotations
+
 import itertools
+from typing import Any
 
 import keras
 import numpy as np
@@ -28,15 +31,15 @@ class Problem:
     def validate_config(cls, prefix, kwargs):
         """Raises ConfigError naming ``<prefix><key>`` for a value out of range."""
 
-    def init(self, seed):
+    def init(self, seed: int) -> list[np.ndarray]:
         """Initial parameters: a list of float32 numpy arrays."""
         raise NotImplementedError
 
-    def loss(self, params, batch):
+    def loss(self, params: list, batch: tuple) -> Any:
         """Scalar training loss of ``params`` on ``batch``."""
         raise NotImplementedError
 
-    def batches(self, seed, start, count):
+    def batches(self, seed: int, start: int, count: int) -> tuple[np.ndarray, ...]:
         """Batches ``start .. start + count - 1`` of stream ``seed``, stacked on axis 0."""
         raise NotImplementedError
 
