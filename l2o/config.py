@@ -22,22 +22,23 @@ import l2o.problems
 import l2o.strategies  # noqa: F401
 from l2o import distributed, import_names
 from l2o.config_files import (  # noqa: F401  (re-exported: the loader's public names)
+    FLAT_ESTIMATOR_KEYS,
     MAX_EXPANDED_VALUES,
     YAMLExpansionError,
     load_file,
+    move_flat_estimator_keys,
     parse_override,
     yaml_load,
 )
 from l2o.estimators.unroll import META_OBJECTIVES, objective_needs, step_weights
 from l2o.problems.base import offered
-from l2o.registry import OPTIMIZERS, PROBLEMS, STRATEGIES
+from l2o.registry import ESTIMATORS, OPTIMIZERS, PROBLEMS, STRATEGIES
 from l2o.validation import (
     ConfigError,
     check_choice,
     check_keras_optimizer,
     check_learning_rate,
     check_network,
-    check_range,
     check_spec,
     check_tree,
     fill_spec,
@@ -101,22 +102,17 @@ DEFAULTS = {
         "teachers": [],
         "p_teacher": 0.0,
         "imitation_optimizer": None,
-        # Meta-gradient estimator: tbptt, es (truncated ES) or pes (Persistent ES);
-        # see l2o/estimators/es.py. For es and pes: perturbation scale, particles
-        # (antithetic pairs, so even), inner horizon T in steps after which a
-        # particle restarts (null: only when its trajectory would), and whether
-        # PES particles restart together (lockstep) or staggered (breakstep).
-        "estimator": "tbptt",
-        "sigma": 0.01,
-        "n_particles": 8,
-        "horizon": None,
-        "stagger": "lockstep",
         # Stop the run after a period in which no meta-update was finite (and at the end
         # of one without a finite validation meta-loss); false: warn and go on.
         "stop_on_nonfinite": True,
     },
     "strategy_constructor": "Simple",
     "strategy": {},
+    # Meta-gradient estimator: a name registered in l2o.registry.ESTIMATORS (tbptt, es:
+    # truncated ES, pes: Persistent ES; l2o/estimators/), and its options, whose defaults
+    # are the keyword defaults of the chosen EstimatorSpec.
+    "estimator_constructor": "tbptt",
+    "estimator": {},
     "evaluation": {
         "steps": 100,
         "repeats": 10,
@@ -155,8 +151,6 @@ TOOLKIT_ONLY = {
 UNROLL_WEIGHTS = ("sum", "mean", "final")
 CHOICES = {
     "training/jit_compile": ("auto", True, False),
-    "training/estimator": ("tbptt", "es", "pes"),
-    "training/stagger": ("lockstep", "breakstep"),
     "training/meta_batch": ("sequential", "averaged"),
     "training/meta_objective": META_OBJECTIVES,
 }
@@ -176,11 +170,20 @@ def resolve(base=None, overrides=()):
     ``base`` is a mapping (a loaded file, or a run's ``config.json``);
     ``overrides`` are ``section/key=value`` strings, applied in order.
     """
-    config = _merge(copy.deepcopy(DEFAULTS), import_names.dump(base or {}))
+    # The old flat keys (training/estimator, training/sigma, ...) of a config or a run
+    # directory written before the estimator section, or of an override, go to their places.
+    base = import_names.dump(dict(base or {}))  # a new mapping: the caller's stays as given
+    moved = move_flat_estimator_keys(base)
+    config = _merge(copy.deepcopy(DEFAULTS), base)
     for text in overrides:
         keys, value = parse_override(text)
+        if len(keys) == 2 and keys[0] == "training" and keys[1] == "estimator":
+            keys = ["estimator_constructor"]
+        elif len(keys) == 2 and keys[0] == "training" and keys[1] in FLAT_ESTIMATOR_KEYS:
+            moved.add(keys[1])
+            keys = ["estimator", keys[1]]
         _set_path(config, keys, value)
-    _fill_dependent_defaults(config)
+    _fill_dependent_defaults(config, moved)
     validate(config)
     return config
 
@@ -217,13 +220,23 @@ def _set_path(config, keys, value):
             node = node[key]
 
 
-def _fill_dependent_defaults(config):
+def _fill_dependent_defaults(config, moved=frozenset()):
     for section in ("loss_args", "optimizer", "training", "evaluation", "toolkit_only"):
         if not isinstance(config.get(section), dict):
             raise ConfigError(f"{section}: must be a mapping, got {config.get(section)!r}")
     config["constructor"] = OPTIMIZERS.canonical("constructor", config.get("constructor"))
     config["strategy_constructor"] = STRATEGIES.canonical("strategy_constructor",
                                                           config.get("strategy_constructor"))
+    config["estimator_constructor"] = ESTIMATORS.canonical("estimator_constructor",
+                                                           config.get("estimator_constructor"))
+    if not isinstance(config.get("estimator"), dict):
+        raise ConfigError(f"estimator: must be a mapping, got {config.get('estimator')!r}")
+    estimator_defaults = signature_defaults(ESTIMATORS[config["estimator_constructor"]])
+    for key in moved - set(estimator_defaults):
+        # Old configs carried every flat option whatever the estimator; those it does not
+        # take meant nothing there.
+        del config["estimator"][key]
+    config["estimator"] = _merge(estimator_defaults, config["estimator"])
     rule_class = OPTIMIZERS[config["constructor"]].rule_class
     for section, cls in (("network", rule_class),
                          ("strategy", STRATEGIES[config["strategy_constructor"]])):
@@ -270,6 +283,8 @@ def validate(config):
     """Checks every key against the defaults' keys and types; raises ConfigError."""
     reference = copy.deepcopy(DEFAULTS)
     reference["strategy"] = signature_defaults(STRATEGIES[config["strategy_constructor"]])
+    estimator = ESTIMATORS[config["estimator_constructor"]]
+    reference["estimator"] = signature_defaults(estimator)
     check_tree("", config, reference, UNTYPED)
     config["network"] = check_network(OPTIMIZERS[config["constructor"]].rule_class,
                                       config["network"])
@@ -307,12 +322,15 @@ def validate(config):
         raise ConfigError(f"training/p_teacher: must be a probability, got {training['p_teacher']}")
     if training["p_teacher"] > 0 and not training["teachers"]:
         raise ConfigError("training/p_teacher: is positive but training/teachers is empty")
-    _check_estimator(training)
+    # Checked here, not by the tree above: an estimator without options (tbptt) has an empty
+    # reference section, which the tree would take as free-form.
+    if not reference["estimator"] and config["estimator"]:
+        raise ConfigError(f"estimator/{next(iter(config['estimator']))}: unknown key; "
+                          f"estimator_constructor {config['estimator_constructor']} takes no "
+                          f"options")
+    check_tree("estimator/", config["estimator"], reference["estimator"])
+    estimator.validate_config(config["estimator"], config)
     _check_meta_objective(config)
-    if training["estimator"] != "tbptt" and config["loss_args"]["obj_train_max_multiplier"] > 0:
-        raise ConfigError("loss_args/obj_train_max_multiplier: ES and PES do not restart single "
-                          "diverging particles; it must be <= 0 with training/estimator "
-                          f"{training['estimator']}")
     OPTIMIZERS[config["constructor"]].validate_run_config(config)
     baseline = config["evaluation"]["baseline"]
     baseline["learning_rates"] = [
@@ -338,39 +356,10 @@ def _check_unroll_weights(weights):
                           f"it must give one per step")
 
 
-def _check_estimator(training):
-    horizon = training["horizon"]
-    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
-                                or horizon < 1):
-        raise ConfigError(f"training/horizon: must be null or a positive int, got {horizon!r}")
-    check_range("training/sigma", training["sigma"], 0.0)
-    particles = training["n_particles"]
-    if particles < 2 or particles % 2:
-        raise ConfigError(f"training/n_particles: must be even and at least 2 (antithetic "
-                          f"pairs), got {particles}")
-    if training["stagger"] == "breakstep" and (training["estimator"] != "pes" or horizon is None):
-        raise ConfigError("training/stagger: breakstep staggers PES restarts; it needs "
-                          "training/estimator pes and a training/horizon")
-    if training["estimator"] == "tbptt":
-        if horizon is not None:
-            raise ConfigError("training/horizon: only ES and PES particles restart at a "
-                              "horizon; with tbptt it must be null")
-        return
-    # The ES estimators score plain unrolls: nothing to repeat, imitate or cut short (a
-    # diverging particle is not restarted on its own).
-    for key, neutral in (("repeat", 1), ("p_teacher", 0.0)):
-        if training[key] != neutral:
-            raise ConfigError(f"training/{key}: must be {neutral} with training/estimator "
-                              f"{training['estimator']}, got {training[key]!r}")
-
-
 def _check_meta_objective(config):
-    """Accuracy has no gradient for TBPTT; every training problem must have what is scored."""
-    objective, estimator = config["training"]["meta_objective"], config["training"]["estimator"]
+    """Every training problem must have what the meta-objective scores."""
+    objective = config["training"]["meta_objective"]
     needs = objective_needs(objective)
-    if "accuracy" in needs and estimator == "tbptt":
-        raise ConfigError(f"training/meta_objective: {objective} scores accuracy, which has no "
-                          f"gradient to backpropagate; use training/estimator es or pes")
     for index, spec in enumerate(config["problems"]):
         missing = needs - offered(PROBLEMS[spec["target"]], spec["kwargs"])
         if missing:

@@ -13,10 +13,37 @@ import yaml
 
 from l2o.validation import ConfigError, first_line, unknown_key
 
+# The estimator's options, as configs and run directories written before the ``estimator:``
+# section kept them: flat keys of ``training``, beside ``training/estimator``.
+FLAT_ESTIMATOR_KEYS = ("sigma", "n_particles", "horizon", "stagger")
+
+
+def move_flat_estimator_keys(config):
+    """Moves the old ``training/estimator`` to ``estimator_constructor`` and the old flat
+    ``training/<option>`` keys into the ``estimator`` section, in place; returns the names of
+    the options moved. A key given both ways is refused, naming the old one."""
+    training = config.get("training")
+    if not isinstance(training, dict):
+        return set()
+    if "estimator" in training:
+        if "estimator_constructor" in config:
+            raise ConfigError("training/estimator: the old place of estimator_constructor, "
+                              "which is given too; keep one")
+        config["estimator_constructor"] = training.pop("estimator")
+    moved = {key: training.pop(key) for key in FLAT_ESTIMATOR_KEYS if key in training}
+    section = config.setdefault("estimator", {})
+    if moved and isinstance(section, dict):
+        for key, value in moved.items():
+            if key in section:
+                raise ConfigError(f"training/{key}: the old place of estimator/{key}, which is "
+                                  f"given too; keep one")
+            section[key] = value
+    return set(moved)
+
 # The top-level sections of a config: ``l2o.config.DEFAULTS``'s keys.
 SECTIONS = ("constructor", "network", "problems", "loss_args", "optimizer", "training",
-            "strategy_constructor", "strategy", "evaluation", "directory", "distributed",
-            "toolkit_only")
+            "strategy_constructor", "strategy", "estimator_constructor", "estimator", "evaluation",
+            "directory", "distributed", "toolkit_only")
 
 
 # The most values a YAML document's aliases (``*name``, ``<<: *name``) may add once

@@ -31,6 +31,7 @@ import sys
 import time
 import uuid
 
+from l2o.registry import ESTIMATORS
 from l2o.validation import ConfigError, check_range, first_line
 
 INSTALL = 'pip install -e ".[distributed]" (or pip install "ray[default]")'
@@ -66,14 +67,14 @@ def check_config(config):
     if not available():
         raise ConfigError(f"distributed/workers: {workers} workers need Ray, which is not "
                           f"installed: {INSTALL}")
-    if training["estimator"] == "tbptt":
+    pairs = ESTIMATORS[config["estimator_constructor"]](**config["estimator"]).distributed_units()
+    if pairs is None:
         _check_tasks(workers, training, len(config["problems"]))
         return
-    pairs = training["n_particles"] // 2
     if workers > pairs:
         raise ConfigError(f"distributed/workers: each worker holds at least one antithetic pair, "
-                          f"and training/n_particles {training['n_particles']} makes {pairs}; "
-                          f"use at most {pairs} workers")
+                          f"and estimator/n_particles {config['estimator']['n_particles']} makes "
+                          f"{pairs}; use at most {pairs} workers")
 
 
 def _check_tasks(workers, training, problems):

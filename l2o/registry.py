@@ -104,3 +104,5 @@ OPTIMIZERS = Registry("learned optimiser", "l2o.optimizers.base:MetaTrainable")
 PROBLEMS = Registry("problem", "l2o.problems.base:Problem", functions=True)
 # ``strategy_constructor``: strategies.
 STRATEGIES = Registry("strategy", "l2o.strategies.base:Strategy")
+# ``estimator_constructor``: meta-gradient estimators, as a config chooses them.
+ESTIMATORS = Registry("estimator", "l2o.estimators.base:EstimatorSpec")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from l2o import checkpoints, pretrained
 from l2o.checkpoints import CheckpointError, CheckpointMismatch
+from l2o.config_files import move_flat_estimator_keys
 from l2o.registry import OPTIMIZERS
 from l2o.validation import ConfigError, first_line, shown
 
@@ -77,7 +78,9 @@ def check_checkpoint(path, info, config, source="config.json"):
     """
     if "config" not in info:
         return
-    difference = _first_difference(info["config"], checkpoint_record(config))
+    written = copy.deepcopy(info["config"])
+    move_flat_estimator_keys(written)  # a checkpoint written before the estimator section
+    difference = _first_difference(written, checkpoint_record(config))
     if difference:
         name, written, now = difference
         raise CheckpointMismatch(

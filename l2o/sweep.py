@@ -1,6 +1,6 @@
 """Sweeps: a grid or random search over config overrides, one run directory per point.
 
-    python sweep.py CONFIG --grid training/sigma=0.01,0.1 \
+    python sweep.py CONFIG --grid estimator/sigma=0.01,0.1 \
         --grid optimizer/config/learning_rate=1e-3,1e-2 [section/key=value ...]
     python sweep.py CONFIG --random 'optimizer/config/learning_rate=loguniform(1e-4,1e-1)' \
         --points 16 --seed 0 [--evaluate]
@@ -89,7 +89,7 @@ def _axis_key(text, flag):
 
 
 def parse_grid(text):
-    """``"training/sigma=0.01,0.1"`` -> ``("training/sigma", [0.01, 0.1])`` (YAML values)."""
+    """``"estimator/sigma=0.01,0.1"`` -> ``("estimator/sigma", [0.01, 0.1])`` (YAML values)."""
     name, raw = _axis_key(text, "--grid")
     parts = _split_top_level(raw)
     if not raw.strip() or not all(parts):

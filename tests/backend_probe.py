@@ -64,8 +64,8 @@ def tbptt_and_particles(out):
         out[f"{constructor}/tbptt/loss"] = loss
         out.update({f"{constructor}/tbptt/grad{i}": g for i, g in enumerate(grads)})
     for estimator in ("es", "pes"):
-        meta_trainer = trainer("DM", f"training/estimator={estimator}", "training/n_particles=4",
-                               "training/horizon=20", "training/sigma=0.01")
+        meta_trainer = trainer("DM", f"estimator_constructor={estimator}", "estimator/n_particles=4",
+                               "estimator/horizon=20", "estimator/sigma=0.01")
         loss, grads = estimate(meta_trainer)
         out[f"{estimator}/loss"] = loss
         out.update({f"{estimator}/grad{i}": g for i, g in enumerate(grads)})

@@ -1,6 +1,10 @@
 """Config resolution: defaults, overrides, and errors that name the key (quoting the value
 shortened); YAML files whose aliases expand too far."""
 
+import os
+import shutil
+
+import numpy as np
 import pytest
 
 from l2o.config import MAX_EXPANDED_VALUES, ConfigError, load_file, parse_override, resolve
@@ -60,12 +64,9 @@ def test_int_accepted_where_float_expected():
     ("evaluation/baseline/config/learning_rat=0.1", "evaluation/baseline: not a usable Keras"),
     ("loss_args/epsilon=-1", "loss_args/epsilon: must be finite and non-negative"),
     ("no_equals_sign", "is not of the form section/key=value"),
-    ("training/estimator=pse", "training/estimator: unknown value 'pse'; did you mean 'pes'"),
-    ("training/n_particles=5", "training/n_particles: must be even"),
-    ("training/sigma=0", "training/sigma: must be above 0.0"),
-    ("training/horizon=-3", "training/horizon: must be null or a positive int"),
-    ("training/stagger=breakstep", "training/stagger: breakstep staggers PES restarts"),
-    ("training/horizon=7", "training/horizon: only ES and PES particles restart"),
+    ("estimator_constructor=pse", "estimator_constructor: unknown value 'pse'; did you mean 'pes'"),
+    ("estimator/horizon=7",
+     "estimator/horizon: unknown key; estimator_constructor tbptt takes no options"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as raised:
@@ -111,6 +112,54 @@ def test_scale_learning_rate_bounds():
         resolve({"constructor": "ScaleBasic"}, ["network/init_lr=[0.01, 0.001]"])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["estimator/n_particles=5"], "estimator/n_particles: must be even"),
+    (["estimator/sigma=0"], "estimator/sigma: must be above 0.0"),
+    (["estimator/horizon=-3"], "estimator/horizon: must be null or a positive int"),
+    (["estimator/stagger=breakstep"], "estimator/stagger: breakstep staggers PES restarts"),
+    (["estimator/stagger=sideways"], "estimator/stagger: unknown value 'sideways'"),
+    (["estimator_constructor=es", "estimator/horizon=5", "estimator/stagger=breakstep"],
+     "estimator/stagger: breakstep staggers PES restarts at the horizon; it needs estimator_"),
+])
+def test_bad_estimator_options_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve({}, ["estimator_constructor=pes", *overrides])
+
+
+def test_the_estimator_section_takes_the_chosen_estimators_defaults():
+    assert resolve({})["estimator"] == {}
+    assert resolve({}, ["estimator_constructor=es"])["estimator"] == {
+        "sigma": 0.01, "n_particles": 8, "horizon": None, "stagger": "lockstep"}
+    assert resolve({}, ["estimator_constructor=pes"])["estimator"] == {
+        "sigma": 0.01, "n_particles": 8, "horizon": None, "stagger": "lockstep"}
+
+
+def test_old_flat_estimator_keys_map_to_the_estimator_section():
+    """Configs and run directories written before the estimator section kept it in
+    training/estimator and flat training keys, with every option whatever the estimator;
+    they resolve to the same run, in a file and as overrides alike."""
+    old = {"training": {"estimator": "pes", "sigma": 0.1, "n_particles": 4, "horizon": 50,
+                        "stagger": "breakstep"}}
+    resolved = resolve(old)
+    assert resolved["estimator_constructor"] == "pes"
+    assert resolved["estimator"] == {"sigma": 0.1, "n_particles": 4, "horizon": 50,
+                                     "stagger": "breakstep"}
+    assert not {"estimator", "sigma", "n_particles", "horizon", "stagger"} & set(
+        resolved["training"])
+    assert resolve({}, ["training/estimator=pes", "training/sigma=0.1", "training/n_particles=4",
+                        "training/horizon=50", "training/stagger=breakstep"]) == resolved
+    assert old["training"]["estimator"] == "pes"  # the caller's mapping stays as given
+    # What an old tbptt run recorded (the particle options at their defaults) meant nothing.
+    tbptt = resolve({"training": {"estimator": "tbptt", "sigma": 0.01, "n_particles": 8,
+                                  "horizon": None, "stagger": "lockstep"}})
+    assert tbptt["estimator_constructor"] == "tbptt" and tbptt["estimator"] == {}
+    with pytest.raises(ConfigError, match="training/estimator: the old place of "
+                                          "estimator_constructor"):
+        resolve({"estimator_constructor": "es", "training": {"estimator": "pes"}})
+    with pytest.raises(ConfigError, match="training/sigma: the old place of estimator/sigma"):
+        resolve({"estimator": {"sigma": 0.1}, "training": {"sigma": 0.2}})
+
+
 def test_es_estimators_refuse_settings_they_cannot_honour():
     with pytest.raises(ConfigError, match="training/repeat: must be 1"):
         resolve({}, ["training/estimator=pes", "training/repeat=2"])
@@ -123,7 +172,7 @@ def test_es_estimators_take_random_parameter_scaling():
 
 @pytest.mark.parametrize("override, message", [
     ("training/epochs=3", "training/epochs: PIO does not use it"),
-    ("training/estimator=pes", "training/estimator: PIO does not use it"),
+    ("estimator_constructor=pes", "estimator_constructor: PIO trains its drift network"),
     ("network/dt=0.3", "network/dt: dt = 0.3 must divide t_end"),
     ("network/drift_format=h", "network/drift_format: unknown value"),
 ])
@@ -191,11 +240,11 @@ def test_error_messages_quote_a_huge_value_shortened():
 
 
 @pytest.mark.parametrize("key", ["network/output_scale", "network/preprocess_p",
-                                 "training/sigma"])
+                                 "estimator/sigma"])
 def test_infinite_values_do_not_pass_a_range_check(key):
     with pytest.raises(ConfigError, match=f"^{key}: must be (finite|above 0.0 and at most "
                                           f"80.0), got inf$"):
-        resolve({}, [f"{key}=.inf"])
+        resolve({}, ["estimator_constructor=pes", f"{key}=.inf"])
 
 
 def test_the_light_loader_knows_every_section():
@@ -203,3 +252,40 @@ def test_the_light_loader_knows_every_section():
     from l2o.config import DEFAULTS
 
     assert config_files.SECTIONS == tuple(DEFAULTS)
+
+
+@pytest.mark.slow
+def test_a_run_directory_written_before_the_estimator_section_resumes_as_an_uninterrupted_run(
+        tmp_path):
+    """``tests/fixtures/run_pes_cf94e69``: one period of PES on a quadratic, written when the
+    estimator was ``training/estimator`` with flat option keys. Resumed for a second period, it
+    ends where the same run in today's form, trained for two periods straight, ends."""
+    import l2o
+    from l2o import runs
+
+    old = tmp_path / "old"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "run_pes_cf94e69"), old)
+    assert runs.read_config(old)["training"]["estimator"] == "pes"
+    l2o.resume(str(old), ["strategy/num_periods=2"])
+    l2o.train({
+        "constructor": "DM", "network": {"layers": [4]},
+        "problems": [{"target": "quadratic", "kwargs": {"dim": 3}}],
+        "training": {"depth": 2, "persistent": True},
+        "estimator_constructor": "pes",
+        "estimator": {"n_particles": 2, "sigma": 0.1, "horizon": 10, "stagger": "lockstep"},
+        "strategy": {"num_periods": 2, "epochs_per_period": 2, "unroll_distribution": 5,
+                     "validation_unroll": 5, "validation_repeat": 1},
+        "evaluation": {"steps": 5, "repeats": 1, "validation_every": 5},
+        "directory": str(tmp_path / "straight")})
+    resumed, _ = runs.load_meta_weights(old, "last")
+    straight, _ = runs.load_meta_weights(tmp_path / "straight", "last")
+    assert resumed.keys() == straight.keys()
+    for name in straight:
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-5, atol=1e-7)
+    # Today's first period is the one the earlier version wrote, and the second moved on.
+    first, _ = runs.load_meta_weights(old, "period_0000")
+    straight_first, _ = runs.load_meta_weights(tmp_path / "straight", "period_0000")
+    for name in straight:
+        np.testing.assert_allclose(first[name], straight_first[name], rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(first[name], straight[name]) for name in straight)
+    assert isinstance(l2o.load_optimizer(str(old)), l2o.optimizers.DMOptimizer)

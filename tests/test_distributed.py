@@ -20,7 +20,7 @@ from l2o.config import resolve
 
 ray = pytest.importorskip("ray")
 
-PARTICLES = {"depth": 3, "n_particles": 4, "sigma": 0.1, "persistent": True, "horizon": 10}
+PARTICLES = {"n_particles": 4, "sigma": 0.1, "horizon": 10}
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,9 @@ def cluster():
 
 
 def particle_config(tmp_path, estimator, workers=0, address=None, **sections):
-    training = {**PARTICLES, "estimator": estimator}
-    if estimator == "pes":
-        training["stagger"] = "breakstep"
-    return resolve(tiny_config(tmp_path, training=training,
+    options = {**PARTICLES, "stagger": "breakstep"} if estimator == "pes" else PARTICLES
+    return resolve(tiny_config(tmp_path, training={"depth": 3, "persistent": True},
+                               estimator_constructor=estimator, estimator=options,
                                distributed={"workers": workers, "address": address},
                                **sections))
 
@@ -158,7 +157,7 @@ def test_a_killed_worker_is_restarted_and_the_run_goes_on(cluster, tmp_path):
 
     strategy = {"num_periods": 2, "epochs_per_period": 1}
     config = particle_config(tmp_path / "killed", "pes", 2, cluster.address, strategy=strategy)
-    config["training"]["stagger"] = "lockstep"
+    config["estimator"]["stagger"] = "lockstep"
     trainer = MetaTrainer(config)
     estimator, calls = trainer.estimators[0], itertools.count()
     estimate = estimator.compute_gradient_estimate
@@ -185,7 +184,7 @@ def test_a_killed_worker_is_restarted_and_the_run_goes_on(cluster, tmp_path):
     assert steps[1] == steps[3] != steps[0] == steps[2], steps
 
     reference = particle_config(tmp_path / "reference", "pes", strategy=strategy)
-    reference["training"]["stagger"] = "lockstep"
+    reference["estimator"]["stagger"] = "lockstep"
     STRATEGIES["Simple"](**reference["strategy"]).run(MetaTrainer(reference),
                                                       reference["directory"])
     expected = [json.loads(line)["validation_meta_loss"] for line in

@@ -19,8 +19,8 @@ from l2o.validation import ConfigError
     (["distributed/workers=2"], "set training/meta_batch to averaged, or workers to 0"),
     (["distributed/workers=3", "training/meta_batch=averaged", "training/epochs=2"],
      "1 problems x training/epochs 2 make 2; use at most 2 workers"),
-    (["distributed/workers=3", "training/estimator=pes", "training/n_particles=4"],
-     "training/n_particles 4 makes 2; use at most 2 workers"),
+    (["distributed/workers=3", "estimator_constructor=pes", "estimator/n_particles=4"],
+     "estimator/n_particles 4 makes 2; use at most 2 workers"),
 ])
 def test_bad_distributed_settings_fail_before_any_work(tmp_path, monkeypatch, overrides, message):
     monkeypatch.setattr(distributed, "available", lambda: True)  # as if Ray were installed
@@ -32,7 +32,7 @@ def test_workers_without_ray_name_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "available", lambda: False)
     with pytest.raises(ConfigError, match=r"distributed/workers: 2 workers need Ray, which is "
                                           r"not installed: pip install -e \"\.\[distributed\]\""):
-        resolve(tiny_config(tmp_path), ["distributed/workers=2", "training/estimator=pes"])
+        resolve(tiny_config(tmp_path), ["distributed/workers=2", "estimator_constructor=pes"])
     defaults = resolve(tiny_config(tmp_path))["distributed"]
     assert defaults == {"workers": 0, "address": None, "cpus_per_worker": 1.0,
                         "gpus_per_worker": 0.0}

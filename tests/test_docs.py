@@ -83,10 +83,10 @@ def test_the_configs_page_gives_the_defaults_of_l2o_config():
 
 
 def test_the_configs_page_names_every_registered_constructor_and_problem():
-    from l2o.registry import OPTIMIZERS, PROBLEMS, STRATEGIES
+    from l2o.registry import ESTIMATORS, OPTIMIZERS, PROBLEMS, STRATEGIES
 
     page = read("docs", "configs.md")
-    for registry in (OPTIMIZERS, PROBLEMS, STRATEGIES):
+    for registry in (OPTIMIZERS, PROBLEMS, STRATEGIES, ESTIMATORS):
         for name in registry:
             assert f"`{name}`" in page, name
 

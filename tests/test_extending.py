@@ -1,5 +1,6 @@
-"""Extending l2o from outside the package: a learned optimiser and a problem are each one class
-and its registration, and a config then meta-trains the one on the other."""
+"""Extending l2o from outside the package: a learned optimiser, a problem and a meta-gradient
+estimator are each a class (or two) and their registration, and a config then meta-trains
+with them."""
 
 import numpy as np
 import pytest
@@ -7,9 +8,11 @@ from conftest import tiny_config
 from keras import ops
 
 import l2o
+from l2o import runs
+from l2o.estimators import EstimatorSpec, GradientEstimate, GradientEstimator
 from l2o.optimizers import LearnedOptimizer, UpdateRule
 from l2o.problems import Problem
-from l2o.registry import OPTIMIZERS, PROBLEMS
+from l2o.registry import ESTIMATORS, OPTIMIZERS, PROBLEMS
 from l2o.validation import ConfigError, check_range
 
 
@@ -59,14 +62,71 @@ class DiagonalBowl(Problem):
         return (np.broadcast_to(curvatures, (count, self.dim)),)
 
 
+class CentralDifferences(GradientEstimator):
+    """The meta-gradient by central differences of the meta-loss of a fresh ``length``-step
+    unroll from the worker's seed, one meta-weight coordinate at a time; the worker state is
+    the seed of the next unroll."""
+
+    def __init__(self, tbptt, step):
+        self.tbptt, self.step = tbptt, step
+
+    def meta_loss(self, length, seed):
+        return self.tbptt.validate(length, seed)["validation_meta_loss"]
+
+    def init_worker_state(self, seed):
+        return seed
+
+    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
+        grads = []
+        for variable in self.tbptt.meta_variables.values():
+            centre, grad = np.array(variable.numpy()), np.zeros(variable.shape, np.float32)
+            for index in np.ndindex(centre.shape):
+                values = []
+                for sign in (1.0, -1.0):
+                    shifted = centre.copy()
+                    shifted[index] += sign * self.step
+                    variable.assign(shifted)
+                    values.append(self.meta_loss(length, worker_state))
+                grad[index] = (values[0] - values[1]) / (2 * self.step)
+            variable.assign(centre)
+            grads.append(grad)
+        return GradientEstimate(loss=self.meta_loss(length, worker_state), grads=grads,
+                                usable=True, steps=length, restart=False), worker_state + 1
+
+    def validate(self, unroll, seed):
+        return self.tbptt.validate(unroll, seed)
+
+    def worker_arrays(self, worker_state):
+        return {}, {"seed": worker_state}
+
+    def load_worker_state(self, arrays, info):
+        return info["seed"]
+
+
+class CentralDifferencesSpec(EstimatorSpec):
+    """``estimator_constructor: central_differences``, with its one option ``step``."""
+
+    def __init__(self, step=1e-2):
+        self.step = step
+
+    @classmethod
+    def validate_config(cls, estimator, config):
+        check_range("estimator/step", estimator["step"], 0.0)
+
+    def build(self, tbptt):
+        return CentralDifferences(tbptt, self.step)
+
+
 @pytest.fixture(autouse=True)
 def registered():
     """What a user's module does on import (``@OPTIMIZERS.register("LearnedRateSGD")`` on the
     class), undone after each test so that the package's own registries stay as shipped."""
     OPTIMIZERS.register("LearnedRateSGD")(LearnedRateSGD)
     PROBLEMS.register("diagonal_bowl")(DiagonalBowl)
+    ESTIMATORS.register("central_differences")(CentralDifferencesSpec)
     yield
     del OPTIMIZERS["LearnedRateSGD"], PROBLEMS["diagonal_bowl"]
+    del ESTIMATORS["central_differences"]
 
 
 def test_a_learned_optimiser_and_a_problem_from_outside_the_package_meta_train(tmp_path):
@@ -81,6 +141,25 @@ def test_a_learned_optimiser_and_a_problem_from_outside_the_package_meta_train(t
     # On a bowl whose curvatures are at most 1, any rate below 1 is too small: the meta-gradient
     # of the summed loss can only push the learned rate up from 1e-3.
     assert float(optimizer.meta_weights["log_rate"]) > np.log(1e-3) + 0.5
+
+
+def test_an_estimator_from_outside_the_package_meta_trains_with_its_own_options(tmp_path):
+    config = tiny_config(tmp_path / "run", constructor="LearnedRateSGD",
+                         network={"initial_rate": 1e-3},
+                         problems=[{"target": "diagonal_bowl", "kwargs": {"dim": 8}}],
+                         training={"depth": 2},
+                         estimator_constructor="central_differences",
+                         estimator={"step": 0.05},
+                         optimizer={"class_name": "Adam", "config": {"learning_rate": 0.1}})
+    l2o.train(config)
+    assert runs.read_config(tmp_path / "run")["estimator"] == {"step": 0.05}
+    optimizer = l2o.load_optimizer(str(tmp_path / "run"), checkpoint="last")
+    # As with backpropagation above: the differences can only push the rate up from 1e-3.
+    assert float(optimizer.meta_weights["log_rate"]) > np.log(1e-3) + 0.5
+    with pytest.raises(ConfigError, match="estimator/step: must be above 0.0"):
+        l2o.train({**config, "estimator": {"step": -1.0}, "directory": str(tmp_path / "bad")})
+    with pytest.raises(ConfigError, match="estimator/sigma: unknown key"):
+        l2o.train({**config, "estimator": {"sigma": 0.1}, "directory": str(tmp_path / "bad")})
 
 
 def test_their_own_checks_run_on_the_config_path(tmp_path):

@@ -27,7 +27,7 @@ TITLES = ("the l2o toolkit", "Persistent Evolution Strategies", "the Path Integr
 TINY = {
     "train.py configs/pes_schedule_mnist.yaml": [
         "strategy/num_periods=1", "strategy/epochs_per_period=1", "training/depth=1",
-        "training/n_particles=2", "strategy/validation_unroll=20"],
+        "estimator/n_particles=2", "strategy/validation_unroll=20"],
     "train.py configs/pio_carrillo.yaml": [
         "strategy/num_periods=1", "strategy/epochs_per_period=1", "training/depth=2",
         "strategy/validation_repeat=1"],

@@ -50,7 +50,7 @@ def test_tbptt_is_refused_naming_the_key():
         resolve({"constructor": "ScheduledSGD"}, ["network/learn_update_mask=true"])
     for estimator in ("es", "pes"):
         config = resolve({"constructor": "ScheduledSGD"}, ["network/learn_update_mask=true",
-                                                           f"training/estimator={estimator}"])
+                                                           f"estimator_constructor={estimator}"])
         assert config["network"]["learn_update_mask"]
 
 

@@ -119,32 +119,37 @@ def test_bad_key_or_value_fails_before_any_point_trains(config, tmp_path, monkey
 
 def test_random_search_draws_within_bounds_reproducibly(config):
     axes = ["optimizer/config/learning_rate=loguniform(1e-4,1e-1)",
-            "training/sigma=uniform(0.01,0.5)", "training/depth=randint(1,3)",
+            "estimator/sigma=uniform(0.01,0.5)", "training/depth=randint(1,3)",
             "network/layers=choice([4],[4,4])"]
+    with open(config) as handle:
+        particles = {**yaml.safe_load(handle), "estimator_constructor": "es"}
+    config = config.replace("quadratic.yaml", "quadratic_es.yaml")
+    with open(config, "w") as handle:
+        yaml.safe_dump(particles, handle)
     spec, resolved = sweep_module.plan(config, random=axes, points=40, seed=7)
     points = spec["points"]
     rates = np.array([point["optimizer/config/learning_rate"] for point in points])
     assert len(points) == len(resolved) == 40
     assert np.all((rates >= 1e-4) & (rates <= 1e-1)) and rates.min() < 1e-3 < rates.max()
-    assert all(0.01 <= point["training/sigma"] <= 0.5 for point in points)
+    assert all(0.01 <= point["estimator/sigma"] <= 0.5 for point in points)
     assert {point["training/depth"] for point in points} == {1, 2, 3}
     assert {tuple(point["network/layers"]) for point in points} == {(4,), (4, 4)}
     assert [c["network"]["layers"] for c in resolved] == [p["network/layers"] for p in points]
     assert sweep_module.plan(config, random=axes, points=40, seed=7)[0]["points"] == points
     assert sweep_module.plan(config, random=axes, points=40, seed=8)[0]["points"] != points
-    for bad in ("training/sigma=loguniform(0,1)", "training/sigma=uniform(2,1)",
-                "training/sigma=normal(0,1)"):
-        with pytest.raises(ConfigError, match="training/sigma"):
+    for bad in ("estimator/sigma=loguniform(0,1)", "estimator/sigma=uniform(2,1)",
+                "estimator/sigma=normal(0,1)"):
+        with pytest.raises(ConfigError, match="estimator/sigma"):
             sweep_module.plan(config, random=[bad], points=2)
 
 
 def test_non_finite_grid_values_reach_each_point_as_train_py_reads_them(config):
-    values = {"network/output_scale": math.inf, "training/sigma": -math.inf,
+    values = {"network/output_scale": math.inf, "estimator/sigma": -math.inf,
               "network/layers": [math.nan, {"a": math.inf}]}
     overrides = sweep_module.point_overrides(values, "d")
-    assert overrides[:2] == ["network/output_scale=.inf", "training/sigma=-.inf"]
+    assert overrides[:2] == ["network/output_scale=.inf", "estimator/sigma=-.inf"]
     parsed = {tuple(keys): value for keys, value in map(parse_override, overrides[:2])}
-    assert parsed == {("network", "output_scale"): math.inf, ("training", "sigma"): -math.inf}
+    assert parsed == {("network", "output_scale"): math.inf, ("estimator", "sigma"): -math.inf}
     nan, mapping = parse_override(overrides[2])[1]
     assert math.isnan(nan) and mapping == {"a": math.inf}
     # .inf is refused as train.py refuses it, not as the string 'Infinity'.

@@ -76,8 +76,8 @@ def build(width, horizon, image_size):
     images resampled to ``image_size`` (None: 28); returns its particle truncations."""
     raw = load_file(CONFIG)
     raw["problems"][0]["kwargs"].update(layers=[width] * 4, image_size=image_size)
-    config = resolve(raw, [f"training/horizon={horizon}", f"training/n_particles={PARTICLES}",
-                           f"training/sigma={SIGMA}", f"strategy/unroll_distribution={K}"])
+    config = resolve(raw, [f"estimator/horizon={horizon}", f"estimator/n_particles={PARTICLES}",
+                           f"estimator/sigma={SIGMA}", f"strategy/unroll_distribution={K}"])
     return MetaTrainer(config).estimators[0].truncations
 
 

@@ -89,11 +89,11 @@ class ScheduleProblem:
 
 def inner_problem(objective, args):
     """The paper config's inner problem at this benchmark's scale."""
-    overrides = [f"training/meta_objective={objective}", f"training/horizon={args.horizon}",
+    overrides = [f"training/meta_objective={objective}", f"estimator/horizon={args.horizon}",
                  f"network/decay_steps={float(args.horizon)}",
                  f"problems/0/kwargs/layers=[{args.width}]",
                  f"problems/0/kwargs/batch_size={args.batch_size}",
-                 f"training/n_particles={args.particles}"]
+                 f"estimator/n_particles={args.particles}"]
     trainer = MetaTrainer(resolve(load_file(CONFIG), overrides))
     return ScheduleProblem(trainer.estimators[0].truncations)
 

@@ -294,8 +294,8 @@ def pes_runner(mnist, sizes, particles):
     """``run(round)``: one PES truncation of ``particles`` particles through the toolkit's
     estimator (as pes_throughput.py)."""
     config = reference_config(mnist, sizes, [
-        "training/estimator=pes", f"training/n_particles={particles}",
-        "training/stagger=lockstep", "training/horizon=null"])
+        "estimator_constructor=pes", f"estimator/n_particles={particles}",
+        "estimator/stagger=lockstep", "estimator/horizon=null"])
     trainer = MetaTrainer(config)
     estimator = trainer.estimators[0]
     population = estimator.init_worker_state(0)

@@ -22,7 +22,7 @@ def pes_rates(truncations, recipe):
     config = resolve(load_file(config_path(recipe)))
     trainer = MetaTrainer(config)
     length = config["strategy"]["unroll_distribution"]
-    particles = config["training"]["n_particles"]
+    particles = config["estimator"]["n_particles"]
     rates = {}
     for spec, estimator in zip(config["problems"], trainer.estimators):
         worker = estimator.init_worker_state(0)

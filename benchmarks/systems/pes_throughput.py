@@ -24,8 +24,8 @@ CONFIG = common.config_path("pes_schedule_mnist.yaml")
 
 def population(particles):
     """``run(seed)``: one PES truncation of ``particles`` particles; and K."""
-    config = resolve(load_file(CONFIG), [f"training/n_particles={particles}",
-                                         "training/stagger=lockstep", "training/horizon=null"])
+    config = resolve(load_file(CONFIG), [f"estimator/n_particles={particles}",
+                                         "estimator/stagger=lockstep", "estimator/horizon=null"])
     trainer = MetaTrainer(config)
     truncations = trainer.estimators[0].truncations
     estimator = trainer.estimators[0].init_worker_state(0)

@@ -69,7 +69,7 @@ def pes_route(overrides, workers):
 
 def pes_part(overrides, rounds):
     config = resolve(load_file(PES_CONFIG), overrides)
-    particles, length = config["training"]["n_particles"], config["strategy"]["unroll_distribution"]
+    particles, length = config["estimator"]["n_particles"], config["strategy"]["unroll_distribution"]
     routes, trainers = {}, []
     try:
         for workers in (0, *WORKER_COUNTS):
@@ -190,7 +190,7 @@ def config_model(path, seconds_per_flop, round_trip):
              for index, spec in enumerate(config["problems"])]
     meta = OPTIMIZERS[config["constructor"]].initial_meta_weights(config, built)
     dimension = sum(np.size(value) for value in meta.values())
-    estimator, length = training["estimator"], truncation_length(config)
+    estimator, length = config["estimator_constructor"], truncation_length(config)
     if config["constructor"] == "PIO":
         return f"| {name} | PIO | {dimension} | - | - | - | - | not modelled: its estimator " \
                f"samples an SDE, not an unroll |"
@@ -200,7 +200,7 @@ def config_model(path, seconds_per_flop, round_trip):
         units, kinds = len(built) * training["epochs"], ("trajectory", "trajectories")
         cap = units
     else:
-        units, kinds = training["n_particles"], ("particle", "particles")
+        units, kinds = config["estimator"]["n_particles"], ("particle", "particles")
         cap = units // 2
 
     def traffic(share):
@@ -231,7 +231,7 @@ def model_part(measured):
     dimension = sum(np.size(value) for value in OPTIMIZERS[config["constructor"]]
                     .initial_meta_weights(config, built).values())
     calibration = step_flops([size for problem in built for size in member_sizes(problem)],
-                             dimension, config["training"]["estimator"])
+                             dimension, config["estimator_constructor"])
     seconds_per_flop = particle_step / calibration
     print("\n" + textwrap.fill(
         f"Communication against compute per truncation (a model). A worker receives 4 D bytes "
@@ -271,7 +271,7 @@ def main():
     overrides, candidates, episodes, max_steps = [], 20, 5, 500
     if args.quick:
         args.rounds, candidates, episodes, max_steps = 2, 4, 2, 20
-        overrides = ["training/n_particles=4", "strategy/unroll_distribution=5"]
+        overrides = ["estimator/n_particles=4", "strategy/unroll_distribution=5"]
     started = time.perf_counter()
     print(f"This machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the "
           f"start (shared: ratios are of one run, and noisy)\n")

@@ -5,18 +5,21 @@ Every estimator implements ``GradientEstimator`` (``l2o.estimators.base``).
 ``ParticleEstimator`` runs truncated ES or Persistent ES (``TruncatedES``,
 ``PES``: the population arithmetic) over vectorised perturbed truncations.
 ``FamilyEstimator`` serves a task family, one member's estimator per trajectory.
+A config chooses one by ``estimator_constructor`` (``ESTIMATORS``: ``tbptt``, ``es``,
+``pes``), whose ``EstimatorSpec`` takes the ``estimator:`` section and builds it.
 """
 
 from l2o import import_names
-from l2o.estimators.base import GradientEstimate, GradientEstimator
+from l2o.estimators.base import EstimatorSpec, GradientEstimate, GradientEstimator
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.family import FamilyEstimator, FamilyWorker
-from l2o.estimators.particles import ParticleEstimator
-from l2o.estimators.tbptt import TBPTT, Trajectory
+from l2o.estimators.particles import ParticleEstimator, PESSpec, TruncatedESSpec
+from l2o.estimators.tbptt import TBPTT, TBPTTSpec, Trajectory
+from l2o.registry import ESTIMATORS
 
 
 def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
-    """The estimator ``training/estimator`` names, for a learned update rule on ``problem``.
+    """The estimator ``estimator_constructor`` names, for a learned update rule on ``problem``.
 
     A problem of several member tasks (a task family) gets one estimator per
     member, each compiled on its own, behind a ``FamilyEstimator``.
@@ -32,22 +35,23 @@ def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
     tbptt = TBPTT(rule, problem, meta_variables, config["loss_args"], weights,
                   training["second_order"], jit_compile, training["parameter_scale_spread"],
                   training["meta_objective"])
-    if training["estimator"] == "tbptt":
-        return tbptt
-    return ParticleEstimator(training["estimator"], tbptt, sigma=training["sigma"],
-                             n_particles=training["n_particles"], horizon=training["horizon"],
-                             stagger=training["stagger"])
+    return ESTIMATORS[config["estimator_constructor"]](**config["estimator"]).build(tbptt)
 
 
 __all__ = [
+    "ESTIMATORS",
     "PES",
     "TBPTT",
+    "EstimatorSpec",
     "FamilyEstimator",
     "FamilyWorker",
     "GradientEstimate",
     "GradientEstimator",
+    "PESSpec",
     "ParticleEstimator",
+    "TBPTTSpec",
     "Trajectory",
     "TruncatedES",
+    "TruncatedESSpec",
     "learned_rule_estimator",
 ]

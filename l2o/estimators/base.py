@@ -40,6 +40,44 @@ class GradientEstimate(NamedTuple):
     kind: str = "meta_loss"
 
 
+class EstimatorSpec(abc.ABC):
+    """A meta-gradient estimator as a config chooses it (``estimator_constructor``).
+
+    A registered subclass (``@ESTIMATORS.register("name")``) is the one place of
+    what its ``estimator:`` section takes: its keyword defaults are the
+    section's defaults, ``validate_config`` its checks (of the section and of
+    what the estimator needs from the rest of the config), and ``build`` makes
+    the ``GradientEstimator`` of one problem from that problem's ``TBPTT``
+    (which compiles the unroll every estimator here runs). Adding an estimator
+    is one module holding its ``GradientEstimator`` and its spec::
+
+        @ESTIMATORS.register("tbptt")
+        class TBPTTSpec(EstimatorSpec):
+            differentiates = True
+
+            def build(self, tbptt):
+                return tbptt
+    """
+
+    # Whether its meta-gradient backpropagates through the inner steps (so the scored
+    # quantity and the update rule must be differentiable).
+    differentiates = False
+
+    @classmethod
+    def validate_config(cls, estimator: dict, config: dict) -> None:
+        """Raises ConfigError naming the key (``estimator/<key>`` or another section's) for
+        a value this estimator cannot honour; ``estimator`` is the completed section."""
+
+    def distributed_units(self) -> int | None:
+        """How many parts of one truncation distributed workers may share (antithetic pairs
+        of particles); None: whole tasks go to workers instead."""
+        return None
+
+    @abc.abstractmethod
+    def build(self, tbptt) -> GradientEstimator:
+        """The estimator of the problem that ``tbptt`` (an ``l2o.estimators.TBPTT``) unrolls."""
+
+
 class GradientEstimator(abc.ABC):
     """Meta-gradients of one problem; see the module docstring."""
 

@@ -32,10 +32,12 @@ import numpy as np
 from keras import ops
 
 from l2o import backend, tree
-from l2o.estimators.base import GradientEstimate, GradientEstimator
+from l2o.estimators.base import EstimatorSpec, GradientEstimate, GradientEstimator
 from l2o.estimators.es import PES, TruncatedES
 from l2o.estimators.unroll import meta_loss, unroll
+from l2o.registry import ESTIMATORS
 from l2o.tree import unflatten_like
+from l2o.validation import ConfigError, check_choice, check_range
 
 
 class ParticleTruncations:
@@ -109,18 +111,17 @@ class ParticleTruncations:
 
 
 class ParticleEstimator(GradientEstimator):
-    """Truncated ES (``estimator="es"``) or PES over a ``TBPTT``'s problem and rule.
+    """A population of perturbed particles (``population_class``: ``TruncatedES`` or ``PES``)
+    over a ``TBPTT``'s problem and rule.
 
     ``options`` are the population's: ``sigma``, ``n_particles``, ``horizon``
     and, for PES, ``stagger``. After ``place_on(workers, key)`` the populations
     it starts keep their particles on ``workers``.
     """
 
-    def __init__(self, estimator, tbptt, **options):
+    def __init__(self, population_class, tbptt, **options):
         self.tbptt, self.options = tbptt, options
-        self.population_class = {"es": TruncatedES, "pes": PES}[estimator]
-        if estimator == "es":
-            self.options.pop("stagger", None)
+        self.population_class = population_class
         self.meta_variables = tbptt.meta_variables
         template = {name: v.numpy() for name, v in self.meta_variables.items()}
         self.truncations = ParticleTruncations(
@@ -220,3 +221,71 @@ class WorkerShards:
         if lost:
             self._make(lost)
         return [results.get(index) for index in indices], lost
+
+
+class ParticleSpec(EstimatorSpec):
+    """The options of the particle estimators: perturbation scale ``sigma``, particles
+    ``n_particles`` (antithetic pairs, so even), the inner ``horizon`` in steps after which a
+    particle restarts (null: only when its trajectory would), and ``stagger``: particles
+    restart at the horizon together (``lockstep``) or, PES only, each at its own offset
+    (``breakstep``, which needs a ``horizon``)."""
+
+    population_class = None
+
+    def __init__(self, sigma=0.01, n_particles=8, horizon=None, stagger="lockstep"):
+        self.options = {"sigma": sigma, "n_particles": n_particles, "horizon": horizon}
+        if self.population_class is PES:
+            self.options["stagger"] = stagger
+
+    @classmethod
+    def validate_config(cls, estimator, config):
+        horizon = estimator["horizon"]
+        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
+                                    or horizon < 1):
+            raise ConfigError(f"estimator/horizon: must be null or a positive int, "
+                              f"got {horizon!r}")
+        check_range("estimator/sigma", estimator["sigma"], 0.0)
+        particles = estimator["n_particles"]
+        if particles < 2 or particles % 2:
+            raise ConfigError(f"estimator/n_particles: must be even and at least 2 "
+                              f"(antithetic pairs), got {particles}")
+        name = config["estimator_constructor"]
+        check_choice("estimator/stagger", estimator["stagger"], ("lockstep", "breakstep"))
+        if estimator["stagger"] == "breakstep" and (cls.population_class is not PES
+                                                    or horizon is None):
+            raise ConfigError(f"estimator/stagger: breakstep staggers PES restarts at the "
+                              f"horizon; it needs estimator_constructor pes and an "
+                              f"estimator/horizon, got {name} and horizon {horizon}")
+        # The particles score plain unrolls: nothing to repeat, imitate or cut short (a
+        # diverging particle is not restarted on its own).
+        for key, neutral in (("repeat", 1), ("p_teacher", 0.0)):
+            if config["training"][key] != neutral:
+                raise ConfigError(f"training/{key}: must be {neutral} with "
+                                  f"estimator_constructor {name}, got "
+                                  f"{config['training'][key]!r}")
+        if config["loss_args"]["obj_train_max_multiplier"] > 0:
+            raise ConfigError(f"loss_args/obj_train_max_multiplier: particle estimators do "
+                              f"not restart single diverging particles; it must be <= 0 with "
+                              f"estimator_constructor {name}")
+
+    def distributed_units(self):
+        return self.options["n_particles"] // 2
+
+    def build(self, tbptt):
+        return ParticleEstimator(self.population_class, tbptt, **self.options)
+
+
+@ESTIMATORS.register("es")
+class TruncatedESSpec(ParticleSpec):
+    """``estimator_constructor: es``: truncated ES (``TruncatedES``), each truncation's
+    particles perturbed afresh."""
+
+    population_class = TruncatedES
+
+
+@ESTIMATORS.register("pes")
+class PESSpec(ParticleSpec):
+    """``estimator_constructor: pes``: Persistent ES (``PES``), each particle's perturbations
+    accumulated until it restarts."""
+
+    population_class = PES

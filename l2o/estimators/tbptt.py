@@ -17,9 +17,11 @@ import numpy as np
 from keras import ops
 
 from l2o import backend, tree
-from l2o.estimators.base import GradientEstimate, GradientEstimator
-from l2o.estimators.unroll import MetaObjective, exploded, meta_loss, unroll
+from l2o.estimators.base import EstimatorSpec, GradientEstimate, GradientEstimator
+from l2o.estimators.unroll import MetaObjective, exploded, meta_loss, objective_needs, unroll
+from l2o.registry import ESTIMATORS
 from l2o.streams import Stream, rng
+from l2o.validation import ConfigError
 
 
 @dataclasses.dataclass
@@ -168,6 +170,25 @@ class TBPTT(GradientEstimator):
             template, step=info["step"], params=tree.from_arrays("params", arrays, template.params),
             state=tree.from_arrays("state", arrays, template.state),
             initial_loss=ops.convert_to_tensor(arrays["initial_loss"]))
+
+
+@ESTIMATORS.register("tbptt")
+class TBPTTSpec(EstimatorSpec):
+    """``estimator_constructor: tbptt``: the gradient of each truncation backpropagated through
+    its inner steps (``TBPTT``); no options."""
+
+    differentiates = True
+
+    @classmethod
+    def validate_config(cls, estimator, config):
+        objective = config["training"]["meta_objective"]
+        if "accuracy" in objective_needs(objective):
+            raise ConfigError(f"training/meta_objective: {objective} scores accuracy, which has "
+                              f"no gradient to backpropagate; use estimator_constructor es or "
+                              f"pes")
+
+    def build(self, tbptt):
+        return tbptt
 
 
 def scaled_params(trajectory):

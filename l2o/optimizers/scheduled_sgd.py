@@ -33,7 +33,7 @@ accumulates, unused). This is the toolkit's own definition of the PES paper's
 ``--tune_params=mask:fixed`` (whose exact meaning is not documented here): one
 on/off switch per group, "is this layer trained?". u_k is a step function of
 c_k, with zero gradient almost everywhere, so only the estimators that score
-perturbed values (``training/estimator`` es and pes, which follow the gradient
+perturbed values (``estimator_constructor`` es and pes, which follow the gradient
 of the Gaussian-smoothed objective) can learn it; TBPTT is refused.
 ``update_mask_logit`` is c_k's initial value (positive: every group trained).
 """
@@ -43,7 +43,7 @@ import numpy as np
 from keras import ops
 
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
-from l2o.registry import OPTIMIZERS
+from l2o.registry import ESTIMATORS, OPTIMIZERS
 from l2o.validation import ConfigError, check_choice, check_fraction, check_range
 
 SCHEDULES = ("constant", "inverse_time_decay", "log_linear")
@@ -164,7 +164,9 @@ class ScheduledSGD(LearnedOptimizer):
     def validate_run_config(cls, config):
         """The update switches are step functions of their meta-weights: nothing for TBPTT's
         backpropagated gradient to follow."""
-        if config["network"]["learn_update_mask"] and config["training"]["estimator"] == "tbptt":
-            raise ConfigError("network/learn_update_mask: the per-group update switches "
-                              "u_k = 1[c_k > 0] have no gradient to backpropagate; use "
-                              "training/estimator es or pes")
+        if config["network"]["learn_update_mask"] and \
+                ESTIMATORS[config["estimator_constructor"]].differentiates:
+            raise ConfigError(f"network/learn_update_mask: the per-group update switches "
+                              f"u_k = 1[c_k > 0] have no gradient for estimator_constructor "
+                              f"{config['estimator_constructor']} to backpropagate; use one "
+                              f"that does not differentiate (es or pes)")

@@ -64,7 +64,11 @@ class PIOOptimizer(MetaTrainable):
     def validate_run_config(cls, config):
         """PIO trains its drift network step by step: the meta-training knobs do not apply."""
         training = config["training"]
-        for key, neutral in (("estimator", "tbptt"), ("epochs", 1), ("repeat", 1),
+        if config["estimator_constructor"] != "tbptt" or config["estimator"]:
+            raise ConfigError(f"estimator_constructor: PIO trains its drift network by its own "
+                              f"estimator; leave it at 'tbptt' with no estimator options, got "
+                              f"{config['estimator_constructor']!r}")
+        for key, neutral in (("epochs", 1), ("repeat", 1),
                              ("persistent", False), ("p_teacher", 0.0),
                              ("parameter_scale_spread", 0.0)):
             if training[key] != neutral:
