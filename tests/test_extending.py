@@ -2,6 +2,9 @@
 estimator are each a class (or two) and their registration, and a config then meta-trains
 with them."""
 
+import inspect
+import textwrap
+
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -16,28 +19,24 @@ from l2o.registry import ESTIMATORS, OPTIMIZERS, PROBLEMS
 from l2o.validation import ConfigError, check_range
 
 
-class LearnedRateRule(UpdateRule):
-    """SGD at a meta-learned rate: ``update = -exp(log_rate) g``."""
+class Deferred:
+    """Stands in for a registry while the docstring's example runs: the fixture below
+    registers what it defines, and takes it out again."""
 
-    def __init__(self, initial_rate=1e-3):
-        self.initial_rate = float(initial_rate)
-
-    @classmethod
-    def validate_config(cls, network):
-        check_range("network/initial_rate", network["initial_rate"], 0.0)
-
-    def init_meta_weights(self, seed):
-        return {"log_rate": np.array(np.log(self.initial_rate), np.float32)}
-
-    def init_state(self, params, seed):
-        return {}
-
-    def update(self, meta_weights, grads, params, state):
-        return [-ops.exp(meta_weights["log_rate"]) * g for g in grads], state
+    def register(self, name):
+        return lambda cls: cls
 
 
-class LearnedRateSGD(LearnedOptimizer):
-    rule_class = LearnedRateRule
+def docstring_example(cls):
+    """The code block that ends ``cls``'s docstring."""
+    return textwrap.dedent(inspect.getdoc(cls).split("::\n", 1)[1])
+
+
+# UpdateRule's docstring example, run as written: a learned optimiser in a user's module.
+EXAMPLE = {"np": np, "ops": ops, "check_range": check_range, "UpdateRule": UpdateRule,
+           "LearnedOptimizer": LearnedOptimizer, "OPTIMIZERS": Deferred()}
+exec(docstring_example(UpdateRule), EXAMPLE)  # noqa: S102  (the package's own docstring)
+LearnedRateSGD = EXAMPLE["LearnedRateSGD"]
 
 
 class DiagonalBowl(Problem):
