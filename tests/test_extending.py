@@ -2,6 +2,7 @@
 estimator are each a class (or two) and their registration, and a config then meta-trains
 with them."""
 
+import importlib.util
 import inspect
 import textwrap
 
@@ -13,18 +14,10 @@ from keras import ops
 import l2o
 from l2o import runs
 from l2o.estimators import EstimatorSpec, GradientEstimate, GradientEstimator
-from l2o.optimizers import LearnedOptimizer, UpdateRule
+from l2o.optimizers import UpdateRule
 from l2o.problems import Problem
 from l2o.registry import ESTIMATORS, OPTIMIZERS, PROBLEMS
 from l2o.validation import ConfigError, check_range
-
-
-class Deferred:
-    """Stands in for a registry while the docstring's example runs: the fixture below
-    registers what it defines, and takes it out again."""
-
-    def register(self, name):
-        return lambda cls: cls
 
 
 def docstring_example(cls):
@@ -32,11 +25,22 @@ def docstring_example(cls):
     return textwrap.dedent(inspect.getdoc(cls).split("::\n", 1)[1])
 
 
-# UpdateRule's docstring example, run as written: a learned optimiser in a user's module.
-EXAMPLE = {"np": np, "ops": ops, "check_range": check_range, "UpdateRule": UpdateRule,
-           "LearnedOptimizer": LearnedOptimizer, "OPTIMIZERS": Deferred()}
-exec(docstring_example(UpdateRule), EXAMPLE)  # noqa: S102  (the package's own docstring)
-LearnedRateSGD = EXAMPLE["LearnedRateSGD"]
+@pytest.fixture(scope="module")
+def user_module(tmp_path_factory):
+    """UpdateRule's docstring example as a user's own module, imported from its file (so that
+    tf.function reads its source as it reads any module's): a learned optimiser defined
+    outside the package, registered on import."""
+    path = tmp_path_factory.mktemp("user") / "learned_rate.py"
+    path.write_text("import numpy as np\nfrom keras import ops\n\n"
+                    "from l2o.optimizers import LearnedOptimizer, UpdateRule\n"
+                    "from l2o.registry import OPTIMIZERS\n"
+                    "from l2o.validation import check_range\n\n\n"
+                    + docstring_example(UpdateRule))
+    spec = importlib.util.spec_from_file_location("learned_rate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    del OPTIMIZERS["LearnedRateSGD"]
 
 
 class DiagonalBowl(Problem):
@@ -117,18 +121,17 @@ class CentralDifferencesSpec(EstimatorSpec):
 
 
 @pytest.fixture(autouse=True)
-def registered():
-    """What a user's module does on import (``@OPTIMIZERS.register("LearnedRateSGD")`` on the
-    class), undone after each test so that the package's own registries stay as shipped."""
-    OPTIMIZERS.register("LearnedRateSGD")(LearnedRateSGD)
+def registered(user_module):
+    """What a user's module does on import (``@PROBLEMS.register("diagonal_bowl")`` on the
+    class), undone after the tests so that the package's own registries stay as shipped."""
     PROBLEMS.register("diagonal_bowl")(DiagonalBowl)
     ESTIMATORS.register("central_differences")(CentralDifferencesSpec)
     yield
-    del OPTIMIZERS["LearnedRateSGD"], PROBLEMS["diagonal_bowl"]
-    del ESTIMATORS["central_differences"]
+    del PROBLEMS["diagonal_bowl"], ESTIMATORS["central_differences"]
 
 
-def test_a_learned_optimiser_and_a_problem_from_outside_the_package_meta_train(tmp_path):
+def test_a_learned_optimiser_and_a_problem_from_outside_the_package_meta_train(tmp_path,
+                                                                              user_module):
     config = tiny_config(tmp_path / "run", constructor="LearnedRateSGD",
                          network={"initial_rate": 1e-3},
                          problems=[{"target": "diagonal_bowl", "kwargs": {"dim": 8}}],
@@ -136,7 +139,7 @@ def test_a_learned_optimiser_and_a_problem_from_outside_the_package_meta_train(t
                          optimizer={"class_name": "Adam", "config": {"learning_rate": 0.1}})
     l2o.train(config)
     optimizer = l2o.load_optimizer(str(tmp_path / "run"), checkpoint="last")
-    assert isinstance(optimizer, LearnedRateSGD)
+    assert isinstance(optimizer, user_module.LearnedRateSGD)
     # On a bowl whose curvatures are at most 1, any rate below 1 is too small: the meta-gradient
     # of the summed loss can only push the learned rate up from 1e-3.
     assert float(optimizer.meta_weights["log_rate"]) > np.log(1e-3) + 0.5
