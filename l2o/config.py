@@ -283,8 +283,6 @@ def validate(config):
     """Checks every key against the defaults' keys and types; raises ConfigError."""
     reference = copy.deepcopy(DEFAULTS)
     reference["strategy"] = signature_defaults(STRATEGIES[config["strategy_constructor"]])
-    estimator = ESTIMATORS[config["estimator_constructor"]]
-    reference["estimator"] = signature_defaults(estimator)
     check_tree("", config, reference, UNTYPED)
     config["network"] = check_network(OPTIMIZERS[config["constructor"]].rule_class,
                                       config["network"])
@@ -322,13 +320,16 @@ def validate(config):
         raise ConfigError(f"training/p_teacher: must be a probability, got {training['p_teacher']}")
     if training["p_teacher"] > 0 and not training["teachers"]:
         raise ConfigError("training/p_teacher: is positive but training/teachers is empty")
-    # Checked here, not by the tree above: an estimator without options (tbptt) has an empty
-    # reference section, which the tree would take as free-form.
-    if not reference["estimator"] and config["estimator"]:
+    # The estimator's section against its class's defaults, here rather than in the tree
+    # above (where DEFAULTS leaves it empty: free-form), so that a class without options
+    # (tbptt) refuses every key.
+    estimator = ESTIMATORS[config["estimator_constructor"]]
+    options = signature_defaults(estimator)
+    if not options and config["estimator"]:
         raise ConfigError(f"estimator/{next(iter(config['estimator']))}: unknown key; "
                           f"estimator_constructor {config['estimator_constructor']} takes no "
                           f"options")
-    check_tree("estimator/", config["estimator"], reference["estimator"])
+    check_tree("estimator/", config["estimator"], options)
     estimator.validate_config(config["estimator"], config)
     _check_meta_objective(config)
     OPTIMIZERS[config["constructor"]].validate_run_config(config)

@@ -64,9 +64,9 @@ class PIOOptimizer(MetaTrainable):
     def validate_run_config(cls, config):
         """PIO trains its drift network step by step: the meta-training knobs do not apply."""
         training = config["training"]
-        if config["estimator_constructor"] != "tbptt" or config["estimator"]:
+        if config["estimator_constructor"] != "tbptt":
             raise ConfigError(f"estimator_constructor: PIO trains its drift network by its own "
-                              f"estimator; leave it at 'tbptt' with no estimator options, got "
+                              f"estimator; leave it at 'tbptt', got "
                               f"{config['estimator_constructor']!r}")
         for key, neutral in (("epochs", 1), ("repeat", 1),
                              ("persistent", False), ("p_teacher", 0.0),
