@@ -248,8 +248,9 @@ class NormalizedMLPRule(UpdateRule):
             rows, cols = matrix_shape(p.shape)
             flat_g, flat_p = ops.reshape(g, (1, -1)), ops.reshape(p, (1, -1))
             m = decays * ops.transpose(ops.reshape(m, (-1, count))) + (1.0 - decays) * flat_g
-            v = b2 * v + (1.0 - b2) * ops.square(g)
-            square = ops.reshape(ops.square(g), (rows, cols))
+            squared = ops.square(g)
+            v = b2 * v + (1.0 - b2) * squared
+            square = ops.reshape(squared, (rows, cols))
             r = b2 * r + (1.0 - b2) * ops.mean(square, axis=1)
             c = b2 * c + (1.0 - b2) * ops.mean(square, axis=0)
             new["m"].append(ops.reshape(ops.transpose(m), tuple(p.shape) + (count,)))
