@@ -5,7 +5,17 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from l2o.estimators.es import PES, LocalShards, TruncatedES, antithetic_noise, repeat_state
+from l2o.estimators.es import (
+    PES,
+    LocalShards,
+    TruncatedES,
+    antithetic_noise,
+    breakstep_offsets,
+    es_gradient,
+    horizon_ends,
+    pes_share,
+    repeat_state,
+)
 from l2o.systems import influence
 
 THETA = np.array([0.5], np.float32)
@@ -57,6 +67,22 @@ def test_antithetic_pairs_draw_the_same_noise_in_any_shard():
     assert not np.allclose(antithetic_noise(8, range(3), (2,), 0.1), eps)
     with pytest.raises(ValueError, match="even"):
         PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=5)
+
+
+def test_the_estimators_arithmetic_against_hand_computed_values():
+    accumulated = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)
+    eps = np.array([[0.5, 2.0], [-0.5, -2.0]], np.float32)
+    losses = np.array([3.0, 1.0])
+    accumulated, share = pes_share(accumulated, eps, losses)
+    np.testing.assert_array_equal(accumulated, [[1.5, 2.0], [-1.5, -2.0]])
+    # 3 (1.5, 2) + 1 (-1.5, -2) = (3, 4)
+    np.testing.assert_array_equal(share, [3.0, 4.0])
+    # (3, 4) / (2 particles x 0.5^2)
+    np.testing.assert_allclose(es_gradient(share, 2, 0.5), [6.0, 8.0])
+    np.testing.assert_array_equal(horizon_ends(np.array([3, 4, 5]), 4), [False, True, True])
+    np.testing.assert_array_equal(horizon_ends(np.array([3, 400]), None), [False, False])
+    # Four pairs over a horizon of 100: pair j starts j * 100 / 4 steps in.
+    np.testing.assert_array_equal(breakstep_offsets(range(1, 4), 100, 4), [25, 50, 75])
 
 
 @pytest.mark.slow

@@ -97,6 +97,8 @@ def numpy_controller(meta, features, settings):
     """log lr_0(t) from the controller's features: its one hidden layer, then the sigmoid."""
     hidden = np.maximum(features @ meta["controller/0/kernel"] + meta["controller/0/bias"], 0.0)
     out = (hidden @ meta["controller/output/kernel"] + meta["controller/output/bias"])[0]
+    if settings.get("controller_linear"):
+        out = out + features @ meta["controller/linear"][:, 0]
     low, high = np.log(settings["controller_rates"])
     start = (np.log(settings["learning_rate"]) - low) / (high - low)
     return low + (high - low) / (1.0 + np.exp(-(out + np.log(start / (1.0 - start)))))
@@ -108,6 +110,8 @@ CONTROLLER = {"controller_layers": [4], "controller_rates": [1e-4, 0.5]}
 @pytest.mark.parametrize("variant", [{"step_scale": "tensor_rms"}, {"step_scale": "adam"},
                                      {"step_scale": "adam", "max_step_ratio": 1.5},
                                      {"step_scale": "adam", "max_step_ratio": 1.5, **CONTROLLER},
+                                     {"step_scale": "adam", "max_step_ratio": 1.5, **CONTROLLER,
+                                      "controller_linear": True},
                                      {"step_scale": "tensor_rms", **CONTROLLER}])
 @pytest.mark.parametrize("shape", [(3, 4), (6,)])
 def test_update_matches_the_equations_by_hand(shape, variant):
@@ -143,7 +147,9 @@ def test_step_size_is_the_learned_rate_whatever_the_gradient_scale():
         assert rms == pytest.approx(lr, rel=1e-4), scale
 
 
-@pytest.mark.parametrize("variant", [{}, {"max_step_ratio": 1.5, **CONTROLLER}])
+@pytest.mark.parametrize("variant", [{}, {"max_step_ratio": 1.5, **CONTROLLER},
+                                     {"max_step_ratio": 1.5, **CONTROLLER,
+                                      "controller_linear": True}])
 def test_untrained_adam_scaled_rule_is_adam(variant):
     """step_scale adam with the initial meta-weights is Keras's Adam at ``learning_rate``, step
     for step, including the shrinking step once the gradients turn to noise; an untrained
@@ -198,6 +204,11 @@ def test_controller_rates_must_bracket_the_learning_rate(rates):
     with pytest.raises(ConfigError, match="network/controller_rates"):
         NormalizedMLPOptimizer(network={**SETTINGS, "controller_layers": [4],
                                         "controller_rates": rates})
+
+
+def test_a_linear_controller_path_needs_the_controller():
+    with pytest.raises(ConfigError, match="network/controller_linear: .*controller_layers"):
+        NormalizedMLPOptimizer(network={**SETTINGS, "controller_linear": True})
 
 
 @pytest.mark.slow

@@ -33,6 +33,11 @@ re-initialises and its xi resets once its step count reaches the horizon T
 T (1 - j / (N/2)) steps, so that resets (and fresh, high-loss starts) are
 spread over time instead of hitting every particle at once.
 
+The arithmetic above is in pure functions on numpy arrays (``antithetic_noise``,
+``weighted_sum``, ``pes_share``, ``es_gradient``, ``horizon_ends``,
+``breakstep_offsets``), apart from the classes below that keep particles
+between truncations, place them in shards and recover lost ones.
+
 Shards. A population (``TruncatedES``, ``PES``) keeps its particles in shards,
 each holding a consecutive range of antithetic pairs: their states, step
 counts and (PES) accumulated noise. Each truncation the population draws two
@@ -76,9 +81,35 @@ def antithetic_noise(seed, pairs, shape, sigma):
     return np.concatenate([half, -half])
 
 
+# The estimators' arithmetic, apart from where the particles live and how lost ones rejoin.
+
 def weighted_sum(directions, losses):
     """sum_i directions_i L_i over the leading (particle) axis, in float64: a shard's share."""
     return np.tensordot(np.asarray(losses, np.float64), directions.astype(np.float64), axes=1)
+
+
+def es_gradient(share, particles, sigma):
+    """g = share / (N sigma^2): the estimate from the sum of every shard's share over the N
+    ``particles`` that reported."""
+    return (share / (particles * sigma ** 2)).astype(np.float32)
+
+
+def pes_share(accumulated, eps, losses):
+    """One PES truncation of some particles: ``(xi + eps, sum_i (xi_i + eps_i) L_i)`` for
+    their accumulated noise xi, this truncation's perturbations eps and losses L."""
+    accumulated = accumulated + eps
+    return accumulated, weighted_sum(accumulated, losses)
+
+
+def horizon_ends(steps, horizon):
+    """Where particles at inner steps ``steps`` have reached the ``horizon`` (None: never)."""
+    return np.zeros(np.shape(steps), bool) if horizon is None else np.asarray(steps) >= horizon
+
+
+def breakstep_offsets(pairs, horizon, total_pairs):
+    """The steps antithetic pairs ``pairs`` (of ``total_pairs``) start at under ``breakstep``,
+    so that pair j's first horizon ends after T (1 - j / (N/2)) steps."""
+    return (np.asarray(pairs, np.int64) * horizon) // total_pairs
 
 
 def repeat_state(state, particles):
@@ -166,8 +197,7 @@ class Population:
             return np.full(theta.shape, np.nan, np.float32), float("nan")
         losses = np.concatenate([result[1] for result in reported])
         share = np.sum([result[0] for result in reported], axis=0)
-        gradient = (share / (losses.size * self.sigma ** 2)).astype(np.float32)
-        return gradient, self.mean_loss(losses, reported)
+        return es_gradient(share, losses.size, self.sigma), self.mean_loss(losses, reported)
 
     def mean_loss(self, losses, reported):
         return float(np.mean(losses))
@@ -227,7 +257,7 @@ class TruncatedESShard(Shard):
         losses = ops.convert_to_numpy(losses)
         self.state = keras.tree.map_structure(lambda t: t[-1], states)
         self.step += length
-        if self.horizon is not None and self.step >= self.horizon:
+        if horizon_ends(self.step, self.horizon):
             self.state, self.step = self.init_state(start_seed), 0
         return weighted_sum(eps, losses[:-1]), losses[:-1], bool(np.isfinite(losses[-1]))
 
@@ -279,7 +309,7 @@ class PESShard(Shard):
         self.accumulated = np.zeros((2 * len(self.pairs), dimension), np.float32)
         offsets = np.zeros(len(self.pairs), np.int64)
         if self.stagger == "breakstep":
-            offsets = (np.asarray(self.pairs, np.int64) * self.horizon) // (self.particles // 2)
+            offsets = breakstep_offsets(self.pairs, self.horizon, self.particles // 2)
         self.steps = np.concatenate([offsets, offsets])
 
     def estimate(self, theta, length, noise_seed, start_seed):
@@ -289,15 +319,13 @@ class PESShard(Shard):
         losses, self.states = self.unroll(ops.convert_to_tensor(theta[None] + eps),
                                           self.states, self.steps, length)
         losses = ops.convert_to_numpy(losses)
-        self.accumulated = self.accumulated + eps
-        share = weighted_sum(self.accumulated, losses)
+        self.accumulated, share = pes_share(self.accumulated, eps, losses)
         self.steps = self.steps + length
-        if self.horizon is not None:
-            finished = self.steps >= self.horizon
-            if finished.any():
-                self.states = _reset_where(finished, self.init_state(start_seed), self.states)
-                self.accumulated[finished] = 0.0
-                self.steps[finished] = 0
+        finished = horizon_ends(self.steps, self.horizon)
+        if finished.any():
+            self.states = _reset_where(finished, self.init_state(start_seed), self.states)
+            self.accumulated[finished] = 0.0
+            self.steps[finished] = 0
         return share, losses
 
     def arrays(self):

@@ -65,6 +65,9 @@ and sets the centre lr_0 of the step sizes above to
 
 with [lo, hi] = ``controller_rates`` and k the MLP, whose output layer starts
 at zero (so an untrained controller keeps lr_0 = ``learning_rate``). With
+``controller_linear`` k(x) = MLP(x) + w^T x, a linear path (w starting at
+zero) beside the MLP, so that a centre that follows a feature on the log
+scale (say, falls with the gradient norm) is one weight away. With
 n_t = log ||g_t|| (the norm over every tensor), EMAs f_t (decay 0.9) and s_t
 (0.99) of n_t, bias-corrected, and rms(a) over every coordinate of Adam's
 direction, the features x_t are, in decades (logs divided by log 10),
@@ -135,7 +138,7 @@ class NormalizedMLPRule(UpdateRule):
                  timescales=(10.0, 100.0, 1000.0, 10000.0), learning_rate=1e-3,
                  magnitude_scale=0.1, epsilon=1e-8, step_scale="tensor_rms",
                  max_step_ratio=None, controller_layers=None,
-                 controller_rates=(1e-5, 1e-1)):
+                 controller_rates=(1e-5, 1e-1), controller_linear=False):
         self.hidden_layers = [int(u) for u in hidden_layers]
         self.activation = activation
         self.momentum_decays = [float(b) for b in momentum_decays]
@@ -149,6 +152,7 @@ class NormalizedMLPRule(UpdateRule):
         self.controller_layers = (None if controller_layers is None
                                   else [int(u) for u in controller_layers])
         self.controller_rates = [float(r) for r in controller_rates]
+        self.controller_linear = bool(controller_linear)
 
     @classmethod
     def validate_config(cls, network):
@@ -173,6 +177,9 @@ class NormalizedMLPRule(UpdateRule):
                 raise ConfigError("network/max_step_ratio: bounds the step around Adam's, so it "
                                   "needs network/step_scale: adam")
         if network["controller_layers"] is None:
+            if network["controller_linear"]:
+                raise ConfigError("network/controller_linear: a path beside the controller's "
+                                  "MLP, so it needs network/controller_layers")
             return
         check_units("network/controller_layers", network["controller_layers"])
         rates = network["controller_rates"]
@@ -206,6 +213,9 @@ class NormalizedMLPRule(UpdateRule):
                 width = units
             weights.update({"controller/output/kernel": np.zeros((width, 1), np.float32),
                             "controller/output/bias": np.zeros((1,), np.float32)})
+            if self.controller_linear:
+                weights["controller/linear"] = np.zeros(
+                    (CONTROLLER_FEATURES + len(self.timescales), 1), np.float32)
         return weights
 
     def init_state(self, params, seed):
@@ -333,6 +343,8 @@ class NormalizedMLPRule(UpdateRule):
         for index in range(len(self.controller_layers)):
             hidden = activation(dense(meta_weights, f"controller/{index}", hidden))
         out = dense(meta_weights, "controller/output", hidden)[0, 0]
+        if self.controller_linear:
+            out = out + ops.matmul(features[None], meta_weights["controller/linear"])[0, 0]
         low, high = (float(np.log(r)) for r in self.controller_rates)
         start = (float(np.log(self.learning_rate)) - low) / (high - low)
         centre = low + (high - low) * ops.sigmoid(out + float(np.log(start / (1.0 - start))))
