@@ -1,32 +1,20 @@
-"""What every strategy shares: the run directory, checkpoints, logs and progress.
+"""What every strategy shares: the schedule's options, a period's training and validation.
 
-A run directory holds
-    config.json              the resolved config (resume.py reads it back)
-    checkpoints/last.npz     everything needed to resume after the last period
-    checkpoints/previous.npz the same after the period before: resume falls back
-                             to it when last.npz is damaged (one more file of
-                             last.npz's size, where full state in every period
-                             file would multiply the disk a run takes)
-    checkpoints/best.npz     meta-weights of the best validation so far
-    checkpoints/period_NNNN.npz   meta-weights after each period
-    summary.jsonl            one JSON line per period (null for a non-finite number)
-    tensorboard/             the same scalars for TensorBoard
-    lock                     while a process trains there: its id (``l2o.locks``)
-Every checkpoint records the config it must match (``runs.checkpoint_record``).
+A strategy is the meta-training schedule (how many periods, which unroll
+lengths, when to stop); the run directory it trains in
+(``l2o.run_directory.RunDirectory``) owns resume, logs and checkpoint order.
 """
 
 import inspect
-import json
 import math
-import os
-import shutil
 import sys
 import time
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from l2o import backend, checkpoints, import_names, runs
+from l2o import import_names
+from l2o.run_directory import RunDirectory
 from l2o.validation import ConfigError, check_choice
 
 
@@ -91,17 +79,23 @@ class Strategy:
                                              self.options["validation_repeat"]))
         return metrics
 
+    def start(self, trainer, directory):
+        """Takes up the run of ``trainer`` in ``directory``: restores its newest intact
+        checkpoint if any, writes the config, and opens the logs."""
+        self.trainer = trainer
+        self.run_directory = RunDirectory(directory, trainer.config)
+        self.state = self.run_directory.resume(trainer.load_state_arrays) or {
+            "period": -1, "best_validation": float("inf")}
+        self.run_directory.save_config()
+        self.run_directory.open_logs(self.state["period"])
+
     def run(self, trainer, directory):
         """Trains in ``directory``, resuming after its last finished period if any.
 
         Returns the run's state, with ``periods_trained`` (by this call) and, where that
         is none (a finished run resumed), ``extend_with``: the override that extends it.
         """
-        self.trainer, self.directory = trainer, directory
-        self.state = {"period": -1, "best_validation": float("inf")}
-        self._rotate_last = self._resume()
-        runs.save_config(trainer.config, directory)
-        self._restore_logs(self.state["period"])
+        self.start(trainer, directory)
         first = self.state["period"]
         self.run_periods()
         if not math.isfinite(self.state["best_validation"]):
@@ -114,74 +108,6 @@ class Strategy:
     def extension(self):
         """The ``section/key=value`` override that makes a finished run go on (resume.py),
         or None where the strategy has none."""
-
-    def _resume(self):
-        """Restores the newest intact full state: last.npz, else previous.npz (saying so).
-
-        Returns whether the next checkpoint may keep last.npz as previous.npz:
-        not after a fall-back, which would replace the intact previous state
-        by the damaged file.
-        """
-        folder = os.path.join(self.directory, "checkpoints")
-        paths = [os.path.join(folder, name) for name in ("last.npz", "previous.npz")]
-        if not any(os.path.exists(path) for path in paths):
-            return True
-        problems = []
-        for path in paths:
-            try:
-                self._load_state(path)
-            except checkpoints.CheckpointError as error:
-                problems.append(str(error))
-                continue
-            if problems:
-                print(f"warning: {problems[0]}; resuming from {os.path.basename(path)}, the "
-                      f"state after period {self.state['period']}", file=sys.stderr)
-            return not problems
-        raise checkpoints.CheckpointError(
-            f"{folder}: no intact checkpoint to resume from ({'; '.join(problems)}); "
-            f"start afresh with train.py --overwrite")
-
-    def _load_state(self, path):
-        arrays, info = checkpoints.load(path)
-        runs.check_checkpoint(path, info, self.trainer.config,
-                              os.path.join(self.directory, "config.json"))
-        try:
-            self.trainer.load_state_arrays(arrays, info["trainer"])
-        except KeyError as error:  # an entry looked up in a mapping the trainer built itself
-            raise checkpoints.CheckpointError(
-                f"{path}: incomplete checkpoint: no entry {error}") from None
-        state = info["strategy"]
-        # Looked up by name: an incomplete file raises CheckpointError here, and resume falls back.
-        self.state = dict(state, period=state["period"], best_validation=state["best_validation"])
-
-    def _restore_logs(self, period):
-        """Forgets the logs of periods that a kill cut short of their checkpoint.
-
-        Their summary lines go; TensorBoard, which cannot forget a step, is then
-        rewritten from the lines that stay, so no step is logged twice.
-        """
-        path = os.path.join(self.directory, "summary.jsonl")
-        logdir = os.path.join(self.directory, "tensorboard")
-        lines, kept, records = [], [], []
-        if os.path.exists(path):
-            with open(path) as handle:
-                lines = [line for line in handle if line.strip()]
-        for line in lines:
-            try:
-                record = json.loads(line)
-                finished = record["period"] <= period
-            except (ValueError, KeyError, TypeError):  # a line torn by a kill
-                continue
-            if finished:
-                kept.append(line)
-                records.append(record)
-        rewrite = len(kept) < len(lines)
-        if rewrite:
-            checkpoints.write_text(path, "".join(kept))
-            shutil.rmtree(logdir, ignore_errors=True)
-        self.log = backend.ScalarLog(logdir)
-        for record in records if rewrite else ():
-            self.log.write(record["period"], _scalars(record))
 
     def _non_finite(self, message):
         """Stops the run with ``message`` (training/stop_on_nonfinite), or warns and goes on."""
@@ -237,25 +163,8 @@ class Strategy:
         self.state = dict(self.state, period=period,
                           best_validation=validation if improved
                           else self.state["best_validation"])
-        folder = os.path.join(self.directory, "checkpoints")
-        weights = {f"meta/{k}": v for k, v in self.trainer.meta_weights().items()}
-        meta_info = {"period": period, **metrics,
-                     "config": runs.checkpoint_record(self.trainer.config)}
-        checkpoints.save(os.path.join(folder, f"period_{period:04d}.npz"), weights, meta_info)
-        if improved:
-            checkpoints.save(os.path.join(folder, "best.npz"), weights, meta_info)
-        # Logs first: a kill before last.npz lands makes resume redo this period and
-        # drop its logs, while the reverse order would lose the summary line.
-        record = {"period": period, **metrics, "best": improved}
-        checkpoints.append_line(os.path.join(self.directory, "summary.jsonl"),
-                                checkpoints.json_dumps_finite(record))
-        self.log.write(period, _scalars(record))
-        arrays, trainer_info = self.trainer.state_arrays()
-        checkpoints.save(os.path.join(folder, "last.npz"), arrays,
-                         {"strategy": self.state, "trainer": trainer_info, **meta_info},
-                         previous=os.path.join(folder, "previous.npz") if self._rotate_last
-                         else None)
-        self._rotate_last = True
+        self.run_directory.record_period(period, self.trainer.meta_weights(), metrics, improved,
+                                         self.state, self.trainer.state_arrays)
         tqdm.write(f"period {period}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             + (" (best)" if improved else ""))
@@ -271,13 +180,6 @@ def _check_annealing_schedule(schedule):
             isinstance(schedule, list) and max(entries) > 1):
         raise ConfigError(f"strategy/annealing_schedule: a rate a >= 0 (exp(-a i)) or a "
                           f"non-empty list of probabilities, got {schedule!r}")
-
-
-def _scalars(record):
-    """The TensorBoard scalars of a summary record: its finite numbers but the period."""
-    return {key: value for key, value in record.items()
-            if key != "period" and isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value)}
 
 
 def unroll_sampler(distribution):

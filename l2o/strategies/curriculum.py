@@ -25,7 +25,7 @@ run resumed mid-stage continues exactly where it stopped.
 
 import numpy as np
 
-from l2o import checkpoints, import_names
+from l2o import import_names
 from l2o.registry import STRATEGIES
 from l2o.strategies.base import Strategy, unroll_length
 from l2o.validation import ConfigError
@@ -100,8 +100,7 @@ class CurriculumStrategy(Strategy):
         return max_stages == 0 and not progress["stage_best"] < progress["best_before"]
 
     def next_stage(self, progress):
-        arrays, _ = checkpoints.load(f"{self.directory}/checkpoints/best.npz")
-        for name, value in checkpoints.prefixed(arrays, "meta").items():
+        for name, value in self.run_directory.best_meta_weights().items():
             self.trainer.meta_variables[name].assign(value)
         self.state["curriculum"] = {
             "stage": progress["stage"] + 1, "periods": 0, "stage_best": np.inf,
