@@ -8,13 +8,15 @@ live across epochs (``training/persistent``). The learned optimiser named by
 epochs to run, with which unroll lengths, and when to validate and
 checkpoint.
 
-With ``distributed/workers`` N > 0 the estimators' distributable parts (ES/PES
-particles, ``l2o.estimators.particles``) run on Ray workers; estimators without
-such parts (TBPTT) run whole tasks there instead: each worker builds the run
-(``local_trainer``) and keeps the trajectories of its tasks; each round of an
-averaged meta-batch the learner sends it the meta-weights and its tasks'
-requests, runs ``truncate`` there, and averages the gradients that come back
-as it does its own.
+Where the tasks' truncations run and their states live is a ``TaskRunner``
+(``l2o.task_runners``): here, or with ``distributed/workers`` N > 0 and
+estimators without distributable parts (TBPTT), on Ray workers that each
+build the run (``local_tasks``) and keep their share of the trajectories;
+each round of an averaged meta-batch the learner sends them the meta-weights
+and their tasks' requests, and averages the gradients that come back as it
+does its own. Estimators with distributable parts (ES/PES particles,
+``l2o.estimators.particles``) keep their tasks here and place those parts on
+the workers instead.
 
 Every random choice is drawn from a stream of ``l2o.streams`` keyed by (seed,
 period, epoch, problem, slot, truncation), so a resumed run repeats exactly
@@ -24,7 +26,6 @@ what an uninterrupted one would have done.
 import copy
 import functools
 import itertools
-import typing
 
 import keras
 import numpy as np
@@ -36,22 +37,8 @@ from l2o.estimators.particles import ParticleHost
 from l2o.imitation import Teacher
 from l2o.registry import OPTIMIZERS
 from l2o.streams import Stream, rng, seed_from
+from l2o.task_runners import DistributedTasks, LocalTasks, TruncationRequest
 from l2o.validation import ConfigError
-
-
-class TruncationRequest(typing.NamedTuple):
-    """One task's truncation, as ``MetaTrainer.truncate`` runs it (here or on a distributed
-    worker that keeps the task's state)."""
-
-    task: tuple  # (problem index, slot)
-    start: int | None  # a seed: begin a fresh worker state first; None: go on
-    generator: np.random.Generator  # the truncation's stream (imitation draws, particles)
-    length: int  # inner steps
-    teacher: int | None  # index into the problem's teachers; None: the meta-loss
-    # A seed, on the truncation's last repeat: settles the task's state (a fresh one from
-    # it if the estimate asks for a restart, else the advanced one); None (an earlier
-    # repeat): the state stays where the truncation began, for the next repeat.
-    restart: int | None
 
 
 def resolve_jit(setting):
@@ -93,22 +80,20 @@ class MetaTrainer:
         # The tasks of an epoch, (problem, slot): each problem's training/epochs trajectories.
         self.tasks = [(index, slot) for index in range(len(self.problems))
                       for slot in range(training["epochs"])]
-        # Worker states by task, kept here: those of the trajectories in progress, and those
-        # kept across epochs (training/persistent). With tasks_on_workers the states live on
-        # the distributed workers instead, and ``hosts`` maps each task to the one keeping it.
-        self.states, self.hosts = {}, {}
         # distributed/workers > 0: Ray actors (l2o/distributed.py) that run the estimators'
         # distributable parts (ES/PES particles), or else whole tasks, each worker
         # keeping its share of the trajectories (training/meta_batch averaged).
-        self.remote, self.tasks_on_workers = None, False
+        self.remote = None
+        self.runner = LocalTasks(self.estimators, self.teachers, self.meta_variables)
         if config["distributed"]["workers"]:
             parts = distributable(self.estimators)
-            self.tasks_on_workers = not parts
-            target = functools.partial(local_trainer, config) if self.tasks_on_workers else \
-                functools.partial(ParticleHost, functools.partial(worker_estimators, config))
+            target = functools.partial(ParticleHost, functools.partial(worker_estimators, config)) \
+                if parts else functools.partial(local_tasks, config)
             self.remote = distributed.Workers(target, **config["distributed"])
             for key, estimator in parts.items():
                 estimator.place_on(self.remote, key)
+            if not parts:
+                self.runner = DistributedTasks(self.remote, self.tasks, self.meta_weights)
 
     def _compiled_apply(self, optimizer):
         """``grads -> None``: one step of ``optimizer`` (built) on the meta-weights."""
@@ -140,11 +125,11 @@ class MetaTrainer:
         losses = {"meta_loss": [], "imitation_loss": []}
         # Tasks that start a fresh trajectory at their next truncation, with its seed.
         starts = {task: seed_from(rng(Stream.TRAJECTORY, seed, period, epoch, *task))
-                  for task in self.tasks if not (persistent and task in self._kept())}
+                  for task in self.tasks if not (persistent and task in self.runner.kept())}
         running = []
         for truncations in self._rounds(period, epoch, sample_unroll):
             if not persistent:
-                self._forget(set(running) - {task for task, *_ in truncations})
+                self.runner.forget(set(running) - {task for task, *_ in truncations})
             running, requests = [task for task, *_ in truncations], []
             for task, depth, generator, length in truncations:
                 teacher = int(generator.integers(len(self.teachers[task[0]]))) \
@@ -153,7 +138,7 @@ class MetaTrainer:
                 requests.append(TruncationRequest(task, None, generator, length, teacher,
                                                   restart))
             for repeat in range(repeats):
-                estimates = self._truncate([
+                estimates = self.runner.truncate([
                     request._replace(start=starts.pop(request.task, None),
                                      restart=request.restart if repeat == repeats - 1 else None)
                     for request in requests])
@@ -165,7 +150,7 @@ class MetaTrainer:
                 else:
                     on_truncation(meta_loss=estimate.loss, steps=estimate.steps)
         if not persistent:
-            self._forget(running)
+            self.runner.forget(running)
         return losses
 
     def _rounds(self, period, epoch, sample_unroll):
@@ -186,50 +171,6 @@ class MetaTrainer:
                               if truncation is not None]:
             yield truncations
 
-    def truncate(self, requests, meta_weights=None):
-        """One truncation of each ``TruncationRequest`` of ``requests``, at the same
-        meta-weights (``meta_weights``, or as they are); returns their
-        ``GradientEstimate``s, the gradients as numpy arrays. The learner's work for a
-        meta-batch, or a distributed worker's for its share of one. A task without a kept
-        state (a worker that was restarted) gets None.
-        """
-        for name, value in (meta_weights or {}).items():
-            self.meta_variables[name].assign(value)
-        estimates = []
-        for request in requests:
-            task = request.task
-            estimator = self.estimators[task[0]]
-            if request.start is not None:
-                self.states[task] = estimator.init_worker_state(request.start)
-            if task not in self.states:
-                estimates.append(None)
-                continue
-            estimate, advanced = estimator.compute_gradient_estimate(
-                self.states[task], request.generator, request.length,
-                None if request.teacher is None else self.teachers[task[0]][request.teacher])
-            if request.restart is not None:
-                self.states[task] = estimator.init_worker_state(request.restart) \
-                    if estimate.restart else advanced
-            estimates.append(estimate._replace(
-                grads=[np.asarray(ops.convert_to_numpy(g)) for g in estimate.grads]))
-        return estimates
-
-    def _truncate(self, requests):
-        """``truncate`` here, or each task's on the distributed worker that keeps it."""
-        if not self.tasks_on_workers:
-            return self.truncate(requests)
-        shares = self._shares(request.task for request in requests)
-        by_task = {request.task: request for request in requests}
-        meta_weights = self.meta_weights()
-        results, _ = self.remote.call({
-            index: ("truncate", ([by_task[task] for task in tasks], meta_weights))
-            for index, tasks in shares.items()})
-        estimates = {}
-        for index, tasks in shares.items():
-            estimates.update(zip(tasks, results.get(index) or [None] * len(tasks)))
-            self.hosts.update(dict.fromkeys(tasks, index))
-        return [estimates[request.task] for request in requests]
-
     def _apply_mean(self, estimates, losses):
         """Applies the mean gradient of each kind's usable estimates, noting its mean loss."""
         for kind, values in losses.items():
@@ -240,22 +181,6 @@ class MetaTrainer:
                 self._apply[kind]([ops.convert_to_tensor(g, v.dtype) for g, v in
                                    zip(grads, self.meta_variables.values())])
                 values.append(float(np.mean([estimate.loss for estimate in usable])))
-
-    def _shares(self, tasks):
-        """{distributed worker: the ``tasks`` it keeps}; task k of ``self.tasks`` lives on
-        worker k mod N."""
-        shares = {}
-        for task in tasks:
-            shares.setdefault(self.tasks.index(task) % self.remote.count, []).append(task)
-        return shares
-
-    def _kept(self):
-        """{task: its state, or the distributed worker keeping it} of the tasks with a state."""
-        return self.hosts if self.tasks_on_workers else self.states
-
-    def _forget(self, tasks):
-        for task in tasks:
-            self._kept().pop(task, None)
 
     def _truncations(self, problem_index, keys, sample_unroll):
         """``(depth, generator, length)`` of each truncation of one trajectory in one epoch."""
@@ -280,9 +205,9 @@ class MetaTrainer:
         """How many times distributed workers were lost and restarted (None: no workers)."""
         return None if self.remote is None else self.remote.restarts
 
-    def validate(self, unroll, seed, repeat):
+    def validation_metrics(self, unroll, seed, repeat):
         """Each estimator's validation metrics, averaged over problems and ``repeat`` seeds."""
-        results = [estimator.validate(unroll, seed + offset)
+        results = [estimator.validation_metrics(unroll, seed + offset)
                    for estimator in self.estimators for offset in range(repeat)]
         return {key: float(np.mean([r[key] for r in results])) for key in results[0]}
 
@@ -298,12 +223,12 @@ class MetaTrainer:
         if self.imitation_optimizer is not self.meta_optimizer:
             arrays.update(checkpoints.variable_arrays("imitation_optimizer",
                                                       self.imitation_optimizer.variables))
-        workers = []
-        for (problem_index, slot), (worker_arrays, info) in self._worker_entries().items():
+        tasks = []
+        for (problem_index, slot), (task_arrays, info) in self.runner.entries().items():
             arrays.update({f"worker/{problem_index}_{slot}/{name}": value
-                           for name, value in worker_arrays.items()})
-            workers.append({"problem": problem_index, "slot": slot, **info})
-        return arrays, {"workers": workers}
+                           for name, value in task_arrays.items()})
+            tasks.append({"problem": problem_index, "slot": slot, **info})
+        return arrays, {"workers": tasks}
 
     def load_state_arrays(self, arrays, info):
         checkpoints.assign_arrays("meta", self.meta_variables, arrays)
@@ -312,42 +237,14 @@ class MetaTrainer:
             checkpoints.assign_arrays("imitation_optimizer", self.imitation_optimizer.variables,
                                       arrays)
         entries = {}
+        # The file keeps its first names for the tasks' states: "workers", "worker/".
         for entry in info["workers"]:
             entry = dict(entry)
             task = entry.pop("problem"), entry.pop("slot")
             prefix = "worker/{}_{}/".format(*task)
             entries[task] = ({name[len(prefix):]: value for name, value in arrays.items()
                               if name.startswith(prefix)}, entry)
-        if not self.tasks_on_workers:
-            self.load_worker_entries(entries)
-            return
-        # Every worker hears, so that none keeps states of before.
-        self.remote.call({index: ("load_worker_entries", ({task: entries[task] for task in tasks
-                                                           if task in entries},))
-                          for index, tasks in self._shares(self.tasks).items()}, retry=True)
-        self.hosts = {task: index for index, tasks in self._shares(entries).items()
-                      for task in tasks}
-
-    def worker_entries(self, tasks):
-        """{task: (arrays, info)} of the worker states of ``tasks`` kept here (a restarted
-        distributed worker has lost its own)."""
-        return {task: self.estimators[task[0]].worker_arrays(self.states[task])
-                for task in tasks if task in self.states}
-
-    def load_worker_entries(self, entries):
-        """Keeps the worker states of ``entries`` ({task: (arrays, info)}), and only those."""
-        self.states = {task: self.estimators[task[0]].load_worker_state(arrays, info)
-                       for task, (arrays, info) in entries.items()}
-
-    def _worker_entries(self):
-        """``worker_entries`` of every kept task, gathered from the distributed workers that
-        keep them, in task order."""
-        if not self.tasks_on_workers:
-            return self.worker_entries(sorted(self.states))
-        results, _ = self.remote.call({index: ("worker_entries", (tasks,)) for index, tasks
-                                       in self._shares(sorted(self.hosts)).items()},
-                                      retry=True)
-        return dict(sorted(item for entries in results.values() for item in entries.items()))
+        self.runner.load_entries(entries)
 
 
 def pass_steps(problem, field):
@@ -376,6 +273,11 @@ def local_trainer(config):
     local = copy.deepcopy(config)
     local["distributed"]["workers"] = 0
     return MetaTrainer(local)
+
+
+def local_tasks(config):
+    """The run's tasks in this process, as a distributed worker keeps its share of them."""
+    return local_trainer(config).runner
 
 
 def worker_estimators(config):

@@ -114,12 +114,13 @@ def test_tbptt_tasks_on_workers_give_the_meta_weights_of_one_process(cluster, tm
     """Acceptance 1, multi-task TBPTT: each worker keeps one task's trajectory; 3 averaged
     meta-updates == in one process, to 1e-5; checkpoints gather and resume across counts; a
     killed worker's trajectory starts afresh."""
+    from l2o.task_runners import DistributedTasks
     from l2o.trainer import MetaTrainer
 
     single = MetaTrainer(task_config(tmp_path))
     remote = MetaTrainer(task_config(tmp_path, 2, cluster.address))
     try:
-        assert remote.tasks_on_workers
+        assert isinstance(remote.runner, DistributedTasks)
         assert len({node for _, _, node in remote.remote.where()}) == 2
         initial = single.meta_weights()
         for trainer in (single, remote):

@@ -74,7 +74,7 @@ class CentralDifferences(GradientEstimator):
         self.tbptt, self.step = tbptt, step
 
     def meta_loss(self, length, seed):
-        return self.tbptt.validate(length, seed)["validation_meta_loss"]
+        return self.tbptt.validation_metrics(length, seed)["validation_meta_loss"]
 
     def init_worker_state(self, seed):
         return seed
@@ -96,8 +96,8 @@ class CentralDifferences(GradientEstimator):
         return GradientEstimate(loss=self.meta_loss(length, worker_state), grads=grads,
                                 usable=True, steps=length, restart=False), worker_state + 1
 
-    def validate(self, unroll, seed):
-        return self.tbptt.validate(unroll, seed)
+    def validation_metrics(self, unroll, seed):
+        return self.tbptt.validation_metrics(unroll, seed)
 
     def worker_arrays(self, worker_state):
         return {}, {"seed": worker_state}

@@ -85,7 +85,7 @@ class RecordingEstimator:
     def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
         return f"{self.name} estimate", (*worker_state, length)
 
-    def validate(self, unroll, seed):
+    def validation_metrics(self, unroll, seed):
         return {"validation_meta_loss": self.name, "seed": seed}
 
     def worker_arrays(self, worker_state):
@@ -105,7 +105,7 @@ def test_family_estimator_runs_each_worker_and_validation_on_the_member_of_its_s
         estimate, advanced = estimator.compute_gradient_estimate(worker, None, 5)
         assert estimate == f"{member} estimate" and advanced == FamilyWorker(member,
                                                                              (member, seed, 5))
-        assert estimator.validate(10, seed) == {"validation_meta_loss": member, "seed": seed}
+        assert estimator.validation_metrics(10, seed) == {"validation_meta_loss": member, "seed": seed}
         arrays, info = estimator.worker_arrays(worker)
         assert info == {"seed": seed, "member": member}
         assert estimator.load_worker_state(arrays, info) == FamilyWorker(
@@ -138,7 +138,7 @@ def test_a_persistent_family_run_resumes_exactly(tmp_path, training):
     resumed, info = checkpoints.load(str(tmp_path / "broken" / "checkpoints" / "last.npz"))
     for name, value in straight.meta_weights().items():
         np.testing.assert_allclose(resumed[f"meta/{name}"], value, rtol=1e-5, atol=1e-7)
-    members_straight = [straight.states[(0, slot)].member for slot in range(3)]
+    members_straight = [straight.runner.states[(0, slot)].member for slot in range(3)]
     assert len(set(members_straight)) == 2, "the slots should train on different tasks"
     assert [worker["member"] for worker in info["trainer"]["workers"]] == members_straight
     if "teachers" in training:  # imitation ran on each member with a teacher of its own

@@ -53,7 +53,7 @@ def test_sequential_meta_updates_follow_one_another(tmp_path):
     losses = trainer.train_epoch(0, 0, lambda generator: 5)
     averaged.train_epoch(0, 0, lambda generator: 5)
     assert len(losses["meta_loss"]) == 2
-    assert not trainer.states  # trajectories not kept (training/persistent false)
+    assert not trainer.runner.states  # trajectories not kept (training/persistent false)
     gaps = [float(np.max(np.abs(value - averaged.meta_weights()[name])))
             for name, value in trainer.meta_weights().items()]
     assert max(gaps) > 1e-4

@@ -121,7 +121,7 @@ def test_each_meta_objective_matches_its_value_by_hand(objective):
     first, second = by_hand(problem, objective, rate, [STEPS, STEPS])
     if "acc" in objective:
         assert first != second  # the accuracies move: the test can tell steps apart
-    got = estimator.validate(STEPS, SEED)["validation_meta_loss"]
+    got = estimator.validation_metrics(STEPS, SEED)["validation_meta_loss"]
     assert got == pytest.approx(first, rel=1e-4, abs=1e-6)
 
     truncations = estimator.truncations
@@ -259,10 +259,10 @@ def test_the_validation_objective_scores_no_training_batch(estimator_name):
                           ("marked", MarkedBatches())):
         variables = {k: keras.Variable(v, name=k) for k, v in rule.init_meta_weights(0).items()}
         estimator = learned_rule_estimator(rule, problem, variables, resolved, False)
-        values[name] = estimator.validate(STEPS, SEED)["validation_meta_loss"]
+        values[name] = estimator.validation_metrics(STEPS, SEED)["validation_meta_loss"]
     assert values["marked"] == pytest.approx(values["plain"], rel=1e-5)
     # The mark is seen where training batches are scored: the test can fail.
     resolved = config("train_sum_loss", estimator=estimator_name)
     variables = {k: keras.Variable(v, name=k) for k, v in rule.init_meta_weights(0).items()}
     marked = learned_rule_estimator(rule, MarkedBatches(), variables, resolved, False)
-    assert abs(marked.validate(STEPS, SEED)["validation_meta_loss"] - values["plain"]) > 0.1
+    assert abs(marked.validation_metrics(STEPS, SEED)["validation_meta_loss"] - values["plain"]) > 0.1

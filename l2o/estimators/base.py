@@ -1,11 +1,14 @@
 """The interface every meta-gradient estimator implements.
 
-After learned_optimization's ``GradientEstimator``: an estimator owns the
-compiled work of one problem and reads the meta-weights from the variables
-it was built with; the trainer owns the *worker states* (a trajectory in
-progress, a particle population, or nothing) and one epoch loop that, for
-each truncation, asks for an estimate, applies the meta-gradient when it is
-usable, and restarts the worker when the estimator says so.
+After learned_optimization's ``GradientEstimator``, whose method names it
+keeps: an estimator owns the compiled work of one problem and reads the
+meta-weights from the variables it was built with. What it carries between
+the truncations of one task (a trajectory in progress, a particle
+population, or nothing) is its *worker state*, learned_optimization's word;
+a task runner (``l2o.task_runners``) keeps those states, and the trainer's
+epoch loop, for each truncation, asks for an estimate, applies the
+meta-gradient when it is usable, and starts the task afresh when the
+estimator says so.
 
     state = estimator.init_worker_state(seed)
     estimate, state = estimator.compute_gradient_estimate(state, generator, length)
@@ -96,7 +99,7 @@ class GradientEstimator(abc.ABC):
         """
 
     @abc.abstractmethod
-    def validate(self, unroll: int, seed: int) -> dict[str, float]:
+    def validation_metrics(self, unroll: int, seed: int) -> dict[str, float]:
         """``{metric: float}`` of a fresh ``unroll``-step run from ``seed``.
 
         Holds at least ``validation_meta_loss`` (what picks the best

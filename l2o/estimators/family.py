@@ -47,8 +47,8 @@ class FamilyEstimator(GradientEstimator):
                                           self.problem.members()[member])
         return self._teachers[key]
 
-    def validate(self, unroll, seed):
-        return self.estimators[self.problem.member_of(seed)].validate(unroll, seed)
+    def validation_metrics(self, unroll, seed):
+        return self.estimators[self.problem.member_of(seed)].validation_metrics(unroll, seed)
 
     def worker_arrays(self, worker_state):
         arrays, info = self.estimators[worker_state.member].worker_arrays(worker_state.state)

@@ -153,8 +153,8 @@ class ParticleEstimator(GradientEstimator):
         return GradientEstimate(loss=value, grads=grads, usable=usable, steps=length,
                                 restart=not usable), worker_state
 
-    def validate(self, unroll, seed):
-        return self.tbptt.validate(unroll, seed)
+    def validation_metrics(self, unroll, seed):
+        return self.tbptt.validation_metrics(unroll, seed)
 
     def worker_arrays(self, worker_state):
         return worker_state.arrays(), {}

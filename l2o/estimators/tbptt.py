@@ -148,7 +148,7 @@ class TBPTT(GradientEstimator):
         return GradientEstimate(loss=float(value), grads=grads, usable=usable, steps=length,
                                 restart=bool(blew_up) or not usable, kind=kind), advanced
 
-    def validate(self, unroll, seed):
+    def validation_metrics(self, unroll, seed):
         trajectory = self.new_trajectory(seed)
         batches = self.problem.batches(trajectory.seed, 0, unroll)
         value, _, _, losses, _ = self.evaluate(trajectory.params, trajectory.state, batches,

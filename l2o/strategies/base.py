@@ -74,7 +74,7 @@ class Strategy:
     def period_metrics(self, period, sample_unroll):
         """Trains one period and validates; the metrics ``finish_period`` records."""
         metrics = self.train_period(period, sample_unroll)
-        metrics.update(self.trainer.validate(self.options["validation_unroll"],
+        metrics.update(self.trainer.validation_metrics(self.options["validation_unroll"],
                                              self.options["validation_seed"],
                                              self.options["validation_repeat"]))
         return metrics

@@ -83,7 +83,7 @@ class DriftEstimator(GradientEstimator):
         return GradientEstimate(loss=float(value), grads=grads, usable=usable, steps=1,
                                 restart=False), worker_state
 
-    def validate(self, unroll, seed):
+    def validation_metrics(self, unroll, seed):
         batch = self._batch(seed, 0)
         held_out = self.problem.validation_batch()
         validation = batch if held_out is None else tuple(
