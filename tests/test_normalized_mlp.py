@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from controller_reference import numpy_controller, numpy_controller_features
 from keras import ops
 
 from l2o.config import DEFAULTS
@@ -79,31 +80,6 @@ def numpy_steps(meta, grads_per_step, params, settings):
     return updates
 
 
-def numpy_controller_features(g, adam, norms, t, step_features):
-    """The controller's features of one step (module docstring), for a single tensor."""
-    first, fast, slow, lowest = norms
-    log_norm = np.log(np.sqrt(np.sum(g ** 2)))
-    first = log_norm if t == 1 else first
-    fast, slow = 0.9 * fast + 0.1 * log_norm, 0.99 * slow + 0.01 * log_norm
-    fast_hat, slow_hat = fast / (1 - 0.9 ** t), slow / (1 - 0.99 ** t)
-    lowest = slow_hat if t == 1 else min(lowest, slow_hat)
-    decades = np.array([log_norm - first, slow_hat - lowest, fast_hat - slow_hat,
-                        np.log(np.sqrt(np.mean(adam ** 2)))]) / np.log(10.0)
-    features = np.clip(np.concatenate([decades, step_features]), -5.0, 5.0)
-    return features, np.array([first, fast, slow, lowest])
-
-
-def numpy_controller(meta, features, settings):
-    """log lr_0(t) from the controller's features: its one hidden layer, then the sigmoid."""
-    hidden = np.maximum(features @ meta["controller/0/kernel"] + meta["controller/0/bias"], 0.0)
-    out = (hidden @ meta["controller/output/kernel"] + meta["controller/output/bias"])[0]
-    if settings.get("controller_linear"):
-        out = out + features @ meta["controller/linear"][:, 0]
-    low, high = np.log(settings["controller_rates"])
-    start = (np.log(settings["learning_rate"]) - low) / (high - low)
-    return low + (high - low) / (1.0 + np.exp(-(out + np.log(start / (1.0 - start)))))
-
-
 CONTROLLER = {"controller_layers": [4], "controller_rates": [1e-4, 0.5]}
 
 
@@ -172,31 +148,6 @@ def test_untrained_adam_scaled_rule_is_adam(variant):
         current = [current[0] + updates[0]]
         np.testing.assert_allclose(ops.convert_to_numpy(current[0]), variable.numpy(),
                                    rtol=1e-5, atol=1e-6)
-
-
-def test_controller_features_by_hand():
-    """Gradient norm against its start, its running minimum and its trend, Adam's
-    signal-to-noise ratio and the step features, over two tensors and five steps whose
-    gradient norms rise, fall and rise again (so the running minimum matters)."""
-    rule = NormalizedMLPRule(**{**SETTINGS, "step_scale": "adam", **CONTROLLER})
-    generator = np.random.default_rng(5)
-    shapes, norms = [(3, 2), (2,)], ops.zeros((4,), "float64")
-    expected_norms = np.zeros(4)
-    for t, scale in enumerate((1.0, 4.0, 0.01, 0.02, 0.5), start=1):
-        grads = [generator.standard_normal(shape) * scale for shape in shapes]
-        adams = [generator.standard_normal(shape).reshape(-1) * 0.1 for shape in shapes]
-        step_features = np.tanh(t / np.array(SETTINGS["timescales"]))
-        got, norms = rule.controller_features(
-            [ops.convert_to_tensor(g) for g in grads], [ops.convert_to_tensor(a) for a in adams],
-            norms, ops.convert_to_tensor(float(t), "float64"),
-            ops.convert_to_tensor(step_features))
-        flat = np.concatenate([g.reshape(-1) for g in grads])
-        expected, expected_norms = numpy_controller_features(
-            flat, np.concatenate(adams), expected_norms, t, step_features)
-        np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(ops.convert_to_numpy(norms), expected_norms, rtol=1e-9)
-    # After the fall and a partial recovery the slow average sits above its minimum.
-    assert expected[1] > 0.0
 
 
 @pytest.mark.parametrize("rates", [[1e-2, 1e-1], [1e-4], [0.0, 1.0], [1e-4, float("inf")]])

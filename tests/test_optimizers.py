@@ -24,11 +24,13 @@ CONSTRUCTORS = {name: cls for name, cls in OPTIMIZERS.items() if issubclass(cls,
 
 # Small networks, and learning rates large enough that a mismatch would show.
 NETWORKS = {"DM": {}, "RNNProp": {}, "NormalizedMLP": {"learning_rate": 0.5},
+            "ControlledAdam": {"learning_rate": 0.05, "controller_linear": True},
             "ScaleBasic": {"init_lr": [0.01, 0.1]},
             "ScaleHierarchical": {"init_lr": [0.01, 0.1]},
             "ScheduledSGD": {"learning_rate": 1.0, "decay_steps": 2.0, "momentum": 0.5,
                              "learn_momentum": True, "groups": 2}}
 SMALL = {"DM": {"layers": [6, 5]}, "RNNProp": {"layers": [6, 5]},
+         "ControlledAdam": {"controller_layers": [3], "activation": "tanh"},
          "NormalizedMLP": {"hidden_layers": [6]},
          "ScaleBasic": {"layers": [6], "timescales": 2},
          "ScaleHierarchical": {"param_units": 4, "tensor_units": 3, "global_units": 2,

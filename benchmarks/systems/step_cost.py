@@ -94,6 +94,7 @@ OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(1e-3),
     "pretrained": lambda: l2o.load_optimizer("pretrained"),
     "NormalizedMLP": learned.NormalizedMLPOptimizer,
+    "ControlledAdam": learned.ControlledAdamOptimizer,
     "DM": learned.DMOptimizer,
     "RNNProp": learned.RNNPropOptimizer,
     "ScaleBasic": learned.ScaleBasicOptimizer,

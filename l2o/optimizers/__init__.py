@@ -5,6 +5,7 @@ Importing this package registers every constructor in ``OPTIMIZERS``
 """
 
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
+from l2o.optimizers.controlled_adam import ControlledAdamOptimizer, ControlledAdamRule
 from l2o.optimizers.dm import DMOptimizer, DMRule
 from l2o.optimizers.normalized_mlp import NormalizedMLPOptimizer, NormalizedMLPRule
 from l2o.optimizers.pio import PIOOptimizer, PIORule
@@ -18,7 +19,7 @@ from l2o.optimizers.scale import (
 from l2o.optimizers.scheduled_sgd import ScheduledSGD, ScheduledSGDRule
 from l2o.registry import OPTIMIZERS
 
-__all__ = ["OPTIMIZERS", "DMOptimizer", "DMRule", "LearnedOptimizer", "NormalizedMLPOptimizer",
+__all__ = ["OPTIMIZERS", "ControlledAdamOptimizer", "ControlledAdamRule", "DMOptimizer", "DMRule", "LearnedOptimizer", "NormalizedMLPOptimizer",
            "NormalizedMLPRule", "PIOOptimizer", "PIORule",
            "RNNPropOptimizer", "RNNPropRule", "ScaleBasicOptimizer", "ScaleBasicRule",
            "ScaleHierarchicalOptimizer", "ScaleHierarchicalRule", "ScheduledSGD",

@@ -55,33 +55,12 @@ so that what meta-training learnt on small tasks (which reward large steps)
 cannot carry the rule outside the range of Adam rates it started from on a
 task it never saw.
 
-``controller_layers`` (null: none) adds a learned global step-size
-controller, after Celo's (Moudgil et al. 2025): a small MLP that reads, at
-every step, features of the whole gradient that mean the same on every task
-and sets the centre lr_0 of the step sizes above to
-
-    log lr_0(t) = log lo + (log hi - log lo) sigmoid(k(x_t) + logit(q)),
-    q = (log ``learning_rate`` - log lo) / (log hi - log lo)
-
-with [lo, hi] = ``controller_rates`` and k the MLP, whose output layer starts
-at zero (so an untrained controller keeps lr_0 = ``learning_rate``). With
-``controller_linear`` k(x) = MLP(x) + w^T x, a linear path (w starting at
-zero) beside the MLP, so that a centre that follows a feature on the log
-scale (say, falls with the gradient norm) is one weight away. With
-n_t = log ||g_t|| (the norm over every tensor), EMAs f_t (decay 0.9) and s_t
-(0.99) of n_t, bias-corrected, and rms(a) over every coordinate of Adam's
-direction, the features x_t are, in decades (logs divided by log 10),
-
-    n_t - n_1              the gradient norm against its start
-    s_t - min_{u<=t} s_u   against its running minimum (>= 0)
-    f_t - s_t              its recent trend
-    log rms(a)             Adam's signal-to-noise ratio (0 when the moments agree,
-                           falling as noise dominates)
-    tanh(t / tau)          for tau in ``timescales``
-
-clipped to [-5, 5]. A Keras optimiser sees gradients, not the loss, so the
-controller reads the gradient norm where Celo reads the loss; the features
-are invariant to the scale of the loss and of the parameters. The MLP's output layer starts at zero and the
+``controller_layers`` (null: none) adds the learned global step-size
+controller of ``l2o.optimizers.step_size_controller`` (after Celo, Moudgil et
+al. 2025), which sets the centre lr_0 of the step sizes above between
+``controller_rates`` from features of the whole gradient at every step
+(``controller_linear``: with a linear path beside its MLP); untrained, it
+keeps lr_0 = ``learning_rate``. The MLP's output layer starts at zero and the
 schedule weights w, p and o at zero, so an untrained rule is Adam with a
 per-tensor normalised step of size exp(log_lr) = ``learning_rate``
 (``tensor_rms``) or exactly Adam(``learning_rate``) (``adam``); meta-training
@@ -94,7 +73,8 @@ from keras import ops
 
 from l2o.numerics import safe_sqrt
 from l2o.optimizers.base import LearnedOptimizer, UpdateRule
-from l2o.optimizers.cells import dense, init_dense
+from l2o.optimizers.cells import init_dense
+from l2o.optimizers.step_size_controller import StepSizeController
 from l2o.registry import OPTIMIZERS
 from l2o.validation import (
     ConfigError,
@@ -103,12 +83,9 @@ from l2o.validation import (
     check_keras_name,
     check_range,
     check_units,
-    shown,
 )
 
 STEP_SCALES = ("tensor_rms", "adam")
-# The controller's features beside its step features (module docstring).
-CONTROLLER_FEATURES = 4
 
 
 def matrix_shape(shape):
@@ -149,10 +126,9 @@ class NormalizedMLPRule(UpdateRule):
         self.epsilon = float(epsilon)
         self.step_scale = step_scale
         self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
-        self.controller_layers = (None if controller_layers is None
-                                  else [int(u) for u in controller_layers])
-        self.controller_rates = [float(r) for r in controller_rates]
-        self.controller_linear = bool(controller_linear)
+        self.step_size_controller = None if controller_layers is None else StepSizeController(
+            controller_layers, controller_rates, learning_rate, timescales, activation,
+            controller_linear)
 
     @classmethod
     def validate_config(cls, network):
@@ -181,14 +157,7 @@ class NormalizedMLPRule(UpdateRule):
                 raise ConfigError("network/controller_linear: a path beside the controller's "
                                   "MLP, so it needs network/controller_layers")
             return
-        check_units("network/controller_layers", network["controller_layers"])
-        rates = network["controller_rates"]
-        if (len(rates) != 2 or not all(isinstance(r, (int, float)) and 0 < r < float("inf")
-                                       for r in rates)
-                or not rates[0] < network["learning_rate"] < rates[1]):
-            raise ConfigError(f"network/controller_rates: must be two finite rates [low, high] "
-                              f"with low < network/learning_rate ({network['learning_rate']}) "
-                              f"< high, got {shown(rates)}")
+        StepSizeController.validate_config(network)
 
     @property
     def feature_count(self):
@@ -206,16 +175,8 @@ class NormalizedMLPRule(UpdateRule):
         weights["schedule/weights"] = np.zeros((len(self.timescales),), np.float32)
         weights["schedule/fan_in_power"] = np.zeros((), np.float32)
         weights["schedule/vector_log_lr"] = np.zeros((), np.float32)
-        if self.controller_layers is not None:
-            width, first = CONTROLLER_FEATURES + len(self.timescales), seed + 1000
-            for index, units in enumerate(self.controller_layers):
-                weights.update(init_dense(f"controller/{index}", width, units, first + index))
-                width = units
-            weights.update({"controller/output/kernel": np.zeros((width, 1), np.float32),
-                            "controller/output/bias": np.zeros((1,), np.float32)})
-            if self.controller_linear:
-                weights["controller/linear"] = np.zeros(
-                    (CONTROLLER_FEATURES + len(self.timescales), 1), np.float32)
+        if self.step_size_controller is not None:
+            weights.update(self.step_size_controller.init_meta_weights(seed + 1000))
         return weights
 
     def init_state(self, params, seed):
@@ -225,9 +186,8 @@ class NormalizedMLPRule(UpdateRule):
                  "v": [ops.zeros(p.shape, p.dtype) for p in params],
                  "rows": [ops.zeros((matrix_shape(p.shape)[0],), p.dtype) for p in params],
                  "cols": [ops.zeros((matrix_shape(p.shape)[1],), p.dtype) for p in params]}
-        if self.controller_layers is not None:
-            # n_1, f_t and s_t (uncorrected), min s: the controller's gradient-norm record.
-            state["norms"] = ops.zeros((4,), params[0].dtype)
+        if self.step_size_controller is not None:
+            state["norms"] = StepSizeController.init_state(params[0].dtype)
         return state
 
     def update(self, meta_weights, grads, params, state):
@@ -281,8 +241,8 @@ class NormalizedMLPRule(UpdateRule):
         log_lr = meta_weights["schedule/log_lr"] + ops.sum(
             meta_weights["schedule/weights"] * step_features)
         base = float(np.log(self.learning_rate))
-        if self.controller_layers is not None:
-            centre, new["norms"] = self.controller(
+        if self.step_size_controller is not None:
+            centre, new["norms"] = self.step_size_controller(
                 meta_weights, grads, [adam for _, _, _, adam in tensors], state["norms"], step,
                 step_features)
             log_lr = log_lr + centre - base
@@ -317,38 +277,6 @@ class NormalizedMLPRule(UpdateRule):
         """A dense layer on ``inputs`` laid out features x coordinates."""
         return (ops.matmul(ops.transpose(meta_weights[f"{prefix}/kernel"]), inputs)
                 + meta_weights[f"{prefix}/bias"][:, None])
-
-    def controller_features(self, grads, adams, norms, step, step_features):
-        """``(x_t, new norms)``: the controller's features (module docstring) and record."""
-        dtype = norms.dtype
-        log_norm = 0.5 * ops.log(sum(ops.sum(ops.square(g)) for g in grads) + 1e-30)
-        first = ops.where(step == 1.0, log_norm, norms[0])
-        fast = 0.9 * norms[1] + 0.1 * log_norm
-        slow = 0.99 * norms[2] + 0.01 * log_norm
-        fast_hat = fast / (1.0 - ops.power(ops.convert_to_tensor(0.9, dtype), step))
-        slow_hat = slow / (1.0 - ops.power(ops.convert_to_tensor(0.99, dtype), step))
-        lowest = ops.where(step == 1.0, slow_hat, ops.minimum(norms[3], slow_hat))
-        count = sum(int(np.prod(a.shape)) for a in adams)
-        adam_rms = ops.sqrt(sum(ops.sum(ops.square(a)) for a in adams) / count + 1e-30)
-        decades = ops.stack([log_norm - first, slow_hat - lowest, fast_hat - slow_hat,
-                             ops.log(adam_rms)]) / float(np.log(10.0))
-        features = ops.clip(ops.concatenate([decades, step_features]), -5.0, 5.0)
-        return features, ops.stack([first, fast, slow, lowest])
-
-    def controller(self, meta_weights, grads, adams, norms, step, step_features):
-        """``(log lr_0(t), new norms)``: the controller's centre of the step sizes."""
-        features, norms = self.controller_features(grads, adams, norms, step, step_features)
-        activation = keras.activations.get(self.activation)
-        hidden = features[None]
-        for index in range(len(self.controller_layers)):
-            hidden = activation(dense(meta_weights, f"controller/{index}", hidden))
-        out = dense(meta_weights, "controller/output", hidden)[0, 0]
-        if self.controller_linear:
-            out = out + ops.matmul(features[None], meta_weights["controller/linear"])[0, 0]
-        low, high = (float(np.log(r)) for r in self.controller_rates)
-        start = (float(np.log(self.learning_rate)) - low) / (high - low)
-        centre = low + (high - low) * ops.sigmoid(out + float(np.log(start / (1.0 - start))))
-        return centre, norms
 
 
 @keras.saving.register_keras_serializable(package="l2o")

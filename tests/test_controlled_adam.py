@@ -1,0 +1,130 @@
+"""ControlledAdam: the update against the docstring's equations in numpy, the untrained rule
+against Keras's Adam, and model.fit against the pure rule."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from controller_reference import numpy_controller, numpy_controller_features
+from keras import ops
+
+from l2o.optimizers.controlled_adam import ControlledAdamOptimizer, ControlledAdamRule
+from l2o.problems import MLPClassifier
+from l2o.validation import ConfigError
+
+SETTINGS = {"learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99, "controller_layers": [4],
+            "controller_rates": [1e-4, 0.5], "timescales": [3.0, 30.0]}
+
+
+def random_meta_weights(rule, seed, dtype=np.float32):
+    """Every meta-weight random (the controller's output layer too), so that each term
+    matters."""
+    generator = np.random.default_rng(seed)
+    return {name: (value + 0.3 * generator.standard_normal(value.shape)).astype(dtype)
+            for name, value in rule.init_meta_weights(seed).items()}
+
+
+def numpy_steps(meta, grads_per_step, params, settings):
+    """The docstring's equations, step by step, in float64 numpy: the parameters after each."""
+    b1, b2, eps = settings["beta_1"], settings["beta_2"], 1e-8
+    m = [np.zeros(p.shape) for p in params]
+    v = [np.zeros(p.shape) for p in params]
+    norms, current, trajectory = np.zeros(4), [p.astype(np.float64) for p in params], []
+    for t, grads in enumerate(grads_per_step, start=1):
+        m = [b1 * mi + (1 - b1) * g for mi, g in zip(m, grads)]
+        v = [b2 * vi + (1 - b2) * g ** 2 for vi, g in zip(v, grads)]
+        adams = [(mi / (1 - b1 ** t)) / (np.sqrt(vi / (1 - b2 ** t)) + eps)
+                 for mi, vi in zip(m, v)]
+        step_features = np.tanh(t / np.array(settings["timescales"]))
+        features, norms = numpy_controller_features(
+            np.concatenate([g.reshape(-1) for g in grads]),
+            np.concatenate([a.reshape(-1) for a in adams]), norms, t, step_features)
+        centre = numpy_controller(meta, features, settings)
+        current = [p - np.exp(centre + (meta["schedule/vector_log_lr"] if p.ndim == 1 else
+                                        meta["schedule/fan_in_power"] * np.log(p.shape[0])))
+                   * a for p, a in zip(current, adams)]
+        trajectory.append(current)
+    return trajectory
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_update_matches_the_equations_by_hand(linear):
+    settings = {**SETTINGS, "controller_linear": linear}
+    rule = ControlledAdamRule(**settings)
+    meta = random_meta_weights(rule, 1, np.float64)
+    generator = np.random.default_rng(2)
+    params = [generator.standard_normal((3, 4)), generator.standard_normal((4,))]
+    grads = [[generator.standard_normal(p.shape) * scale for p in params]
+             for scale in (1.0, 0.1, 3.0)]
+    expected = numpy_steps(meta, grads, params, settings)
+    current = [ops.convert_to_tensor(p) for p in params]
+    state = rule.init_state(current, 0)
+    tensors = {k: ops.convert_to_tensor(v) for k, v in meta.items()}
+    for step, step_grads in enumerate(grads):
+        updates, state = rule.update(tensors, [ops.convert_to_tensor(g) for g in step_grads],
+                                     current, state)
+        current = [p + u for p, u in zip(current, updates)]
+        for got, want in zip(current, expected[step]):
+            np.testing.assert_allclose(ops.convert_to_numpy(got), want, rtol=1e-9)
+
+
+def test_untrained_rule_is_adam():
+    """With its initial meta-weights the rule is Keras's Adam at ``learning_rate``, step for
+    step, whatever the gradients' scale does."""
+    settings = {**SETTINGS, "beta_1": 0.9, "beta_2": 0.999, "learning_rate": 0.003}
+    rule = ControlledAdamRule(**settings)
+    meta = {k: ops.convert_to_tensor(v) for k, v in rule.init_meta_weights(0).items()}
+    generator = np.random.default_rng(4)
+    values = [generator.standard_normal(shape).astype(np.float32) for shape in [(5, 3), (3,)]]
+    variables = [keras.Variable(value) for value in values]
+    adam = keras.optimizers.Adam(learning_rate=0.003, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    current = [ops.convert_to_tensor(value) for value in values]
+    state = rule.init_state(current, 0)
+    for step in range(30):
+        scale = 1.0 if step < 10 else 0.01
+        grads = [(generator.standard_normal(v.shape) * scale).astype(np.float32)
+                 for v in values]
+        adam.apply_gradients([(ops.convert_to_tensor(g), v) for g, v in zip(grads, variables)])
+        updates, state = rule.update(meta, [ops.convert_to_tensor(g) for g in grads], current,
+                                     state)
+        current = [p + u for p, u in zip(current, updates)]
+        for got, variable in zip(current, variables):
+            np.testing.assert_allclose(ops.convert_to_numpy(got), variable.numpy(), rtol=1e-5,
+                                       atol=1e-6)
+
+
+@pytest.mark.parametrize("network, key", [
+    ({"beta_1": 1.0}, "network/beta_1"),
+    ({"controller_rates": [1e-2, 1e-1]}, "network/controller_rates"),
+    ({"controller_layers": [0]}, "network/controller_layers")])
+def test_bad_settings_are_refused_naming_the_key(network, key):
+    with pytest.raises(ConfigError, match=key):
+        ControlledAdamOptimizer(network={**SETTINGS, **network})
+
+
+def test_model_fit_matches_the_pure_update():
+    """model.fit for 4 steps == the pure rule, every meta-weight random; the controller's
+    gradient-norm record lives in the optimiser's state."""
+    settings = {**SETTINGS, "controller_linear": True}
+    rule = ControlledAdamRule(**settings)
+    meta = random_meta_weights(rule, 7)
+    problem = MLPClassifier(layers=[8], activation="relu", dataset="digits", batch_size=16,
+                            shuffle_buffer=1)
+    params = problem.init(seed=2)
+    images, labels = problem.batches(seed=0, start=0, count=4)
+    model = problem.build_model(params)
+    model.compile(optimizer=ControlledAdamOptimizer(meta_weights=meta, network=settings),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images.reshape((-1,) + problem.input_shape), labels.reshape(-1), batch_size=16,
+              epochs=1, shuffle=False, verbose=0)
+    current = [ops.convert_to_tensor(p) for p in params]
+    state = rule.init_state(current, 0)
+    tensors = {k: ops.convert_to_tensor(v) for k, v in meta.items()}
+    for step in range(4):
+        with tf.GradientTape() as tape:
+            tape.watch(current)
+            loss = problem.loss(current, (images[step], labels[step]))
+        updates, state = rule.update(tensors, tape.gradient(loss, current), current, state)
+        current = [p + u for p, u in zip(current, updates)]
+    for got, want in zip(model.get_weights(), current):
+        np.testing.assert_allclose(got, ops.convert_to_numpy(want), rtol=2e-5, atol=2e-6)
