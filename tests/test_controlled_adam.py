@@ -4,24 +4,19 @@ against Keras's Adam, and model.fit against the pure rule."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from controller_reference import numpy_controller, numpy_controller_features
 from keras import ops
+from rule_checks import (
+    assert_fit_matches_the_pure_update,
+    numpy_controller,
+    numpy_controller_features,
+    random_meta_weights,
+)
 
 from l2o.optimizers.controlled_adam import ControlledAdamOptimizer, ControlledAdamRule
-from l2o.problems import MLPClassifier
 from l2o.validation import ConfigError
 
 SETTINGS = {"learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99, "controller_layers": [4],
             "controller_rates": [1e-4, 0.5], "timescales": [3.0, 30.0]}
-
-
-def random_meta_weights(rule, seed, dtype=np.float32):
-    """Every meta-weight random (the controller's output layer too), so that each term
-    matters."""
-    generator = np.random.default_rng(seed)
-    return {name: (value + 0.3 * generator.standard_normal(value.shape)).astype(dtype)
-            for name, value in rule.init_meta_weights(seed).items()}
 
 
 def numpy_steps(meta, grads_per_step, params, settings):
@@ -103,28 +98,5 @@ def test_bad_settings_are_refused_naming_the_key(network, key):
 
 
 def test_model_fit_matches_the_pure_update():
-    """model.fit for 4 steps == the pure rule, every meta-weight random; the controller's
-    gradient-norm record lives in the optimiser's state."""
-    settings = {**SETTINGS, "controller_linear": True}
-    rule = ControlledAdamRule(**settings)
-    meta = random_meta_weights(rule, 7)
-    problem = MLPClassifier(layers=[8], activation="relu", dataset="digits", batch_size=16,
-                            shuffle_buffer=1)
-    params = problem.init(seed=2)
-    images, labels = problem.batches(seed=0, start=0, count=4)
-    model = problem.build_model(params)
-    model.compile(optimizer=ControlledAdamOptimizer(meta_weights=meta, network=settings),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(images.reshape((-1,) + problem.input_shape), labels.reshape(-1), batch_size=16,
-              epochs=1, shuffle=False, verbose=0)
-    current = [ops.convert_to_tensor(p) for p in params]
-    state = rule.init_state(current, 0)
-    tensors = {k: ops.convert_to_tensor(v) for k, v in meta.items()}
-    for step in range(4):
-        with tf.GradientTape() as tape:
-            tape.watch(current)
-            loss = problem.loss(current, (images[step], labels[step]))
-        updates, state = rule.update(tensors, tape.gradient(loss, current), current, state)
-        current = [p + u for p, u in zip(current, updates)]
-    for got, want in zip(model.get_weights(), current):
-        np.testing.assert_allclose(got, ops.convert_to_numpy(want), rtol=2e-5, atol=2e-6)
+    assert_fit_matches_the_pure_update(ControlledAdamOptimizer,
+                                       {**SETTINGS, "controller_linear": True})

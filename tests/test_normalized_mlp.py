@@ -4,25 +4,22 @@ its meta-gradient against finite differences, and model.fit against the pure rul
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from controller_reference import numpy_controller, numpy_controller_features
 from keras import ops
+from rule_checks import (
+    assert_fit_matches_the_pure_update,
+    numpy_controller,
+    numpy_controller_features,
+    random_meta_weights,
+)
 
 from l2o.config import DEFAULTS
 from l2o.estimators import TBPTT
 from l2o.optimizers.normalized_mlp import NormalizedMLPOptimizer, NormalizedMLPRule
-from l2o.problems import MLPClassifier, Quadratic
+from l2o.problems import Quadratic
 from l2o.validation import ConfigError
 
 SETTINGS = {"hidden_layers": [5], "momentum_decays": [0.5, 0.9], "second_moment_decay": 0.99,
             "timescales": [3.0, 30.0], "learning_rate": 0.01, "magnitude_scale": 0.5}
-
-
-def random_meta_weights(rule, seed, dtype=np.float32):
-    """Every meta-weight random (the output layer too), so that each term matters."""
-    generator = np.random.default_rng(seed)
-    return {name: (value + 0.3 * generator.standard_normal(value.shape)).astype(dtype)
-            for name, value in rule.init_meta_weights(seed).items()}
 
 
 def numpy_steps(meta, grads_per_step, params, settings):
@@ -205,26 +202,4 @@ def test_meta_gradient_matches_finite_differences(step_scale):
 def test_model_fit_matches_the_pure_update_with_a_trained_looking_network(variant):
     """model.fit for 4 steps == the pure rule, with every meta-weight (the output too) random;
     with the controller, its gradient-norm record lives in the optimiser's state."""
-    settings = {**SETTINGS, **variant}
-    rule = NormalizedMLPRule(**settings)
-    meta = random_meta_weights(rule, 7)
-    problem = MLPClassifier(layers=[8], activation="relu", dataset="digits", batch_size=16,
-                            shuffle_buffer=1)
-    params = problem.init(seed=2)
-    images, labels = problem.batches(seed=0, start=0, count=4)
-    model = problem.build_model(params)
-    model.compile(optimizer=NormalizedMLPOptimizer(meta_weights=meta, network=settings),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(images.reshape((-1,) + problem.input_shape), labels.reshape(-1), batch_size=16,
-              epochs=1, shuffle=False, verbose=0)
-    current = [ops.convert_to_tensor(p) for p in params]
-    state = rule.init_state(current, 0)
-    tensors = {k: ops.convert_to_tensor(v) for k, v in meta.items()}
-    for step in range(4):
-        with tf.GradientTape() as tape:
-            tape.watch(current)
-            loss = problem.loss(current, (images[step], labels[step]))
-        updates, state = rule.update(tensors, tape.gradient(loss, current), current, state)
-        current = [p + u for p, u in zip(current, updates)]
-    for got, want in zip(model.get_weights(), current):
-        np.testing.assert_allclose(got, ops.convert_to_numpy(want), rtol=2e-5, atol=2e-6)
+    assert_fit_matches_the_pure_update(NormalizedMLPOptimizer, {**SETTINGS, **variant})

@@ -1,8 +1,8 @@
 """The learned step-size controller's features against hand-computed values."""
 
 import numpy as np
-from controller_reference import numpy_controller_features
 from keras import ops
+from rule_checks import numpy_controller_features
 
 from l2o.optimizers.step_size_controller import StepSizeController
 
