@@ -6,7 +6,8 @@ Both drive a *vectorised truncation*, a callable
 
 that advances P copies of the inner problem ``length`` steps at once, copy p
 with meta-parameters ``thetas[p]`` from ``states[p]`` (any pytree whose leaves
-have a leading particle axis), ``steps[p]`` being how many inner steps copy p
+have a leading particle axis; an axis of 1 is one state that every copy starts
+from, broadcast inside the unroll), ``steps[p]`` being how many inner steps copy p
 has taken so far (a numpy array; the inner problem may use it to pick its
 batches). ``init_state(seed)`` returns one fresh copy's state, keyed by the
 integer ``seed``. Particles are evaluated in that one batched call, never in a
@@ -240,34 +241,48 @@ class Shard:
 
 class TruncatedESShard(Shard):
     """Every shard holds the shared state and carries it on itself (the same computation on
-    every shard): N_shard perturbed copies and the unperturbed one run in one batched call."""
+    every shard): N_shard perturbed copies and the unperturbed one run in one batched call.
+
+    The shared state is kept as numpy arrays with a leading axis of one copy, which the
+    unroll broadcasts to every particle: no eager tensor op per leaf and truncation."""
 
     def __init__(self, *args, **options):
         super().__init__(*args, **options)
         self.state, self.step = None, 0
 
+    @staticmethod
+    def _copy(state, index):
+        """Copy ``index`` of ``state``'s leading axis, keeping the axis."""
+        return keras.tree.map_structure(
+            lambda t: np.asarray(ops.convert_to_numpy(t))[index:index + 1 or None], state)
+
+    def _start(self, seed):
+        self.state = self._copy(repeat_state(self.init_state(seed), 1), 0)
+        self.step = 0
+
     def estimate(self, theta, length, noise_seed, start_seed):
         if self.state is None:
-            self.state = self.init_state(start_seed)
+            self._start(start_seed)
         eps = self.noise(noise_seed, theta)
         thetas = np.concatenate([theta[None] + eps, theta[None]])
-        losses, states = self.unroll(
-            ops.convert_to_tensor(thetas), repeat_state(self.state, len(thetas)),
-            np.full(len(thetas), self.step), length)
+        losses, states = self.unroll(ops.convert_to_tensor(thetas), self.state,
+                                     np.full(len(thetas), self.step), length)
         losses = ops.convert_to_numpy(losses)
-        self.state = keras.tree.map_structure(lambda t: t[-1], states)
+        self.state = self._copy(states, -1)
         self.step += length
         if horizon_ends(self.step, self.horizon):
-            self.state, self.step = self.init_state(start_seed), 0
+            self._start(start_seed)
         return weighted_sum(eps, losses[:-1]), losses[:-1], bool(np.isfinite(losses[-1]))
 
     def arrays(self):
         if self.state is None:
             return {}
-        return {"step": np.asarray(self.step), **tree.to_arrays("state", self.state)}
+        one = keras.tree.map_structure(lambda t: t[0], self.state)
+        return {"step": np.asarray(self.step), **tree.to_arrays("state", one)}
 
     def load_arrays(self, arrays):
-        self.state = tree.from_arrays("state", arrays, self.init_state(0))
+        self.state = self._copy(repeat_state(
+            tree.from_arrays("state", arrays, self.init_state(0)), 1), 0)
         self.step = int(arrays["step"])
 
 

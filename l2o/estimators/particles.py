@@ -55,6 +55,12 @@ class ParticleTruncations:
         self._like = [np.zeros(np.shape(template[name]), np.float32) for name in self.names]
 
         def truncation(thetas, params, opt, initial_losses, scales, batches, shared):
+            # A state of one copy (leading axis 1) starts every particle: truncated ES.
+            count = ops.shape(thetas)[0]
+            params, opt, initial_losses, scales = keras.tree.map_structure(
+                lambda t: ops.broadcast_to(t, (count,) + tuple(ops.shape(t)[1:])),
+                (params, opt, initial_losses, scales))
+
             def one(elements):
                 theta, params, opt, initial_loss, scales, *own = elements
                 meta = dict(zip(self.names, unflatten_like(theta, self._like)))
@@ -95,7 +101,7 @@ class ParticleTruncations:
                 self.objective.held_out(seed, step + 1, length))
 
     def unroll(self, thetas, states, steps, length):
-        seeds = ops.convert_to_numpy(states["seed"])
+        seeds = np.broadcast_to(ops.convert_to_numpy(states["seed"]), np.shape(steps))
         keys = list(zip(seeds.tolist(), np.asarray(steps).tolist()))
         shared = len(set(keys)) == 1
         if shared:
@@ -106,7 +112,8 @@ class ParticleTruncations:
         losses, params, opt = self._truncation(
             thetas, states["params"], states["opt"], states["initial_loss"], states["scales"],
             keras.tree.map_structure(ops.convert_to_tensor, data), shared)
-        return losses, {**states, "params": params, "opt": opt}
+        seeds = np.broadcast_to(states["seed"], np.shape(steps))
+        return losses, {**states, "seed": seeds, "params": params, "opt": opt}
 
 
 

@@ -40,6 +40,7 @@ class RecurrentSystem:
         ``steps`` (a number or one per particle) counts the steps each copy
         has taken since its start: the protocol of ``l2o.estimators.es``.
         """
+        states = ops.broadcast_to(states, (ops.shape(thetas)[0], ops.shape(states)[1]))
         t = ops.cast(ops.convert_to_tensor(steps), states.dtype) + ops.zeros_like(states[:, 0])
         total = 0.0
         for _ in range(length):
