@@ -35,16 +35,19 @@ def numpy_steps(meta, grads_per_step, params, settings):
             np.concatenate([g.reshape(-1) for g in grads]),
             np.concatenate([a.reshape(-1) for a in adams]), norms, t, step_features)
         centre = numpy_controller(meta, features, settings)
-        current = [p - np.exp(centre + (meta["schedule/vector_log_lr"] if p.ndim == 1 else
-                                        meta["schedule/fan_in_power"] * np.log(p.shape[0])))
-                   * a for p, a in zip(current, adams)]
+        offsets = [(meta["schedule/vector_log_lr"] if p.ndim == 1 else
+                    meta["schedule/fan_in_power"] * np.log(p.shape[0]))
+                   if settings.get("layer_offsets", True) else 0.0 for p in current]
+        current = [p - np.exp(centre + offset) * a
+                   for p, offset, a in zip(current, offsets, adams)]
         trajectory.append(current)
     return trajectory
 
 
-@pytest.mark.parametrize("linear", [False, True])
-def test_update_matches_the_equations_by_hand(linear):
-    settings = {**SETTINGS, "controller_linear": linear}
+@pytest.mark.parametrize("variant", [{}, {"controller_linear": True},
+                                     {"layer_offsets": False}])
+def test_update_matches_the_equations_by_hand(variant):
+    settings = {**SETTINGS, **variant}
     rule = ControlledAdamRule(**settings)
     meta = random_meta_weights(rule, 1, np.float64)
     generator = np.random.default_rng(2)

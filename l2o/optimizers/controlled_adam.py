@@ -13,7 +13,8 @@ where lr_0(t) is the centre that the learned step-size controller
 the whole gradient that mean the same on every task, between
 ``controller_rates``, and p (the fan-in power) and o (the vectors' offset)
 are meta-weights that let the step follow a layer's width, as muP predicts
-(p = -1 for Adam's hidden layers). Nothing runs per coordinate beyond Adam's
+(p = -1 for Adam's hidden layers); with ``layer_offsets`` false there are
+none (p = o = 0), and every tensor steps at lr_0(t). Nothing runs per coordinate beyond Adam's
 own arithmetic and two sums over each tensor (the gradient's squared norm
 and Adam's direction's), so a step costs about what Adam's does: where a
 per-coordinate network (``NormalizedMLP``) learns a direction, this rule
@@ -39,10 +40,11 @@ class ControlledAdamRule(UpdateRule):
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  controller_layers=(16,), controller_rates=(1e-5, 1e-1),
                  controller_linear=False, timescales=(10.0, 100.0, 1000.0, 10000.0),
-                 activation="relu"):
+                 activation="relu", layer_offsets=True):
         self.learning_rate = float(learning_rate)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.timescales = [float(t) for t in timescales]
+        self.layer_offsets = bool(layer_offsets)
         self.step_size_controller = StepSizeController(
             controller_layers, controller_rates, learning_rate, timescales, activation,
             controller_linear)
@@ -59,9 +61,11 @@ class ControlledAdamRule(UpdateRule):
         StepSizeController.validate_config(network)
 
     def init_meta_weights(self, seed):
-        return {**self.step_size_controller.init_meta_weights(seed),
-                "schedule/fan_in_power": np.zeros((), np.float32),
-                "schedule/vector_log_lr": np.zeros((), np.float32)}
+        weights = self.step_size_controller.init_meta_weights(seed)
+        if self.layer_offsets:
+            weights.update({"schedule/fan_in_power": np.zeros((), np.float32),
+                            "schedule/vector_log_lr": np.zeros((), np.float32)})
+        return weights
 
     def init_state(self, params, seed):
         dtype = params[0].dtype
@@ -88,6 +92,9 @@ class ControlledAdamRule(UpdateRule):
         step_features = ops.tanh(step / ops.convert_to_tensor(np.array(self.timescales), dtype))
         centre, new["norms"] = self.step_size_controller(meta_weights, grads, adams,
                                                          state["norms"], step, step_features)
+        if not self.layer_offsets:
+            rate = ops.exp(centre)
+            return [-rate * adam for adam in adams], new
         updates = []
         for p, adam in zip(params, adams):
             rows = matrix_shape(p.shape)[0]
