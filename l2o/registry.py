@@ -84,7 +84,8 @@ class Registry(dict):
             return next((name for name, cls in self.items() if cls is found), value)
         if isinstance(value, str):
             value = self.aliases.get(value, value)
-        check_choice(key, value, self)
+        if not isinstance(value, str) or value not in self:  # named alphabetically, whatever the import order
+            check_choice(key, value, sorted(self))
         return value
 
     def lookup(self, key, name):

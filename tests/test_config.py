@@ -46,7 +46,7 @@ def test_int_accepted_where_float_expected():
     ("strategy/num_periods=0", "strategy/num_periods: must be at least 1"),
     ("strategy/unroll_distribution=1.5", "strategy/unroll_distribution: an int >= 2"),
     ("training/unroll_weights=median", "training/unroll_weights: unknown value 'median'"),
-    ("constructor=DN", "constructor: unknown value 'DN'; choose from DM"),
+    ("constructor=DN", "constructor: unknown value 'DN'; choose from ControlledAdam, DM"),
     ("constructor=DMM", "constructor: unknown value 'DMM'; did you mean 'DM'"),
     ("problems/0/target=mlp", "problems/0/target: unknown value 'mlp'"),
     ("problems/3/kwargs/batch_size=3", "problems/3: no such list entry"),
