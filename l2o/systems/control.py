@@ -72,7 +72,10 @@ class LinearPolicyParticles:
         """``(losses [P], states)``: each particle's negated return over ``length`` steps."""
         weights = np.asarray(ops.convert_to_numpy(thetas), np.float64).reshape(
             -1, self.action_size, self.observation_size)
-        states = {name: np.asarray(ops.convert_to_numpy(value)) for name, value in states.items()}
+        # A state of one copy (leading axis 1) starts every particle: truncated ES.
+        states = {name: np.broadcast_to(np.asarray(ops.convert_to_numpy(value)),
+                                        (len(weights),) + np.shape(value)[1:])
+                  for name, value in states.items()}
         returns, finals = np.zeros(len(weights)), []
         for particle, policy in enumerate(weights):
             observation = self.load({name: value[particle] for name, value in states.items()})
