@@ -251,14 +251,13 @@ class TruncatedESShard(Shard):
         self.state, self.step = None, 0
 
     @staticmethod
-    def _copy(state, index):
-        """Copy ``index`` of ``state``'s leading axis, keeping the axis."""
-        return keras.tree.map_structure(
-            lambda t: np.asarray(ops.convert_to_numpy(t))[index:index + 1 or None], state)
+    def _one_copy(state):
+        """One copy's ``state`` as numpy arrays with a leading axis of 1."""
+        return keras.tree.map_structure(lambda t: np.asarray(ops.convert_to_numpy(t))[None],
+                                        state)
 
     def _start(self, seed):
-        self.state = self._copy(repeat_state(self.init_state(seed), 1), 0)
-        self.step = 0
+        self.state, self.step = self._one_copy(self.init_state(seed)), 0
 
     def estimate(self, theta, length, noise_seed, start_seed):
         if self.state is None:
@@ -268,7 +267,7 @@ class TruncatedESShard(Shard):
         losses, states = self.unroll(ops.convert_to_tensor(thetas), self.state,
                                      np.full(len(thetas), self.step), length)
         losses = ops.convert_to_numpy(losses)
-        self.state = self._copy(states, -1)
+        self.state = self._one_copy(keras.tree.map_structure(lambda t: t[-1], states))
         self.step += length
         if horizon_ends(self.step, self.horizon):
             self._start(start_seed)
@@ -281,8 +280,7 @@ class TruncatedESShard(Shard):
         return {"step": np.asarray(self.step), **tree.to_arrays("state", one)}
 
     def load_arrays(self, arrays):
-        self.state = self._copy(repeat_state(
-            tree.from_arrays("state", arrays, self.init_state(0)), 1), 0)
+        self.state = self._one_copy(tree.from_arrays("state", arrays, self.init_state(0)))
         self.step = int(arrays["step"])
 
 
