@@ -40,6 +40,9 @@ class TruncationRequest(typing.NamedTuple):
     # it if the estimate asks for a restart, else the advanced one); None (an earlier
     # repeat): the state stays where the truncation began, for the next repeat.
     restart: int | None
+    # The estimator applies the meta-update itself, in the truncation's compiled call
+    # (``GradientEstimator.fuse_meta_update``).
+    update: bool = False
 
 
 # A task's state as a checkpoint holds it: named arrays and JSON info (the estimator's
@@ -99,7 +102,8 @@ class LocalTasks(TaskRunner):
                 continue
             estimate, advanced = estimator.compute_gradient_estimate(
                 self.states[task], request.generator, request.length,
-                None if request.teacher is None else self.teachers[task[0]][request.teacher])
+                None if request.teacher is None else self.teachers[task[0]][request.teacher],
+                **({"update": True} if request.update else {}))
             if request.restart is not None:
                 self.states[task] = estimator.init_worker_state(request.restart) \
                     if estimate.restart else advanced

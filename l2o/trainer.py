@@ -94,6 +94,15 @@ class MetaTrainer:
                 estimator.place_on(self.remote, key)
             if not parts:
                 self.runner = DistributedTasks(self.remote, self.tasks, self.meta_weights)
+        # Where each meta-update is one truncation's gradient, computed here, the estimators
+        # that can run it in the same compiled call as the truncation (their problems here).
+        self.fused = set()
+        if isinstance(self.runner, LocalTasks) and \
+                (training["meta_batch"] == "sequential" or len(self.tasks) == 1):
+            update = functools.partial(guarded_update, self.meta_optimizer, variables)
+            tracked = variables + list(self.meta_optimizer.variables)
+            self.fused = {index for index, estimator in enumerate(self.estimators)
+                          if estimator.fuse_meta_update(update, tracked)}
 
     def _compiled_apply(self, optimizer):
         """``grads -> None``: one step of ``optimizer`` (built) on the meta-weights."""
@@ -136,7 +145,8 @@ class MetaTrainer:
                     if generator.uniform() < imitation_probability else None
                 restart = seed_from(rng(Stream.RESTART, seed, period, epoch, *task, depth))
                 requests.append(TruncationRequest(task, None, generator, length, teacher,
-                                                  restart))
+                                                  restart, teacher is None and
+                                                  task[0] in self.fused))
             for repeat in range(repeats):
                 estimates = self.runner.truncate([
                     request._replace(start=starts.pop(request.task, None),
@@ -172,14 +182,16 @@ class MetaTrainer:
             yield truncations
 
     def _apply_mean(self, estimates, losses):
-        """Applies the mean gradient of each kind's usable estimates, noting its mean loss."""
+        """Applies the mean gradient of each kind's usable estimates (unless an estimator
+        applied it already), noting its mean loss."""
         for kind, values in losses.items():
             usable = [e for e in estimates if e is not None and e.usable and e.kind == kind]
-            if usable:
+            if usable and not usable[0].applied:
                 grads = [np.mean(np.stack(parts), axis=0)
                          for parts in zip(*(estimate.grads for estimate in usable))]
                 self._apply[kind]([ops.convert_to_tensor(g, v.dtype) for g, v in
                                    zip(grads, self.meta_variables.values())])
+            if usable:
                 values.append(float(np.mean([estimate.loss for estimate in usable])))
 
     def _truncations(self, problem_index, keys, sample_unroll):
@@ -273,6 +285,18 @@ def local_trainer(config):
     local = copy.deepcopy(config)
     local["distributed"]["workers"] = 0
     return MetaTrainer(local)
+
+
+def guarded_update(optimizer, variables, grads, usable):
+    """One step of ``optimizer`` (built) on ``variables`` where ``usable`` (a boolean
+    tensor) is true; otherwise they and the optimiser's state keep their values. Traceable:
+    it selects rather than branches, which a compiled JAX function can do with variables."""
+    tracked = list(variables) + list(optimizer.variables)
+    # Copies: in a TensorFlow graph, a converted variable is read where it is used.
+    before = [ops.copy(v.value) for v in tracked]
+    optimizer.apply(grads, variables)
+    for variable, old in zip(tracked, before):
+        variable.assign(ops.where(usable, variable.value, old))
 
 
 def local_tasks(config):

@@ -57,3 +57,49 @@ def test_sequential_meta_updates_follow_one_another(tmp_path):
     gaps = [float(np.max(np.abs(value - averaged.meta_weights()[name])))
             for name, value in trainer.meta_weights().items()]
     assert max(gaps) > 1e-4
+
+
+def one_task_config(tmp_path):
+    mlp = {"target": "mlp_classifier", "kwargs": {"dataset": "digits", "batch_size": 32,
+                                                  "layers": [8]}}
+    return resolve(tiny_config(tmp_path, problems=[mlp], training={"depth": 3}))
+
+
+def test_a_truncation_and_its_meta_update_in_one_compiled_call_equal_the_two_apart(tmp_path):
+    fused = MetaTrainer(one_task_config(tmp_path))
+    apart = MetaTrainer(one_task_config(tmp_path))
+    apart.fused = set()  # the trainer applies each estimate itself
+    assert fused.fused == {0}
+
+    losses = fused.train_epoch(0, 0, lambda generator: 4)
+    assert apart.train_epoch(0, 0, lambda generator: 4) == losses
+    assert len(losses["meta_loss"]) == 3
+    for name, value in apart.meta_weights().items():
+        np.testing.assert_array_equal(fused.meta_weights()[name], value, err_msg=name)
+    for mine, theirs in zip(fused.meta_optimizer.variables, apart.meta_optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    assert int(np.asarray(fused.meta_optimizer.iterations)) == 3
+
+
+def test_a_non_finite_truncation_leaves_the_meta_weights_and_their_optimiser_alone(tmp_path):
+    trainer = MetaTrainer(one_task_config(tmp_path))
+    estimator = trainer.estimators[0]
+    worker = estimator.init_worker_state(0)
+    broken = worker.__class__(**{**vars(worker),
+                                 "params": [p * np.nan for p in worker.params]})
+    before = trainer.meta_weights()
+    slots = [np.asarray(v).copy() for v in trainer.meta_optimizer.variables]
+
+    estimate, _ = estimator.compute_gradient_estimate(broken, rng(Stream.TRUNCATION, 0), 4,
+                                                      update=True)
+
+    assert estimate.applied and not estimate.usable
+    for name, value in trainer.meta_weights().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    for variable, slot in zip(trainer.meta_optimizer.variables, slots):
+        np.testing.assert_array_equal(np.asarray(variable), slot)
+    # The same call with a finite trajectory does move them.
+    estimate, _ = estimator.compute_gradient_estimate(worker, rng(Stream.TRUNCATION, 0), 4,
+                                                      update=True)
+    assert estimate.usable and int(np.asarray(trainer.meta_optimizer.iterations)) == 1
+    assert any(np.any(value != before[name]) for name, value in trainer.meta_weights().items())

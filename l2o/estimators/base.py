@@ -20,6 +20,7 @@ estimator says so.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,7 +33,9 @@ class GradientEstimate(NamedTuple):
     tensor per meta-variable; ``usable``: the loss and every gradient are
     finite (only then is it applied); ``steps``: inner steps taken;
     ``restart``: the worker state must start afresh (a non-finite or exploded
-    trajectory); ``kind``: the metric it is logged under.
+    trajectory); ``kind``: the metric it is logged under; ``applied``: the
+    estimator already applied the meta-update, inside its own compiled
+    truncation (``GradientEstimator.fuse_meta_update``).
     """
 
     loss: float
@@ -41,6 +44,7 @@ class GradientEstimate(NamedTuple):
     steps: int
     restart: bool
     kind: str = "meta_loss"
+    applied: bool = False
 
 
 class EstimatorSpec(abc.ABC):
@@ -113,6 +117,17 @@ class GradientEstimator(abc.ABC):
     @abc.abstractmethod
     def load_worker_state(self, arrays: dict[str, np.ndarray], info: dict) -> Any:
         """The worker state that ``worker_arrays`` gave ``(arrays, info)`` for."""
+
+    def fuse_meta_update(self, update: Callable, variables: list) -> bool:
+        """Offers ``update(grads, usable)``, a traceable function that applies the
+        meta-optimiser to the meta-weights when ``usable`` (a boolean tensor) is true and
+        reads and assigns the Keras ``variables``. An estimator that can run it in the same
+        compiled call as a meta-loss truncation answers True, and from then on
+        ``compute_gradient_estimate(..., update=True)`` applies it and returns the estimate
+        with ``applied`` set; by default it declines (False), is never asked to, and the
+        trainer applies its estimates. Offered only where each meta-update is one
+        truncation's gradient (a sequential meta-batch in this process)."""
+        return False
 
     def distributable(self, key: tuple) -> list[tuple[tuple, GradientEstimator]]:
         """``(key, estimator)`` of the estimators within this one (named by ``key``, a

@@ -31,12 +31,13 @@ class FamilyEstimator(GradientEstimator):
         member = self.problem.member_of(seed)
         return FamilyWorker(member, self.estimators[member].init_worker_state(seed))
 
-    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
+    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None,
+                                  update=False):
         member = worker_state.member
         if teacher is not None:
             teacher = self._member_teacher(teacher, member)
         estimate, state = self.estimators[member].compute_gradient_estimate(
-            worker_state.state, generator, length, teacher)
+            worker_state.state, generator, length, teacher, **({"update": True} if update else {}))
         return estimate, worker_state._replace(state=state)
 
     def _member_teacher(self, teacher, member):
@@ -53,6 +54,11 @@ class FamilyEstimator(GradientEstimator):
     def worker_arrays(self, worker_state):
         arrays, info = self.estimators[worker_state.member].worker_arrays(worker_state.state)
         return arrays, {**info, "member": worker_state.member}
+
+    def fuse_meta_update(self, update, variables):
+        # Every member is offered it, whatever the others answer.
+        answers = [estimator.fuse_meta_update(update, variables) for estimator in self.estimators]
+        return all(answers)
 
     def distributable(self, key):
         return [part for member, estimator in enumerate(self.estimators)

@@ -94,6 +94,22 @@ class TBPTT(GradientEstimator):
             backend.compile_fn(fn, jit_compile, relax_leading_dim=True, variables=variables)
             for fn in (estimate, imitate, evaluate))
         self.initial_loss = backend.compile_fn(problem.loss, jit_compile)
+        self._traceable_estimate, self._jit_compile = estimate, jit_compile
+        self.estimate_and_update = None
+
+    def fuse_meta_update(self, update, variables):
+        """The truncation, its meta-gradient and the guarded meta-update: one compiled call."""
+        estimate = self._traceable_estimate
+
+        def estimate_and_update(*args):
+            outputs = estimate(*args)
+            _, grads, usable, *_ = outputs
+            update(grads, usable)
+            return outputs
+
+        self.estimate_and_update = backend.compile_fn(
+            estimate_and_update, self._jit_compile, relax_leading_dim=True, variables=variables)
+        return True
 
     # ------------------------------------------------------------------ trajectories
 
@@ -128,7 +144,8 @@ class TBPTT(GradientEstimator):
     def init_worker_state(self, seed):
         return self.new_trajectory(seed, scaled=True)
 
-    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None):
+    def compute_gradient_estimate(self, worker_state, generator, length, teacher=None,
+                                  update=False):
         trajectory = worker_state
         batches = self.problem.batches(trajectory.seed, trajectory.step, length)
         if teacher is not None:
@@ -138,7 +155,8 @@ class TBPTT(GradientEstimator):
                 unscaled_targets(trajectory, targets), trajectory.scales)
             blew_up, kind = False, "imitation_loss"
         else:
-            value, grads, usable, params, state, _, blew_up = self.estimate(
+            value, grads, usable, params, state, _, blew_up = \
+                (self.estimate_and_update if update else self.estimate)(
                 trajectory.params, trajectory.state, batches, trajectory.initial_loss,
                 trajectory.scales, self.held_out(trajectory, length))
             kind = "meta_loss"
@@ -146,7 +164,8 @@ class TBPTT(GradientEstimator):
         advanced = dataclasses.replace(trajectory, params=params, state=state,
                                        step=trajectory.step + length)
         return GradientEstimate(loss=float(value), grads=grads, usable=usable, steps=length,
-                                restart=bool(blew_up) or not usable, kind=kind), advanced
+                                restart=bool(blew_up) or not usable, kind=kind,
+                                applied=update), advanced
 
     def validation_metrics(self, unroll, seed):
         trajectory = self.new_trajectory(seed)
