@@ -16,6 +16,7 @@ from l2o.estimators.es import (
     pes_share,
     repeat_state,
 )
+from l2o.streams import Stream, rng, standard_normals
 from l2o.systems import influence
 
 THETA = np.array([0.5], np.float32)
@@ -65,8 +66,23 @@ def test_antithetic_pairs_draw_the_same_noise_in_any_shard():
                                                                             (2,), 0.1)
     np.testing.assert_array_equal(eps[:3], np.concatenate([first[:1], rest[:2]]))
     assert not np.allclose(antithetic_noise(8, range(3), (2,), 0.1), eps)
+    # Pair j's noise is the stream (truncation seed, j) of PARTICLE_NOISE, as numpy seeds it.
+    expected = np.stack([rng(Stream.PARTICLE_NOISE, 7, j).standard_normal(2) for j in range(3)])
+    np.testing.assert_array_equal(eps[:3], (0.1 * expected).astype(np.float32))
     with pytest.raises(ValueError, match="even"):
         PES(influence.SYSTEM.unroll, influence.initial_state, sigma=0.1, n_particles=5)
+
+
+@pytest.mark.parametrize("keys", [(0,), (3,), (2 ** 31 + 5,), (7, 2 ** 32 + 1), (1, 2, 3, 4)])
+def test_many_streams_drawn_at_once_equal_numpy_seeding_each(keys):
+    """standard_normals repeats numpy's SeedSequence and PCG64 seeding, vectorised: a change
+    in numpy's seeding would show here first."""
+    last = [0, 1, 6, 2 ** 32 + 3, 999]
+    expected = np.stack([rng(Stream.PARTICLE_NOISE, *keys, j).standard_normal((3, 2))
+                         for j in last])
+    np.testing.assert_array_equal(
+        standard_normals(Stream.PARTICLE_NOISE, *keys, last=last, shape=(3, 2)), expected)
+    assert standard_normals(Stream.TRUNCATION, *keys, last=[], shape=(2,)).shape == (0, 2)
 
 
 def test_the_estimators_arithmetic_against_hand_computed_values():

@@ -65,7 +65,7 @@ import numpy as np
 from keras import ops
 
 from l2o import tree
-from l2o.streams import Stream, rng, seed_from
+from l2o.streams import Stream, seed_from, standard_normals
 from l2o.validation import check_choice
 
 STAGGERS = ("lockstep", "breakstep")
@@ -75,9 +75,7 @@ def antithetic_noise(seed, pairs, shape, sigma):
     """Perturbations of the antithetic pairs ``pairs`` (a range of pair indices) in the
     truncation of noise seed ``seed``: eps_j for j in ``pairs``, then -eps_j; [2 len(pairs),
     *shape]."""
-    shape = tuple(shape)
-    half = np.stack([rng(Stream.PARTICLE_NOISE, seed, j).standard_normal(shape)
-                     for j in pairs]) if len(pairs) else np.zeros((0,) + shape)
+    half = standard_normals(Stream.PARTICLE_NOISE, seed, last=pairs, shape=shape)
     half = (half * sigma).astype(np.float32)
     return np.concatenate([half, -half])
 
