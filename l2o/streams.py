@@ -59,10 +59,14 @@ def standard_normals(stream, *keys, last, shape):
     The same numbers, without building a SeedSequence and a Generator for each
     ``j``: numpy's seeding of ``rng`` (``SeedSequence`` entropy mixing, then
     PCG64's seeding from four state words) runs once, vectorised over ``last``,
-    and one Generator is moved to each stream's state in turn. ES and PES draw a
-    stream per antithetic pair, so at a thousand pairs this is most of the cost.
+    and one Generator is moved to each stream's state in turn (below a few
+    streams, where that costs more, each Generator is built as ``rng`` builds it).
+    ES and PES draw a stream per antithetic pair.
     """
     last = np.asarray(last, np.int64).reshape(-1)
+    if len(last) < _FEW_STREAMS:
+        return np.stack([rng(stream, *keys, j).standard_normal(shape) for j in last]) \
+            if len(last) else np.zeros((0, *tuple(shape)))
     # Each row is the entropy rng(stream, *keys, j) hands numpy: [tag, key count, keys].
     words = np.empty((len(last), len(keys) + 3), np.uint64)
     words[:, :-1] = [int(Stream(stream)), len(keys) + 1, *(int(k) % 2 ** 32 for k in keys)]
@@ -77,6 +81,9 @@ def standard_normals(stream, *keys, last, shape):
     return draws
 
 
+# Below this many streams, a Generator each costs less than the vectorised seeding's fixed
+# cost (benchmarks/systems/noise_draw.py).
+_FEW_STREAMS = 16
 # numpy's SeedSequence (pool of four 32-bit words; O'Neill's seed_seq mixing): its
 # hashing and mixing constants, and the 32-bit shift of both.
 _INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
