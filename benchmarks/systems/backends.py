@@ -1,6 +1,7 @@
 """TensorFlow against JAX on this machine: do they compute the same thing, and how fast?
 
     python -m benchmarks.systems.backends [--data DIR] [--truncations 10] [--rounds 3]
+        [--jax-xla-flags=FLAGS ...] [--speed-only]
 
 (a) Agreement: ``tests/backend_probe.py`` (the arrays ``tests/test_backends.py`` compares)
     runs once under each backend, each in its own process, and the largest relative
@@ -12,7 +13,8 @@
     sigmoid, MNIST, batch 128, unroll 20) through the MetaTrainer, inner steps per second
     on each backend, the two measured in alternating child processes (``--rounds``
     rounds of ``--truncations`` truncations after one that compiles) so that the
-    machine's load falls on both; the median per backend and their ratio.
+    machine's load falls on both; the median per backend and their ratio. With
+    ``--jax-xla-flags``, JAX again under each ``XLA_FLAGS`` value given (XLA's CPU options).
 MNIST is the IDX folder ``DIR/mnist`` (``--data``, default ``$L2O_DATA``, as l2o resolves
 ``dataset: mnist``).
 """
@@ -90,24 +92,30 @@ def speed_child(data, truncations):
     print(json.dumps({"rate": truncations * UNROLL / (time.perf_counter() - started)}))
 
 
-def speed(data, truncations, rounds):
-    """Markdown rows: each backend's median inner steps/s over alternating child runs."""
+def speed(data, truncations, rounds, jax_xla_flags=()):
+    """Markdown rows: each backend's median inner steps/s over alternating child runs; JAX
+    once more under each of ``jax_xla_flags`` (an ``XLA_FLAGS`` value each)."""
     import numpy as np
 
-    rates = {backend: [] for backend in BACKENDS}
+    routes = {backend: child_environment(backend) for backend in BACKENDS}
+    for flags in jax_xla_flags:
+        environment = child_environment("jax")
+        environment["XLA_FLAGS"] = f"{environment.get('XLA_FLAGS', '')} {flags}".strip()
+        routes[f"jax, XLA_FLAGS={flags}"] = environment
+    rates = {route: [] for route in routes}
     for _ in range(rounds):
-        for backend in BACKENDS:
+        for route, environment in routes.items():
             completed = subprocess.run(
                 [sys.executable, "-m", "benchmarks.systems.backends", "--speed-child", "--data", data,
-                 "--truncations", str(truncations)], env=child_environment(backend),
+                 "--truncations", str(truncations)], env=environment,
                 capture_output=True, text=True, check=True, cwd=ROOT)
-            rates[backend].append(json.loads(completed.stdout.strip().splitlines()[-1])["rate"])
-    medians = {backend: float(np.median(values)) for backend, values in rates.items()}
+            rates[route].append(json.loads(completed.stdout.strip().splitlines()[-1])["rate"])
+    medians = {route: float(np.median(values)) for route, values in rates.items()}
     rows = ["| backend | inner steps / s (median) | each round | ratio to TensorFlow |",
             "| --- | --- | --- | --- |"]
-    for backend, median in medians.items():
-        each = ", ".join(f"{rate:.1f}" for rate in rates[backend])
-        rows.append(f"| {backend} | {median:.1f} | {each} | "
+    for route, median in medians.items():
+        each = ", ".join(f"{rate:.1f}" for rate in rates[route])
+        rows.append(f"| {route} | {median:.1f} | {each} | "
                     f"{median / medians['tensorflow']:.2f} |")
     return rows
 
@@ -118,6 +126,10 @@ def main():
                         help="folder holding mnist/ (IDX files); default $L2O_DATA")
     parser.add_argument("--truncations", type=int, default=10, help="per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jax-xla-flags", action="append", default=[], metavar="FLAGS",
+                        help="also time JAX with this XLA_FLAGS value (repeatable; give it "
+                             "with =, e.g. --jax-xla-flags=--xla_cpu_use_thunk_runtime=false)")
+    parser.add_argument("--speed-only", action="store_true", help="skip (a), the agreement")
     parser.add_argument("--speed-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_child:
@@ -125,11 +137,12 @@ def main():
         return
     if args.data is None:
         parser.error("no data folder: set L2O_DATA or pass --data DIR (a folder holding mnist/)")
-    print("(a) The same config and seed on both backends (tests/backend_probe.py)\n")
-    print("\n".join(agreement()))
+    if not args.speed_only:
+        print("(a) The same config and seed on both backends (tests/backend_probe.py)\n")
+        print("\n".join(agreement()))
     print(f"\n(b) TBPTT meta-training, reference config: {args.rounds} alternating rounds of "
           f"{args.truncations} truncations of {UNROLL} steps per backend\n")
-    print("\n".join(speed(args.data, args.truncations, args.rounds)))
+    print("\n".join(speed(args.data, args.truncations, args.rounds, args.jax_xla_flags)))
 
 
 if __name__ == "__main__":
