@@ -94,17 +94,24 @@ _PCG_MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645
 _MASK128 = (1 << 128) - 1
 
 
+def _seed_sequence_hash(constant, multiplier):
+    """numpy's SeedSequence hash of 32-bit words (in uint64 arrays): each call mixes a word
+    with a running constant, which moves on by ``multiplier`` at every call."""
+
+    def hash_words(value):
+        nonlocal constant
+        value = value ^ np.uint64(constant)
+        constant = constant * multiplier & _WORD
+        value = value * np.uint64(constant) & np.uint64(_WORD)
+        return value ^ (value >> np.uint64(_XSHIFT))
+
+    return hash_words
+
+
 def _seed_sequence_words(entropy):
     """``SeedSequence(row).generate_state(8, uint32)`` of each row of ``entropy`` (32-bit
     words in uint64), vectorised over rows."""
-    constant = _INIT_A
-
-    def hashmix(value):
-        nonlocal constant
-        value = value ^ np.uint64(constant)
-        constant = constant * _MULT_A & _WORD
-        value = value * np.uint64(constant) & np.uint64(_WORD)
-        return value ^ (value >> np.uint64(_XSHIFT))
+    hashmix = _seed_sequence_hash(_INIT_A, _MULT_A)
 
     def mix(x, y):
         # uint64 wraps around on the subtraction; the mask keeps it modulo 2**32.
@@ -121,13 +128,8 @@ def _seed_sequence_words(entropy):
     for source in range(_POOL, count):
         for target in range(_POOL):
             pool[target] = mix(pool[target], hashmix(entropy[:, source]))
-    constant, words = _INIT_B, []
-    for index in range(8):
-        value = pool[index % _POOL] ^ np.uint64(constant)
-        constant = constant * _MULT_B & _WORD
-        value = value * np.uint64(constant) & np.uint64(_WORD)
-        words.append(value ^ (value >> np.uint64(_XSHIFT)))
-    return words
+    output = _seed_sequence_hash(_INIT_B, _MULT_B)
+    return [output(pool[index % _POOL]) for index in range(8)]
 
 
 def _pcg64_seeds(words):
