@@ -186,13 +186,14 @@ class MetaTrainer:
         applied it already), noting its mean loss."""
         for kind, values in losses.items():
             usable = [e for e in estimates if e is not None and e.usable and e.kind == kind]
-            if usable and not usable[0].applied:
+            if not usable:
+                continue
+            if not usable[0].applied:
                 grads = [np.mean(np.stack(parts), axis=0)
                          for parts in zip(*(estimate.grads for estimate in usable))]
                 self._apply[kind]([ops.convert_to_tensor(g, v.dtype) for g, v in
                                    zip(grads, self.meta_variables.values())])
-            if usable:
-                values.append(float(np.mean([estimate.loss for estimate in usable])))
+            values.append(float(np.mean([estimate.loss for estimate in usable])))
 
     def _truncations(self, problem_index, keys, sample_unroll):
         """``(depth, generator, length)`` of each truncation of one trajectory in one epoch."""
