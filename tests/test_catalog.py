@@ -90,7 +90,7 @@ def test_train_takes_a_shipped_name_from_any_directory(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["nope"], "error: config file not found: nope (shipped configs: controlled_adam_gen"),
+    (["nope"], "error: config file not found: nope (shipped configs: controlled_adam_dec"),
     ([], "error: give a config file or a shipped config's name (l2o-train --list)"),
 ])
 def test_train_without_a_config_gives_one_line_and_exit_2(tmp_path, monkeypatch, capfd, argv,

@@ -35,6 +35,8 @@ def numpy_steps(meta, grads_per_step, params, settings):
             np.concatenate([g.reshape(-1) for g in grads]),
             np.concatenate([a.reshape(-1) for a in adams]), norms, t, step_features)
         centre = numpy_controller(meta, features, settings)
+        if settings.get("decay_time") is not None:
+            centre -= np.log(1 + (t - 1) / settings["decay_time"])
         offsets = [(meta["schedule/vector_log_lr"] if p.ndim == 1 else
                     meta["schedule/fan_in_power"] * np.log(p.shape[0]))
                    if settings.get("layer_offsets", True) else 0.0 for p in current]
@@ -45,7 +47,7 @@ def numpy_steps(meta, grads_per_step, params, settings):
 
 
 @pytest.mark.parametrize("variant", [{}, {"controller_linear": True},
-                                     {"layer_offsets": False}])
+                                     {"layer_offsets": False}, {"decay_time": 2.0}])
 def test_update_matches_the_equations_by_hand(variant):
     settings = {**SETTINGS, **variant}
     rule = ControlledAdamRule(**settings)
@@ -66,16 +68,21 @@ def test_update_matches_the_equations_by_hand(variant):
             np.testing.assert_allclose(ops.convert_to_numpy(got), want, rtol=1e-9)
 
 
-def test_untrained_rule_is_adam():
-    """With its initial meta-weights the rule is Keras's Adam at ``learning_rate``, step for
-    step, whatever the gradients' scale does."""
-    settings = {**SETTINGS, "beta_1": 0.9, "beta_2": 0.999, "learning_rate": 0.003}
+@pytest.mark.parametrize("decay_time", [None, 4.0])
+def test_untrained_rule_is_adam(decay_time):
+    """With its initial meta-weights the rule is Keras's Adam at ``learning_rate`` (on
+    Keras's inverse-time decay with ``decay_time``), step for step, whatever the gradients'
+    scale does."""
+    settings = {**SETTINGS, "beta_1": 0.9, "beta_2": 0.999, "learning_rate": 0.003,
+                "decay_time": decay_time}
     rule = ControlledAdamRule(**settings)
     meta = {k: ops.convert_to_tensor(v) for k, v in rule.init_meta_weights(0).items()}
     generator = np.random.default_rng(4)
     values = [generator.standard_normal(shape).astype(np.float32) for shape in [(5, 3), (3,)]]
     variables = [keras.Variable(value) for value in values]
-    adam = keras.optimizers.Adam(learning_rate=0.003, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    rate = 0.003 if decay_time is None else \
+        keras.optimizers.schedules.InverseTimeDecay(0.003, decay_time, 1.0)
+    adam = keras.optimizers.Adam(learning_rate=rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     current = [ops.convert_to_tensor(value) for value in values]
     state = rule.init_state(current, 0)
     for step in range(30):
@@ -94,7 +101,8 @@ def test_untrained_rule_is_adam():
 @pytest.mark.parametrize("network, key", [
     ({"beta_1": 1.0}, "network/beta_1"),
     ({"controller_rates": [1e-2, 1e-1]}, "network/controller_rates"),
-    ({"controller_layers": [0]}, "network/controller_layers")])
+    ({"controller_layers": [0]}, "network/controller_layers"),
+    ({"decay_time": 0.0}, "network/decay_time")])
 def test_bad_settings_are_refused_naming_the_key(network, key):
     with pytest.raises(ConfigError, match=key):
         ControlledAdamOptimizer(network={**SETTINGS, **network})
@@ -102,4 +110,5 @@ def test_bad_settings_are_refused_naming_the_key(network, key):
 
 def test_model_fit_matches_the_pure_update():
     assert_fit_matches_the_pure_update(ControlledAdamOptimizer,
-                                       {**SETTINGS, "controller_linear": True})
+                                       {**SETTINGS, "controller_linear": True,
+                                        "decay_time": 3.0})

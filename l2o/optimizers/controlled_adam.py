@@ -6,7 +6,8 @@ step t = 1, 2, ...
 
     m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
     a  = m^ / (sqrt(v^) + eps),   m^ = m / (1 - b1^t),   v^ = v / (1 - b2^t)
-    delta = -lr_t a,   log lr_t = log lr_0(t) + (o if theta is a vector, else p log R)
+    delta = -lr_t a,   log lr_t = log lr_0(t) - log(1 + (t - 1) / T)
+                                  + (o if theta is a vector, else p log R)
 
 where lr_0(t) is the centre that the learned step-size controller
 (``l2o.optimizers.step_size_controller``) sets at every step from features of
@@ -20,6 +21,15 @@ and Adam's direction's), so a step costs about what Adam's does: where a
 per-coordinate network (``NormalizedMLP``) learns a direction, this rule
 learns only how far to go. The controller's output layer and p and o start
 at zero, so an untrained rule is Adam(``learning_rate``), step for step.
+
+T = ``decay_time`` (steps; None, the default: no decay, T = infinity) puts the
+controller's steps on an inverse-time decay, Keras's
+``InverseTimeDecay(learning_rate, T, 1)``: the untrained rule is then Adam on that
+schedule, and whatever the controller learns, the step size at step t stays
+below ``controller_rates``' high end over 1 + (t - 1) / T. A rate that is too
+large costs generalisation late in training more than early (a step size that is
+right at step 100 overfits by step 1000), and a decay is the step size's answer
+that needs no knowledge of the horizon.
 """
 
 import keras
@@ -40,8 +50,9 @@ class ControlledAdamRule(UpdateRule):
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  controller_layers=(16,), controller_rates=(1e-5, 1e-1),
                  controller_linear=False, timescales=(10.0, 100.0, 1000.0, 10000.0),
-                 activation="relu", layer_offsets=True):
+                 activation="relu", layer_offsets=True, decay_time=None):
         self.learning_rate = float(learning_rate)
+        self.decay_time = None if decay_time is None else float(decay_time)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.timescales = [float(t) for t in timescales]
         self.layer_offsets = bool(layer_offsets)
@@ -58,6 +69,8 @@ class ControlledAdamRule(UpdateRule):
         for index, timescale in enumerate(network["timescales"]):
             check_range(f"network/timescales/{index}", timescale, 0.0)
         check_keras_name("network/activation", network["activation"], "activations")
+        if network["decay_time"] is not None:
+            check_range("network/decay_time", network["decay_time"], 0.0)
         StepSizeController.validate_config(network)
 
     def init_meta_weights(self, seed):
@@ -92,6 +105,8 @@ class ControlledAdamRule(UpdateRule):
         step_features = ops.tanh(step / ops.convert_to_tensor(np.array(self.timescales), dtype))
         centre, new["norms"] = self.step_size_controller(meta_weights, grads, adams,
                                                          state["norms"], step, step_features)
+        if self.decay_time is not None:
+            centre = centre - ops.log(1.0 + (step - 1.0) / self.decay_time)
         if not self.layer_offsets:
             rate = ops.exp(centre)
             return [-rate * adam for adam in adams], new
