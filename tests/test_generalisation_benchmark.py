@@ -187,3 +187,22 @@ def test_quick_run_end_to_end(benchmark, tmp_path):
     wins = learned["versus"]["Adam(1e-3)"]
     assert f"vs Adam(1e-3) {wins['below']}/{wins['above']}" in markdown
     assert ("floor holds" if learned["floor"]["holds"] else "floor fails") in markdown
+
+
+def test_keras_entries_build_their_optimiser_and_bad_ones_stop_with_one_line(benchmark, tmp_path,
+                                                                            capsys):
+    schedule = {"module": "keras.optimizers.schedules", "class_name": "InverseTimeDecay",
+                "config": {"initial_learning_rate": 0.01, "decay_steps": 100, "decay_rate": 1.0}}
+    spec = {"class_name": "Adam", "config": {"learning_rate": schedule}}
+    factories = benchmark.optimizer_factories([], [], [("decayed", spec)])
+    source, make_optimizer, _ = factories["decayed"]
+    rate = make_optimizer(0).learning_rate  # Keras evaluates the schedule at the step count
+    assert source == "keras" and float(rate) == pytest.approx(0.01)
+    assert benchmark.kind_of("decayed") == "learned"  # scored, floor verdict included
+    arguments = ["--quick", "--out", str(tmp_path), "--tasks", "moons_mlp", "--pretrained"]
+    assert benchmark.main([*arguments, "--keras",
+                           'odd={"class_name": "Adam", "config": {"learning_rate": -1}}']) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        benchmark.main([*arguments, "--keras", "odd={not json"])
+    assert not (tmp_path / "generalisation").exists()

@@ -2,7 +2,8 @@
 
     L2O_DATA=../shared/data python -m benchmarks.learned.generalisation [--tasks mnist_mlp ...]
         [--steps 3000] [--repeats 3] [--checkpoints 100 300 ...] [--pretrained NAME ...]
-        [--runs DM=runs/dm_family ...] [--quick] [--force] [--out DIR] [--figure PATH]
+        [--runs DM=runs/dm_family ...] [--keras LABEL=JSON ...] [--quick] [--force]
+        [--out DIR] [--figure PATH]
 
 What a user judges an optimiser by is the loss on data it did not train on, so
 the headline here is **validation loss**. None of the tasks below is among the
@@ -15,7 +16,10 @@ with ``model.fit``'s defaults) is the nearest to them.
 
 Optimisers. On each task runs every learned optimiser (``--pretrained`` names, by default
 the recommended one; ``--runs NAME=DIR`` run directories; each loaded with
-``l2o.load_optimizer``),
+``l2o.load_optimizer``), any other Keras optimiser (``--keras LABEL=JSON``, a
+``{"class_name": ..., "config": ...}`` as ``keras.optimizers.get`` takes it, a
+learning-rate schedule included, as ``keras.optimizers.serialize`` writes it, its
+``"module"`` too; scored as the learned ones are),
 Adam at each rate of a 7-point log grid (1e-4 .. 1e-1), and the Keras built-ins
 a user would run instead, at their Keras defaults: Adam(1e-3) (the grid's 1e-3
 point, run once and labelled the default), ``AdamW()``,
@@ -88,7 +92,7 @@ import numpy as np
 import l2o
 from benchmarks import common
 from l2o import checkpoints, evaluation, problems
-from l2o.validation import ConfigError
+from l2o.validation import ConfigError, check_keras_optimizer
 
 SEED = 1000
 TAIL = 10  # per-batch losses averaged for a training loss at a checkpoint
@@ -149,8 +153,9 @@ def kind_of(label):
     return "adam" if label in ADAM_LABELS else "learned"
 
 
-def optimizer_factories(pretrained, runs):
-    """``{label: (source, run_seed -> optimizer, fingerprint)}``: learned, built-ins, Adam's grid.
+def optimizer_factories(pretrained, runs, others=()):
+    """``{label: (source, run_seed -> optimizer, fingerprint)}``: learned, ``others``
+    (``(label, Keras spec)`` pairs), built-ins, Adam's grid.
 
     Each is built once here, so a bad name or run directory stops the benchmark
     before it runs anything.
@@ -158,6 +163,8 @@ def optimizer_factories(pretrained, runs):
     learned = [(name, f"{l2o.pretrained.PREFIX}{name}") for name in pretrained] + runs
     factories = {label: (source, lambda run_seed, source=source: l2o.load_optimizer(
         source, run_seed=run_seed)) for label, source in learned}
+    for label, spec in others:
+        factories[label] = ("keras", evaluation.keras_optimizer_factory(spec))
     for name in BUILTINS:
         factories[name] = ("keras", evaluation.keras_optimizer_factory(
             {"class_name": name, "config": {}}))
@@ -543,6 +550,25 @@ def parse_runs(entries, parser):
     return runs
 
 
+def parse_keras(entries, parser):
+    """``(label, spec)`` of each ``--keras LABEL=JSON``; a spec Keras cannot build is a
+    ``ConfigError`` naming it."""
+    others = []
+    for entry in entries:
+        label, separator, text = entry.partition("=")
+        if not separator or not label or not text:
+            parser.error(f"--keras {entry}: expected LABEL=JSON")
+        if label in ADAM_LABELS or label in BUILTINS:
+            parser.error(f"--keras {entry}: {label} names a baseline")
+        try:
+            spec = json.loads(text)
+        except ValueError:
+            parser.error(f"--keras {label}: not JSON: {text}")
+        check_keras_optimizer(f"--keras {label}", spec)
+        others.append((label, spec))
+    return others
+
+
 def checkpoint_steps(steps, requested):
     """The members of ``requested`` up to ``steps``, and ``steps`` itself, ascending."""
     return sorted({step for step in requested if step <= steps} | {steps})
@@ -561,6 +587,8 @@ def main(argv=None):
                                              "one; any of l2o.pretrained.names())")
     parser.add_argument("--runs", nargs="*", default=[], metavar="NAME=DIR",
                         help="learned optimisers from run directories")
+    parser.add_argument("--keras", nargs="*", default=[], metavar="LABEL=JSON",
+                        help="other Keras optimisers: {\"class_name\": ..., \"config\": ...}")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 30 steps x 1 seed, results under <out>/quick")
     parser.add_argument("--force", action="store_true", help="recompute saved results")
@@ -583,7 +611,8 @@ def main(argv=None):
                              common.figure_path("generalisation.png"))
     settings = {"steps": steps, "repeats": repeats, "checkpoints": points, "seed": SEED}
     try:
-        factories = optimizer_factories(args.pretrained, parse_runs(args.runs, parser))
+        factories = optimizer_factories(args.pretrained, parse_runs(args.runs, parser),
+                                        parse_keras(args.keras, parser))
         for task in args.tasks:
             run_task(task, factories, {**settings, "task": copy.deepcopy(TASKS[task][1])}, out,
                      args.force)
