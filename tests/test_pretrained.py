@@ -46,8 +46,7 @@ def test_pretrained_beats_adam_at_its_default_rate_on_a_small_task(name):
 def test_the_recommended_optimiser_beats_adam_on_validation_loss_of_a_small_task():
     """``load_optimizer("pretrained")`` against Adam(1e-3) on data neither trained on: a digits
     MLP of a width and batch size not in its training set, validation loss after 300 steps,
-    2 seeds; its untrained rule is Adam(1e-3) itself, so the lead is what meta-training
-    learnt."""
+    2 seeds."""
     assert l2o.load_optimizer("pretrained").get_config()["meta_weights"] == \
         l2o.load_optimizer(f"pretrained:{l2o.pretrained.RECOMMENDED}").get_config()["meta_weights"]
     problem = MLPClassifier(layers=[48], activation="relu", dataset="digits", batch_size=32)

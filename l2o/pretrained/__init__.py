@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # keras (and TensorFlow) load on the first load, not on impor
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 PREFIX = "pretrained:"
 # What ``load_optimizer("pretrained")`` loads: the one the README recommends.
-RECOMMENDED = "normalized_mlp_generalise"
+RECOMMENDED = "controlled_adam_decay"
 
 
 def names() -> list[str]:
