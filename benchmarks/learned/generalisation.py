@@ -538,28 +538,25 @@ def report(out, figure):
     return markdown
 
 
-def parse_runs(entries, parser):
-    runs = []
+def labelled(option, entries, parser, value_name):
+    """``(label, value)`` of each ``LABEL=VALUE`` entry of ``option``; a label may not name a
+    baseline."""
+    pairs = []
     for entry in entries:
-        name, separator, directory = entry.partition("=")
-        if not separator or not name or not directory:
-            parser.error(f"--runs {entry}: expected NAME=DIR")
-        if name in ADAM_LABELS or name in BUILTINS:
-            parser.error(f"--runs {entry}: {name} names a baseline")
-        runs.append((name, directory))
-    return runs
+        label, separator, value = entry.partition("=")
+        if not separator or not label or not value:
+            parser.error(f"{option} {entry}: expected NAME={value_name}")
+        if label in ADAM_LABELS or label in BUILTINS:
+            parser.error(f"{option} {entry}: {label} names a baseline")
+        pairs.append((label, value))
+    return pairs
 
 
 def parse_keras(entries, parser):
     """``(label, spec)`` of each ``--keras LABEL=JSON``; a spec Keras cannot build is a
     ``ConfigError`` naming it."""
     others = []
-    for entry in entries:
-        label, separator, text = entry.partition("=")
-        if not separator or not label or not text:
-            parser.error(f"--keras {entry}: expected LABEL=JSON")
-        if label in ADAM_LABELS or label in BUILTINS:
-            parser.error(f"--keras {entry}: {label} names a baseline")
+    for label, text in labelled("--keras", entries, parser, "JSON"):
         try:
             spec = json.loads(text)
         except ValueError:
@@ -611,7 +608,7 @@ def main(argv=None):
                              common.figure_path("generalisation.png"))
     settings = {"steps": steps, "repeats": repeats, "checkpoints": points, "seed": SEED}
     try:
-        factories = optimizer_factories(args.pretrained, parse_runs(args.runs, parser),
+        factories = optimizer_factories(args.pretrained, labelled("--runs", args.runs, parser, "DIR"),
                                         parse_keras(args.keras, parser))
         for task in args.tasks:
             run_task(task, factories, {**settings, "task": copy.deepcopy(TASKS[task][1])}, out,
