@@ -124,7 +124,11 @@ def check_units(name, value):
 
 def check_range(name, value, low=None, high=None, finite=True):
     """``low < value <= high`` (either bound optional), and finite unless ``finite`` is false
-    (an infinite value is no size, scale or rate: it fails later, in the maths)."""
+    (an infinite value is no size, scale or rate: it fails later, in the maths). A value
+    that is no number (a bool included) is refused as such, before any comparison."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}: expected a number, got {type(value).__name__} "
+                          f"{shown(value)}")
     if (low is not None and not value > low) or (high is not None and not value <= high):
         bounds = " and ".join(part for part in (low is not None and f"above {low}",
                                                 high is not None and f"at most {high}") if part)

@@ -126,6 +126,20 @@ def test_bad_estimator_options_name_the_key(overrides, message):
         resolve({}, ["estimator_constructor=pes", *overrides])
 
 
+@pytest.mark.parametrize("constructor, override, message", [
+    ("ControlledAdam", "network/decay_time=abc", "network/decay_time: expected a number, got str"),
+    ("ControlledAdam", "network/decay_time=true", "network/decay_time: expected a number, got bool"),
+    ("NormalizedMLP", "network/max_step_ratio=[2]",
+     "network/max_step_ratio: expected a number, got list"),
+])
+def test_an_optional_number_that_is_no_number_is_refused_naming_the_key(constructor, override,
+                                                                        message):
+    """Keys whose default is None have no type to check against; their range check refuses a
+    value that is no number instead of comparing it."""
+    with pytest.raises(ConfigError, match=message):
+        resolve({}, [f"constructor={constructor}", override])
+
+
 def test_the_estimator_section_takes_the_chosen_estimators_defaults():
     assert resolve({})["estimator"] == {}
     assert resolve({}, ["estimator_constructor=es"])["estimator"] == {
