@@ -472,8 +472,10 @@ REFERENCE_COLOURS = dict(zip(REFERENCES, ("C2", "C0", "C1", "C4", "C5")))
 LEARNED_COLOURS = ("C3", "C6", "C8", "C9", "C7")
 
 
-def plot(saved, summaries, path):
-    """One panel per task: headline loss at each checkpoint, mean with a min-max band."""
+def plot(saved, summaries, path, named):
+    """One panel per task: headline loss at each checkpoint, mean with a min-max band, of the
+    learned optimisers in ``named`` (this command's; every saved one would crowd the panels)
+    beside the built-ins and the tuned Adam."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -486,7 +488,7 @@ def plot(saved, summaries, path):
     for axis, (task, summary) in zip(axes.flat, summaries.items()):
         arrays, points = saved[task][0], summary["checkpoints"]
         labels = list(summary["optimisers"])
-        learned = [label for label in labels if kind_of(label) == "learned"]
+        learned = [label for label in labels if kind_of(label) == "learned" and label in named]
         shown = [(label, LEARNED_COLOURS[rank % len(LEARNED_COLOURS)])
                  for rank, label in enumerate(learned)]
         shown += [(label, REFERENCE_COLOURS[label]) for label in REFERENCES if label in labels]
@@ -521,8 +523,9 @@ def plot(saved, summaries, path):
     plt.close(figure)
 
 
-def report(out, figure):
-    """Renders tables, JSON and plot from every task saved under ``out``; returns the markdown."""
+def report(out, figure, named=()):
+    """Renders tables and JSON from every task saved under ``out``, and the plot of the
+    optimisers ``named`` (with the built-ins); returns the markdown."""
     saved = {task: load_task(out, task) for task in TASKS}
     saved = {task: entry for task, entry in saved.items() if entry is not None}
     summaries = {task: summarise_task(*entry) for task, entry in saved.items()}
@@ -534,7 +537,7 @@ def report(out, figure):
          "summary_lines": [summary_line(label, s) for label, s in by_optimiser.items()]},
         indent=2))
     if summaries:
-        plot(saved, summaries, figure)
+        plot(saved, summaries, figure, set(named))
     return markdown
 
 
@@ -616,7 +619,7 @@ def main(argv=None):
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    markdown = report(out, figure)
+    markdown = report(out, figure, factories)
     print(markdown)
     print(f"wrote {os.path.join(out, 'generalisation.md')}, generalisation.json and {figure}")
     return 0
