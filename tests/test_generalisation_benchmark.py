@@ -133,7 +133,7 @@ def table_rows(markdown, task):
 
 
 @pytest.mark.slow
-def test_quick_run_end_to_end(benchmark, tmp_path):
+def test_quick_run_end_to_end(benchmark, tmp_path, monkeypatch):
     figure = tmp_path / "figure.png"
     arguments = ["--quick", "--repeats", "2", "--pretrained", "normalized_mlp_digits", "--out",
                  str(tmp_path), "--figure", str(figure)]
@@ -187,6 +187,21 @@ def test_quick_run_end_to_end(benchmark, tmp_path):
     wins = learned["versus"]["Adam(1e-3)"]
     assert f"vs Adam(1e-3) {wins['below']}/{wins['above']}" in markdown
     assert ("floor holds" if learned["floor"]["holds"] else "floor fails") in markdown
+
+    # The figure draws the learned optimisers this command names, not every one saved.
+    import matplotlib.axes
+
+    drawn, plot = set(), matplotlib.axes.Axes.plot
+
+    def recording(axis, *args, **kwargs):
+        drawn.add(kwargs.get("label"))
+        return plot(axis, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
+    other = [*arguments[:3], "--pretrained", "controlled_adam_decay", *arguments[5:]]
+    assert benchmark.main([*other, "--tasks", "moons_mlp"]) == 0
+    assert {"controlled_adam_decay", "Adam(1e-3) (default)", "Muon"} <= drawn
+    assert "normalized_mlp_digits" not in drawn
 
 
 def test_keras_entries_build_their_optimiser_and_bad_ones_stop_with_one_line(benchmark, tmp_path,
