@@ -523,7 +523,7 @@ def plot(saved, summaries, path, named):
     plt.close(figure)
 
 
-def report(out, figure, named=()):
+def report(out, figure, named):
     """Renders tables and JSON from every task saved under ``out``, and the plot of the
     optimisers ``named`` (with the built-ins); returns the markdown."""
     saved = {task: load_task(out, task) for task in TASKS}
