@@ -87,6 +87,12 @@ DEFAULTS = {
         # training loss; val_sum_loss, the loss on a validation minibatch after the step;
         # train_sum_acc and val_sum_acc, accuracies, maximised (ES and PES only).
         "meta_objective": "train_sum_loss",
+        # The floor (ES and PES, loss objectives): each inner run also runs Adam at
+        # floor_learning_rate from the same start on the same batches, and every step
+        # where the learned rule scores worse adds floor_weight times the log of the gap
+        # to the meta-loss (0: off; l2o/estimators/unroll.py).
+        "floor_weight": 0.0,
+        "floor_learning_rate": 0.001,
         # Differentiate through the inner gradients (False: the DM paper's
         # cheaper first-order approximation).
         "second_order": True,
@@ -161,7 +167,8 @@ POSITIVE_INTS = {
     "training/epochs", "training/repeat",
     "evaluation/steps", "evaluation/repeats", "evaluation/validation_every",
 }
-NON_NEGATIVE = {"loss_args/epsilon", "training/parameter_scale_spread"}
+NON_NEGATIVE = {"loss_args/epsilon", "training/parameter_scale_spread",
+                "training/floor_weight"}
 
 
 def resolve(base=None, overrides=()):
@@ -358,9 +365,17 @@ def _check_unroll_weights(weights):
 
 
 def _check_meta_objective(config):
-    """Every training problem must have what the meta-objective scores."""
+    """Every training problem must have what the meta-objective scores; the floor needs a
+    loss objective and a positive rate."""
     objective = config["training"]["meta_objective"]
     needs = objective_needs(objective)
+    training = config["training"]
+    if training["floor_weight"] > 0 and "accuracy" in needs:
+        raise ConfigError(f"training/floor_weight: the floor compares losses; "
+                          f"training/meta_objective {objective} scores accuracy")
+    if not training["floor_learning_rate"] > 0:
+        raise ConfigError(f"training/floor_learning_rate: must be > 0, got "
+                          f"{training['floor_learning_rate']!r}")
     for index, spec in enumerate(config["problems"]):
         missing = needs - offered(PROBLEMS[spec["target"]], spec["kwargs"])
         if missing:

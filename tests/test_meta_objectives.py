@@ -14,6 +14,7 @@ from keras import ops
 
 from l2o.config import resolve
 from l2o.estimators import learned_rule_estimator
+from l2o.estimators.unroll import reference_init, reference_update
 from l2o.optimizers.scheduled_sgd import ScheduledSGDRule
 from l2o.problems import build
 from l2o.problems.base import Problem
@@ -266,3 +267,130 @@ def test_the_validation_objective_scores_no_training_batch(estimator_name):
     variables = {k: keras.Variable(v, name=k) for k, v in rule.init_meta_weights(0).items()}
     marked = learned_rule_estimator(rule, MarkedBatches(), variables, resolved, False)
     assert abs(marked.validation_metrics(STEPS, SEED)["validation_meta_loss"] - values["plain"]) > 0.1
+
+
+# ---------------------------------------------------------------- the floor
+
+FLOOR_WEIGHT, FLOOR_RATE = 2.0, 0.02
+
+
+def adam_by_hand(params, batches, length, rate, measure_on):
+    """The reference Adam (Keras's, its defaults) by hand: the losses that ``measure_on(t,
+    before, after)`` scores at each of ``length`` steps."""
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    scores = []
+    for t in range(length):
+        _, gradient = loss_and_gradient(params, batches(t))
+        step_rate = rate * np.sqrt(1 - 0.999 ** (t + 1)) / (1 - 0.9 ** (t + 1))
+        m = [0.9 * a + 0.1 * g for a, g in zip(m, gradient)]
+        v = [0.999 * b + 0.001 * g * g for b, g in zip(v, gradient)]
+        before = params
+        params = [p - step_rate * a / (np.sqrt(b) + 1e-7) for p, a, b in zip(params, m, v)]
+        scores.append(measure_on(t, before, params))
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("objective", ["train_sum_loss", "val_sum_loss"])
+def test_the_floor_adds_the_hinge_against_a_reference_adam_by_hand(objective):
+    """With ``training/floor_weight``, a fresh unroll (validation) and two PES truncations
+    score the objective plus lambda * max(0, log(s_t + eps) - log(s^ref_t + eps)) per step
+    (mean weights), s^ref the scores of Adam at ``floor_learning_rate`` run from the same
+    start on the same batches."""
+    resolved = resolve(config(objective), [f"training/floor_weight={FLOOR_WEIGHT}",
+                                           f"training/floor_learning_rate={FLOOR_RATE}"])
+    estimator, problem = estimator_of(resolved)
+    rate = float(np.exp(estimator.meta_variables["log_learning_rate"].numpy()[0]))
+    plain = by_hand(problem, objective, rate, [STEPS, STEPS])
+
+    total = 2 * STEPS
+    batches = problem.batches(SEED, 0, total)
+    validation = problem.validation_batches(SEED, 0, total + 1, BATCH)
+
+    def at(data, t):
+        return tuple(part[t].astype(np.float64) if part.dtype.kind == "f" else part[t]
+                     for part in data)
+
+    def measure(t, before, after):
+        if objective == "val_sum_loss":
+            return loss_and_gradient(after, at(validation, t + 1))[0]
+        return loss_and_gradient(before, at(batches, t))[0]
+
+    start = [p.astype(np.float64) for p in problem.init(SEED)]
+    reference = adam_by_hand(start, lambda t: at(batches, t), total, FLOOR_RATE, measure)
+    # The learned rule's own scores, step by step (by_hand gives only their sums).
+    sgd, params = [], start
+    for t in range(total):
+        _, gradient = loss_and_gradient(params, at(batches, t))
+        before, params = params, [p - rate * g for p, g in zip(params, gradient)]
+        sgd.append(measure(t, before, params))
+    hinge = FLOOR_WEIGHT * np.maximum(0.0, np.log(np.array(sgd) + EPSILON)
+                                      - np.log(reference + EPSILON))
+    expected = [plain[k] + np.mean(hinge[k * STEPS:(k + 1) * STEPS]) for k in range(2)]
+    assert min(expected[k] - plain[k] for k in range(2)) > 1e-3  # the hinge is active
+    got = estimator.validation_metrics(STEPS, SEED)["validation_meta_loss"]
+    assert got == pytest.approx(expected[0], rel=1e-4, abs=1e-6)
+
+    truncations = estimator.truncations
+    theta = truncations.flatten({k: v.numpy() for k, v in estimator.meta_variables.items()})
+    thetas = ops.convert_to_tensor(np.stack([theta, theta]))
+    states = keras.tree.map_structure(lambda x: ops.stack([x, x]),
+                                      truncations.init_state(SEED))
+    for k in range(2):
+        losses, states = truncations.unroll(thetas, states, np.array([k * STEPS] * 2), STEPS)
+        np.testing.assert_allclose(ops.convert_to_numpy(losses), [expected[k]] * 2,
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_the_floor_reference_steps_as_keras_adam():
+    """``reference_update`` is Keras's Adam step for step (golden values from Keras itself)."""
+    generator = np.random.default_rng(0)
+    start = [generator.normal(size=(3, 2)).astype(np.float32),
+             generator.normal(size=(2,)).astype(np.float32)]
+    grads = [[generator.normal(size=p.shape).astype(np.float32) for p in start]
+             for _ in range(5)]
+    variables = [keras.Variable(p) for p in start]
+    adam = keras.optimizers.Adam(0.05)
+    params, state = [ops.convert_to_tensor(p) for p in start], reference_init(start)
+    for step_grads in grads:
+        adam.apply([ops.convert_to_tensor(g) for g in step_grads], variables)
+        updates, state = reference_update([ops.convert_to_tensor(g) for g in step_grads],
+                                          state, 0.05)
+        params = [p + u for p, u in zip(params, updates)]
+        for mine, theirs in zip(params, variables):
+            np.testing.assert_allclose(ops.convert_to_numpy(mine), theirs.numpy(), rtol=1e-5,
+                                       atol=1e-6)
+    assert not np.allclose(ops.convert_to_numpy(params[0]), start[0])
+
+
+def test_a_pes_population_with_the_floor_resumes_exactly():
+    """The reference run is part of each particle's checkpointed state: a population
+    reloaded from its arrays estimates what the uninterrupted one does."""
+    resolved = resolve(config("val_sum_loss"), ["training/floor_weight=1.0",
+                                                "estimator/horizon=4"])
+    estimator, _ = estimator_of(resolved)
+    theta = estimator.truncations.flatten(
+        {k: v.numpy() for k, v in estimator.meta_variables.items()})
+    population = estimator.init_worker_state(0)
+    population.estimate(theta, np.random.default_rng(1), 2)
+    assert "reference" in estimator.truncations.init_state(0)
+    arrays = population.arrays()
+    resumed = estimator.load_worker_state(arrays, {})
+    expected = population.estimate(theta, np.random.default_rng(2), 2)
+    got = resumed.estimate(theta, np.random.default_rng(2), 2)
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert got[1] == expected[1]
+
+
+@pytest.mark.parametrize("estimator, overrides, message", [
+    ("tbptt", ["training/floor_weight=1.0"],
+     "training/floor_weight: the floor's reference run is carried by the particle estimators"),
+    ("pes", ["training/meta_objective=val_sum_acc", "training/floor_weight=1.0"],
+     "training/floor_weight: the floor compares losses"),
+    ("pes", ["training/floor_weight=-1.0"], "training/floor_weight"),
+    ("pes", ["training/floor_learning_rate=0.0"], "training/floor_learning_rate: must be > 0"),
+])
+def test_a_bad_floor_is_refused_in_one_line(estimator, overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        resolve(config("val_sum_loss", estimator=estimator), overrides)
+    assert "\n" not in str(error.value)

@@ -34,7 +34,8 @@ def learned_rule_estimator(rule, problem, meta_variables, config, jit_compile):
     weights = import_names.loaded("training/unroll_weights", training["unroll_weights"])
     tbptt = TBPTT(rule, problem, meta_variables, config["loss_args"], weights,
                   training["second_order"], jit_compile, training["parameter_scale_spread"],
-                  training["meta_objective"])
+                  training["meta_objective"], training["floor_weight"],
+                  training["floor_learning_rate"])
     return ESTIMATORS[config["estimator_constructor"]](**config["estimator"]).build(tbptt)
 
 

@@ -14,7 +14,8 @@ and its random parameter scaling), its parameters and optimiser state, f_0
 for the meta-loss, and the scales of ``training/parameter_scale_spread``. Each particle's
 truncation is scored by the same ``meta_loss`` and meta-objective as TBPTT's. Particles at
 the same (seed, step) share one copy of their batches (and validation minibatches);
-otherwise each gets its own.
+otherwise each gets its own. With the floor (``training/floor_weight``), a particle's
+state also holds ``"reference"``: the parameters and state of its reference Adam run.
 
 Distributed (``distributed/workers`` N > 0): a population's shards
 (``l2o.estimators.es``) live on N workers (``l2o.distributed``), shard w on
@@ -34,7 +35,7 @@ from keras import ops
 from l2o import backend, tree
 from l2o.estimators.base import EstimatorSpec, GradientEstimate, GradientEstimator
 from l2o.estimators.es import PES, TruncatedES
-from l2o.estimators.unroll import meta_loss, unroll
+from l2o.estimators.unroll import meta_loss, reference_init, unroll
 from l2o.registry import ESTIMATORS
 from l2o.tree import unflatten_like
 from l2o.validation import ConfigError, check_choice, check_range
@@ -54,24 +55,29 @@ class ParticleTruncations:
         self.names = list(template)
         self._like = [np.zeros(np.shape(template[name]), np.float32) for name in self.names]
 
-        def truncation(thetas, params, opt, initial_losses, scales, batches, shared):
+        def truncation(thetas, params, opt, initial_losses, scales, reference, batches, shared):
             # A state of one copy (leading axis 1) starts every particle: truncated ES.
             count = ops.shape(thetas)[0]
-            params, opt, initial_losses, scales = keras.tree.map_structure(
+            params, opt, initial_losses, scales, reference = keras.tree.map_structure(
                 lambda t: ops.broadcast_to(t, (count,) + tuple(ops.shape(t)[1:])),
-                (params, opt, initial_losses, scales))
+                (params, opt, initial_losses, scales, reference))
 
             def one(elements):
-                theta, params, opt, initial_loss, scales, *own = elements
+                theta, params, opt, initial_loss, scales, reference, *own = elements
                 meta = dict(zip(self.names, unflatten_like(theta, self._like)))
                 data, held_out = batches if shared else own[0]
-                params, opt, _, scores = unroll(rule, problem, meta, params, opt, data,
-                                                second_order=False, scales=scales,
-                                                objective=objective, held_out=held_out)
-                return meta_loss(scores, initial_loss, loss_args, unroll_weights,
-                                 objective.name), params, opt
+                params, opt, _, scores, *floor = unroll(
+                    rule, problem, meta, params, opt, data, second_order=False, scales=scales,
+                    objective=objective, held_out=held_out,
+                    reference=(reference["params"], reference["opt"]) if reference else None)
+                reference_scores = None
+                if floor:
+                    (reference_params, reference_opt), reference_scores = floor
+                    reference = {"params": reference_params, "opt": reference_opt}
+                return meta_loss(scores, initial_loss, loss_args, unroll_weights, objective.name,
+                                 reference_scores, objective.floor_weight), params, opt, reference
 
-            elements = (thetas, params, opt, initial_losses, scales) + (
+            elements = (thetas, params, opt, initial_losses, scales, reference) + (
                 () if shared else (batches,))
             return ops.vectorized_map(one, elements)
 
@@ -91,9 +97,13 @@ class ParticleTruncations:
         scales = trajectory.scales or [ops.ones_like(p) for p in trajectory.params]
         # numpy int64: JAX without x64 holds it as int32 (seeds are 31-bit) and, given no
         # dtype to honour, does not warn.
-        return {"seed": np.asarray(seed, np.int64), "params": trajectory.params,
-                "opt": trajectory.state, "initial_loss": trajectory.initial_loss,
-                "scales": scales}
+        state = {"seed": np.asarray(seed, np.int64), "params": trajectory.params,
+                 "opt": trajectory.state, "initial_loss": trajectory.initial_loss,
+                 "scales": scales}
+        if self.objective.floor_weight > 0:
+            state["reference"] = {"params": trajectory.params,
+                                  "opt": reference_init(trajectory.params)}
+        return state
 
     def data(self, seed, step, length):
         """(training batches, validation minibatches) of steps ``step`` .. of run ``seed``."""
@@ -109,11 +119,13 @@ class ParticleTruncations:
         else:
             data = keras.tree.map_structure(lambda *parts: np.stack(parts),
                                             *[self.data(seed, step, length) for seed, step in keys])
-        losses, params, opt = self._truncation(
+        losses, params, opt, reference = self._truncation(
             thetas, states["params"], states["opt"], states["initial_loss"], states["scales"],
-            keras.tree.map_structure(ops.convert_to_tensor, data), shared)
+            states.get("reference", {}), keras.tree.map_structure(ops.convert_to_tensor, data),
+            shared)
         seeds = np.broadcast_to(states["seed"], np.shape(steps))
-        return losses, {**states, "seed": seeds, "params": params, "opt": opt}
+        return losses, {**states, "seed": seeds, "params": params, "opt": opt,
+                        **({"reference": reference} if reference else {})}
 
 
 

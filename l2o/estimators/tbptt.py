@@ -18,7 +18,8 @@ from keras import ops
 
 from l2o import backend, tree
 from l2o.estimators.base import EstimatorSpec, GradientEstimate, GradientEstimator
-from l2o.estimators.unroll import MetaObjective, exploded, meta_loss, objective_needs, unroll
+from l2o.estimators.unroll import (MetaObjective, exploded, meta_loss, objective_needs,
+                                  reference_init, unroll)
 from l2o.registry import ESTIMATORS
 from l2o.streams import Stream, rng
 from l2o.validation import ConfigError
@@ -47,17 +48,20 @@ class TBPTT(GradientEstimator):
     f(c * theta) with c = exp(U(-s, s)) per coordinate (validation runs are
     never scaled). ``meta_objective`` names what the meta-loss scores
     (``l2o.estimators.unroll``); a trajectory's ``initial_loss`` is f_0 on
-    the data it scores.
+    the data it scores. The floor (``floor_weight``, ``floor_learning_rate``) is the
+    particle estimators' (``l2o.estimators.particles``), whose validation is TBPTT's
+    ``evaluate``: it scores the floor too, its reference starting with the run.
     """
 
     def __init__(self, rule, problem, meta_variables, loss_args, unroll_weights,
                  second_order=True, jit_compile=False, parameter_scale_spread=0.0,
-                 meta_objective="train_sum_loss"):
+                 meta_objective="train_sum_loss", floor_weight=0.0, floor_learning_rate=1e-3):
         self.rule, self.problem = rule, problem
         self.meta_variables = meta_variables
         self.parameter_scale_spread = parameter_scale_spread
         self.loss_args, self.unroll_weights = loss_args, unroll_weights
-        self.objective = objective = MetaObjective(meta_objective, problem)
+        self.objective = objective = MetaObjective(meta_objective, problem, floor_weight,
+                                                   floor_learning_rate)
         variables = list(meta_variables.values())
 
         def meta_weights():
@@ -86,9 +90,17 @@ class TBPTT(GradientEstimator):
             return value, grads, tree.all_finite([value, *grads]), params, state
 
         def evaluate(params, state, batches, initial_loss, held_out=()):
-            value, (params, state, losses, blew_up) = scored_unroll(
-                params, state, batches, initial_loss, held_out=held_out)
-            return value, params, state, losses, blew_up
+            if objective.floor_weight <= 0:
+                value, (params, state, losses, blew_up) = scored_unroll(
+                    params, state, batches, initial_loss, held_out=held_out)
+                return value, params, state, losses, blew_up
+            params, state, losses, scores, _, reference_scores = unroll(
+                rule, problem, meta_weights(), params, state, batches, second_order,
+                objective=objective, held_out=held_out,
+                reference=(params, reference_init(params)))
+            value = meta_loss(scores, initial_loss, loss_args, unroll_weights, objective.name,
+                              reference_scores, objective.floor_weight)
+            return value, params, state, losses, exploded(scores, initial_loss, loss_args)
 
         self.estimate, self.imitate, self.evaluate = (
             backend.compile_fn(fn, jit_compile, relax_leading_dim=True, variables=variables)
@@ -201,6 +213,10 @@ class TBPTTSpec(EstimatorSpec):
     @classmethod
     def validate_config(cls, estimator, config):
         objective = config["training"]["meta_objective"]
+        if config["training"]["floor_weight"] > 0:
+            raise ConfigError(f"training/floor_weight: the floor's reference run is carried by "
+                              f"the particle estimators; use estimator_constructor es or pes, "
+                              f"or floor_weight 0, got {config['training']['floor_weight']}")
         if "accuracy" in objective_needs(objective):
             raise ConfigError(f"training/meta_objective: {objective} scores accuracy, which has "
                               f"no gradient to backpropagate; use estimator_constructor es or "

@@ -35,6 +35,17 @@ maximised, with ``unroll_weights`` only and no ``loss_args``:
 
 Accuracy has no gradient: its objectives serve ES and PES, never TBPTT.
 
+The floor (``training/floor_weight`` lambda > 0; loss objectives, ES and PES): each
+inner run also carries a reference run of Adam at ``training/floor_learning_rate``
+(Keras's Adam, ``reference_update``) from the same start on the same batches, and
+scores it on the same data, s^ref_t; each step's term then gains a hinge,
+
+    w_t * lambda * max(0, log(s_t + eps) - log(s^ref_t + eps)),
+
+which costs only where the learned rule is behind the reference: the floor a user
+holds a learned optimiser to (never worse than Adam at its default, at any step),
+which a summed objective alone trades for speed elsewhere in the horizon.
+
 Imitation truncations score instead the mean over steps of the squared
 distance per coordinate between the learned optimiser's parameters after
 each step and a teacher's (a Keras optimiser run from the same parameters on
@@ -63,10 +74,12 @@ def objective_needs(name):
 
 class MetaObjective:
     """``training/meta_objective`` ``name`` on ``problem``: what each step scores (see the
-    module docstring), and the validation minibatches that it scores on."""
+    module docstring), the validation minibatches that it scores on, and the floor
+    (``floor_weight`` 0: none) against Adam at ``floor_learning_rate``."""
 
-    def __init__(self, name, problem):
+    def __init__(self, name, problem, floor_weight=0.0, floor_learning_rate=1e-3):
         self.name, self.problem = name, problem
+        self.floor_weight, self.floor_learning_rate = float(floor_weight), float(floor_learning_rate)
         needs = objective_needs(name)
         self.on_validation, self.accuracy = "validation" in needs, "accuracy" in needs
         # v_t is as large as a training batch (every batch of a stream is).
@@ -93,6 +106,32 @@ class MetaObjective:
         return measure(before, batch) if self.accuracy else loss
 
 
+def reference_init(params):
+    """The reference Adam's state for ``params``: its step count and moments."""
+    return {"step": ops.zeros((), params[0].dtype),
+            "m": [ops.zeros_like(p) for p in params], "v": [ops.zeros_like(p) for p in params]}
+
+
+def reference_update(grads, state, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """``(updates, state)``: one step of Keras's Adam (its defaults),
+
+        m <- m + (1 - b1)(g - m),   v <- v + (1 - b2)(g^2 - v),
+        update = -lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)."""
+    step = state["step"] + 1.0
+    dtype = step.dtype
+    rate = learning_rate * ops.sqrt(1.0 - ops.power(ops.convert_to_tensor(beta_2, dtype), step)) \
+        / (1.0 - ops.power(ops.convert_to_tensor(beta_1, dtype), step))
+    new = {"step": step, "m": [], "v": []}
+    updates = []
+    for g, m, v in zip(grads, state["m"], state["v"]):
+        m = m + (1.0 - beta_1) * (g - m)
+        v = v + (1.0 - beta_2) * (ops.square(g) - v)
+        new["m"].append(m)
+        new["v"].append(v)
+        updates.append(-rate * m / (ops.sqrt(v) + epsilon))
+    return updates, new
+
+
 def step_weights(unroll_weights, length, dtype):
     if callable(unroll_weights):
         return ops.reshape(ops.cast(unroll_weights(length), dtype), (-1,))
@@ -104,8 +143,10 @@ def step_weights(unroll_weights, length, dtype):
     return ops.cast(index == length - 1, dtype)
 
 
-def meta_loss(scores, initial_loss, loss_args, unroll_weights, objective="train_sum_loss"):
-    """The meta-loss of an unroll's scores s_1..s_n under ``objective`` (a name)."""
+def meta_loss(scores, initial_loss, loss_args, unroll_weights, objective="train_sum_loss",
+              reference_scores=None, floor_weight=0.0):
+    """The meta-loss of an unroll's scores s_1..s_n under ``objective`` (a name), with the
+    floor's hinge (weight ``floor_weight``) against the reference's ``reference_scores``."""
     weights = step_weights(unroll_weights, ops.shape(scores)[0], scores.dtype)
     if "accuracy" in objective_needs(objective):
         return -ops.sum(weights * scores)
@@ -114,6 +155,9 @@ def meta_loss(scores, initial_loss, loss_args, unroll_weights, objective="train_
     if loss_args["scale_objective"]:
         numerator = numerator / (initial_loss + epsilon)
     terms = ops.log(numerator) if loss_args["use_log_objective"] else numerator
+    if reference_scores is not None and floor_weight > 0:
+        terms = terms + floor_weight * ops.relu(
+            ops.log(scores + epsilon) - ops.log(reference_scores + epsilon))
     return ops.sum(weights * terms)
 
 
@@ -134,7 +178,7 @@ def imitation_distance(params, targets):
 
 
 def unroll(rule, problem, meta_weights, params, state, batches, second_order=True,
-           scales=None, targets=None, objective=None, held_out=()):
+           scales=None, targets=None, objective=None, held_out=(), reference=None):
     """Runs the inner loop over the leading axis of ``batches``.
 
     Returns ``(params, state, losses, outputs)``: the final parameters and
@@ -144,7 +188,10 @@ def unroll(rule, problem, meta_weights, params, state, batches, second_order=Tru
     (a ``MetaObjective``; None: ``train_sum_loss``, whose scores are f_1..f_n),
     ``held_out`` being its v_1..v_n (``MetaObjective.held_out``).
     ``scales``, one tensor per parameter, makes the inner loss f(scales * theta):
-    the random scaling of Lv et al.
+    the random scaling of Lv et al. ``reference`` (the floor's reference run: its
+    parameters and ``reference_init`` state) steps beside the learned rule, by
+    ``reference_update`` at ``objective.floor_learning_rate`` on the same batches; then
+    ``(reference, reference scores)`` follow the four outputs.
     """
 
     def scaled(params):
@@ -157,8 +204,13 @@ def unroll(rule, problem, meta_weights, params, state, batches, second_order=Tru
     # train_sum_loss's scores are the losses: its loop stays as it always was.
     scoring = targets is None and objective is not None and not objective.scores_losses
 
+    def score(loss, params, new_params, batch, extra):
+        if scoring:
+            return objective.score(loss, scaled(params), scaled(new_params), batch, extra)
+        return loss
+
     def step(carry, inputs):
-        params, state = carry
+        params, state, *others = carry
         batch, extra = inputs if targets is not None or scoring else (inputs, None)
         (loss, _), grads = loss_and_grads(params, batch)
         if not second_order:
@@ -167,16 +219,26 @@ def unroll(rule, problem, meta_weights, params, state, batches, second_order=Tru
         new_params = [p + u for p, u in zip(params, updates)]
         if targets is not None:
             outputs = (loss, imitation_distance(new_params, extra))
-        elif scoring:
-            outputs = (loss, objective.score(loss, scaled(params), scaled(new_params), batch,
-                                             extra))
+        elif scoring or others:
+            outputs = (loss, score(loss, params, new_params, batch, extra))
         else:
             outputs = loss
-        return (new_params, state), outputs
+        if others:
+            (reference_params, reference_state), = others
+            (reference_loss, _), reference_grads = loss_and_grads(reference_params, batch)
+            reference_updates, reference_state = reference_update(
+                backend.stop_gradient(reference_grads), reference_state,
+                objective.floor_learning_rate)
+            new_reference = [p + u for p, u in zip(reference_params, reference_updates)]
+            others = [(new_reference, reference_state)]
+            outputs += (score(reference_loss, reference_params, new_reference, batch, extra),)
+        return (new_params, state, *others), outputs
 
     xs = (batches, list(targets)) if targets is not None else (
         (batches, held_out) if scoring else batches)
-    (params, state), outputs = backend.scan(step, (list(params), state), xs)
-    if targets is not None or scoring:
-        return (params, state, *outputs)
-    return params, state, outputs, outputs
+    carry = (list(params), state) + (() if reference is None else (
+        (list(reference[0]), reference[1]),))
+    (params, state, *others), outputs = backend.scan(step, carry, xs)
+    if targets is None and not scoring and reference is None:
+        return params, state, outputs, outputs
+    return (params, state, *outputs[:2], *others, *outputs[2:])
