@@ -18,8 +18,14 @@ from keras import ops
 
 from l2o import backend, tree
 from l2o.estimators.base import EstimatorSpec, GradientEstimate, GradientEstimator
-from l2o.estimators.unroll import (MetaObjective, exploded, meta_loss, objective_needs,
-                                  reference_init, unroll)
+from l2o.estimators.unroll import (
+    MetaObjective,
+    exploded,
+    meta_loss,
+    objective_needs,
+    reference_init,
+    unroll,
+)
 from l2o.registry import ESTIMATORS
 from l2o.streams import Stream, rng
 from l2o.validation import ConfigError
