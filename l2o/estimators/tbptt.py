@@ -73,11 +73,13 @@ class TBPTT(GradientEstimator):
         def meta_weights():
             return {name: ops.convert_to_tensor(v) for name, v in self.meta_variables.items()}
 
-        def scored_unroll(params, state, batches, initial_loss, scales=None, held_out=()):
-            params, state, losses, scores = unroll(
+        def scored_unroll(params, state, batches, initial_loss, scales=None, held_out=(),
+                          reference=None):
+            params, state, losses, scores, *floor = unroll(
                 rule, problem, meta_weights(), params, state, batches, second_order, scales,
-                objective=objective, held_out=held_out)
-            value = meta_loss(scores, initial_loss, loss_args, unroll_weights, objective.name)
+                objective=objective, held_out=held_out, reference=reference)
+            value = meta_loss(scores, initial_loss, loss_args, unroll_weights, objective.name,
+                              floor[1] if floor else None, objective.floor_weight)
             return value, (params, state, losses, exploded(scores, initial_loss, loss_args))
 
         def imitation_unroll(params, state, batches, targets, scales=None):
@@ -96,17 +98,11 @@ class TBPTT(GradientEstimator):
             return value, grads, tree.all_finite([value, *grads]), params, state
 
         def evaluate(params, state, batches, initial_loss, held_out=()):
-            if objective.floor_weight <= 0:
-                value, (params, state, losses, blew_up) = scored_unroll(
-                    params, state, batches, initial_loss, held_out=held_out)
-                return value, params, state, losses, blew_up
-            params, state, losses, scores, _, reference_scores = unroll(
-                rule, problem, meta_weights(), params, state, batches, second_order,
-                objective=objective, held_out=held_out,
-                reference=(params, reference_init(params)))
-            value = meta_loss(scores, initial_loss, loss_args, unroll_weights, objective.name,
-                              reference_scores, objective.floor_weight)
-            return value, params, state, losses, exploded(scores, initial_loss, loss_args)
+            # A fresh run: the floor's reference starts with it.
+            reference = (params, reference_init(params)) if objective.floor_weight > 0 else None
+            value, (params, state, losses, blew_up) = scored_unroll(
+                params, state, batches, initial_loss, held_out=held_out, reference=reference)
+            return value, params, state, losses, blew_up
 
         self.estimate, self.imitate, self.evaluate = (
             backend.compile_fn(fn, jit_compile, relax_leading_dim=True, variables=variables)
